@@ -1,0 +1,76 @@
+"""Build agents and user simulators from the SPEC strings the CLI and the app accept.
+
+Agent SPEC: `embedded[@ADAPTER_DIR]` (default) | `openai:MODEL` | `hf:PATH_OR_ID[@ADAPTER_DIR]`
+| `vllm:MODEL` | `llamacpp:GGUF_PATH` | `script:FILE`.
+User SPEC: `agenda` (default) | `llm:<agent-style SPEC>` | `script:FILE`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from josh_core.policies.base import Agent, UserSimulator
+
+DEFAULT_AGENT_SPEC = "embedded"
+DEFAULT_USER_SPEC = "agenda"
+
+
+@dataclass
+class AgentOptions:
+    """How an agent is built beside its model SPEC (CLI flags and app widgets map onto this)."""
+
+    style: str = "react"  # "react" | "fc" (function calling)
+    temperature: float | None = None  # None: the backend's default (appendix B)
+    max_actions_per_turn: int = 5  # cap on generations in one agent turn
+    constrained: bool | None = None  # structured action decoding; None: on for local models
+    base_url: str | None = None  # OpenAI-compatible endpoint (else OPENAI_BASE_URL)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    """`"openai:gpt-4o"` -> `("openai", "gpt-4o")`; `"embedded@dir"` -> `("embedded", "@dir")`."""
+    spec = spec.strip()
+    if not spec:
+        raise ValueError("empty SPEC")
+    for kind in ("embedded", "agenda"):
+        if spec == kind or spec.startswith(kind + "@"):
+            return kind, spec[len(kind) :]
+    if ":" not in spec:
+        raise ValueError(
+            f"unknown SPEC {spec!r}: expected embedded[@ADAPTER], openai:MODEL, hf:PATH[@ADAPTER], "
+            "vllm:MODEL, llamacpp:GGUF, script:FILE (agents) or agenda, llm:SPEC, script:FILE (users)"
+        )
+    kind, rest = spec.split(":", 1)
+    return kind, rest
+
+
+def build_agent(spec: str = DEFAULT_AGENT_SPEC, options: AgentOptions | None = None) -> Agent:
+    options = options or AgentOptions()
+    kind, rest = split_spec(spec)
+    if kind == "script":
+        from josh_core.policies.script import ScriptAgent
+
+        return ScriptAgent.from_file(rest)
+    from josh_core.llm.specs import build_backend
+    from josh_core.policies.agents import build_model_agent
+
+    return build_model_agent(build_backend(spec, options), options)
+
+
+def build_user(spec: str = DEFAULT_USER_SPEC, options: AgentOptions | None = None) -> UserSimulator:
+    kind, rest = split_spec(spec)
+    if kind == "agenda":
+        from josh_core.policies.agenda_user import AgendaUser
+
+        return AgendaUser()
+    if kind == "script":
+        from josh_core.policies.script import ScriptUser
+
+        return ScriptUser.from_file(rest)
+    if kind == "llm":
+        from josh_core.llm.specs import build_backend
+        from josh_core.policies.llm_user import LLMUser
+
+        return LLMUser(build_backend(rest, options or AgentOptions()))
+    raise ValueError(f"unknown user SPEC {spec!r}: expected agenda, llm:SPEC or script:FILE")
