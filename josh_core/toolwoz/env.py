@@ -1,0 +1,136 @@
+"""ToolWOZEnv: one scenario's API executor and goal scorer (a `ToolEnvironment`).
+
+Serving and booking are stateless (they depend only on the call and the scenario), so any
+path of a conversation tree can be scored from its own call records alone.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from josh_core.toolwoz.apis import TOOLS, CallError, ServingContext, validate_call
+from josh_core.toolwoz.db import Database
+from josh_core.toolwoz.normalize import normalize, normalize_params
+from josh_core.toolwoz.scoring import (
+    GoalSpec,
+    ScoreReport,
+    collect_attempts,
+    completes,
+    explain_miss,
+)
+from josh_core.toolwoz.types import Scenario
+from josh_core.types import ApiCallRecord, ApiResult, ToolCall
+
+_BAD_FORMAT_HINT = 'Write the call as JSON: {"name": "<api name>", "parameters": {"<parameter>": "<value>"}}.'
+
+
+class ToolWOZEnv:
+    def __init__(self, scenario: Scenario, db: Database | None = None):
+        if db is None:
+            from josh_core.toolwoz.data import load_database
+
+            db = load_database()
+        self.scenario = scenario
+        self.db = db
+        self.context = ServingContext(db=db)
+        self._goals: list[GoalSpec] = []
+        self._args_cache: dict[str, dict[str, str] | None] = {}
+        self._build_goals()
+
+    def _build_goals(self) -> None:
+        ctx = self.context
+        for call in self.scenario.goal_calls:
+            if call.intent == "book":
+                ctx.book_goals[call.domain] = normalize_params(call.parameters)
+                ctx.book_returns[call.domain] = call.returns
+                booking_id = normalize(call.unique_id)
+                if booking_id is not None:
+                    ctx.booking_ids[call.domain] = booking_id
+            elif call.intent == "search":
+                ctx.search_goals[call.domain] = normalize_params(call.parameters)
+        for goal_id, call in zip(self.scenario.goal_call_ids(), self.scenario.goal_calls):
+            params = normalize_params(call.parameters)
+            self._goals.append(
+                GoalSpec(
+                    goal_id=goal_id,
+                    name=call.name,
+                    domain=call.domain,
+                    intent=call.intent,
+                    raw={k: str(v) for k, v in call.parameters.items()},
+                    params=params,
+                    books_domain=call.domain in ctx.booking_ids,
+                    booking_id=ctx.booking_ids.get(call.domain),
+                    goal_rows=self.db.query(call.domain, params) if call.intent == "search" else (),
+                )
+            )
+
+    # ------------------------------------------------------------------ ToolEnvironment
+    def tools(self) -> list[dict[str, Any]]:
+        return list(TOOLS)
+
+    def execute(self, call: ToolCall | None, raw: str | None = None) -> ApiCallRecord:
+        """Run one call. Bad calls get an error result (and are recorded); nothing raises."""
+        if call is None:
+            shown = (raw or "").strip()
+            shown = shown[:200] + ("..." if len(shown) > 200 else "")
+            result = ApiResult(
+                ok=False,
+                error_kind="bad_format",
+                error=f"Could not read an API call from {shown!r}. {_BAD_FORMAT_HINT}",
+            )
+            return ApiCallRecord(call=None, raw=raw, result=result)
+        try:
+            tool, args = validate_call(call.name, call.parameters)
+        except CallError as error:
+            result = ApiResult(ok=False, error_kind=error.kind, error=error.message)
+        else:
+            result = ApiResult(ok=True, content=tool.invoke(self.context, args))
+        return ApiCallRecord(call=call, raw=raw, result=result)
+
+    def execute_call(self, name: str, parameters: dict[str, Any] | None = None) -> ApiCallRecord:
+        return self.execute(ToolCall(name=name, parameters=parameters or {}))
+
+    def goal_ids(self) -> list[str]:
+        return self.scenario.goal_call_ids()
+
+    def completed_goals(self, calls: list[ApiCallRecord]) -> set[str]:
+        attempts, _ = collect_attempts(calls, self.db, self._normalized_args)
+        return {
+            goal.goal_id
+            for goal in self._goals
+            if any(completes(goal, attempt, self.db) for attempt in attempts)
+        }
+
+    # ------------------------------------------------------------------ scoring
+    def score(self, calls: list[ApiCallRecord]) -> ScoreReport:
+        attempts, failed = collect_attempts(calls, self.db, self._normalized_args)
+        completed, missed = [], []
+        for goal in self._goals:
+            if any(completes(goal, attempt, self.db) for attempt in attempts):
+                completed.append(goal.goal_id)
+            else:
+                missed.append(explain_miss(goal, attempts, failed))
+        total = len(self._goals)
+        reward = len(completed) / total if total else 0.0
+        return ScoreReport(reward=reward, success=bool(total) and len(completed) == total, completed=completed, missed=missed)
+
+    def _normalized_args(self, name: str, parameters: dict[str, Any]) -> dict[str, str] | None:
+        """Validated, normalised arguments of a call (None for a bad call), cached."""
+        key = name + "\x00" + json.dumps(parameters, sort_keys=True, default=str)
+        if key not in self._args_cache:
+            try:
+                self._args_cache[key] = validate_call(name, parameters)[1]
+            except CallError:
+                self._args_cache[key] = None
+        return self._args_cache[key]
+
+
+def score_calls(scenario: Scenario, calls: list[ToolCall | dict[str, Any]], db: Database | None = None) -> ScoreReport:
+    """Execute plain calls ({name, parameters}) in a fresh environment and score them."""
+    env = ToolWOZEnv(scenario, db=db)
+    records = []
+    for call in calls:
+        tool_call = call if isinstance(call, ToolCall) else ToolCall.model_validate(call)
+        records.append(env.execute(tool_call))
+    return env.score(records)

@@ -1,0 +1,104 @@
+"""Reading scenarios: splits, single scenarios by id, scenario files.
+
+    load_split(split, limit=None, source=None) -> list[Scenario]
+    get_scenario(id) -> Scenario
+    load_scenario_file(path) -> Scenario | list[Scenario]
+
+`source` is "synth" (toolwoz-synth, the default) or "official" (stored by
+`josh data prepare --official DIR`); `JOSH_TOOLWOZ_SOURCE` changes the default.
+Parsed splits are cached in memory; callers share the objects and must not mutate them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from josh_core.paths import data_dir
+from josh_core.toolwoz import store
+from josh_core.toolwoz.official import (  # noqa: F401  (re-exported loaders)
+    OfficialData,
+    load_ground_truth_apis,
+    load_multiwoz_dialogues,
+    load_official_dir,
+    prepare_official,
+)
+from josh_core.toolwoz.types import Scenario
+
+_SYNTH_ID = re.compile(r"^synth-(train|val|test)-(\d+)$")
+
+
+def default_source() -> str:
+    source = os.environ.get("JOSH_TOOLWOZ_SOURCE") or "synth"
+    if source not in store.SOURCES:
+        raise ValueError(f"JOSH_TOOLWOZ_SOURCE must be one of {', '.join(store.SOURCES)}")
+    return source
+
+
+def _check_split(split: str) -> None:
+    if split not in store.SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {', '.join(store.SPLITS)}")
+
+
+@lru_cache(maxsize=16)
+def _parsed(root: str, source: str, split: str) -> tuple[Scenario, ...]:
+    return tuple(Scenario.model_validate_json(line) for line in store.read_split_lines(source, split))
+
+
+def _stored(source: str, split: str) -> tuple[Scenario, ...]:
+    if source == "synth":
+        from josh_core.toolwoz.data import ensure_prepared
+
+        ensure_prepared()
+    elif not store.split_path(source, split).exists():
+        raise FileNotFoundError(
+            f"No official ToolWOZ {split} split under {store.source_dir(source)}. "
+            "Store one with `josh data prepare --official DIR` (DIR holding MultiWOZ's "
+            "data.json and testListFile.json/valListFile.json, or ground_truth_apis.json)."
+        )
+    return _parsed(str(data_dir()), source, split)
+
+
+def load_split(split: str, limit: int | None = None, source: str | None = None) -> list[Scenario]:
+    """Scenarios of a split in order; official-test is the first 450 of test."""
+    _check_split(split)
+    source = source or default_source()
+    stored = _stored(source, "test" if split == "official-test" else split)
+    if split == "official-test":
+        stored = stored[: store.OFFICIAL_TEST_SIZE]
+    if limit is not None:
+        stored = stored[: max(limit, 0)]
+    return list(stored)
+
+
+def get_scenario(scenario_id: str) -> Scenario:
+    """A scenario by id, from whichever stored source has it."""
+    match = _SYNTH_ID.match(scenario_id)
+    if match:
+        split, index = match.group(1), int(match.group(2))
+        scenarios = _stored("synth", split)
+        if index < len(scenarios) and scenarios[index].id == scenario_id:
+            return scenarios[index]
+    else:
+        for split in store.STORED_SPLITS:
+            if store.split_path("official", split).exists():
+                for scenario in _stored("official", split):
+                    if scenario.id == scenario_id:
+                        return scenario
+    raise KeyError(f"no scenario with id {scenario_id!r}")
+
+
+def load_scenario_file(path: str | Path) -> Scenario | list[Scenario]:
+    """A JSON file holding one scenario object or a list of them."""
+    value = json.loads(Path(path).read_text())
+    if isinstance(value, list):
+        return [Scenario.model_validate(item) for item in value]
+    return Scenario.model_validate(value)
+
+
+def clear_cache() -> None:
+    """Forget parsed splits (after they were regenerated)."""
+    _parsed.cache_clear()
