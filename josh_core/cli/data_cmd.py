@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
                 official_counts = prepare_official(official)
                 console.print(_counts_table("official ToolWOZ", official_counts))
         except (DataUnavailableError, FileNotFoundError) as error:
-            Console(stderr=True).print(f"[red]error:[/red] {error}", highlight=False)
+            Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {error}", highlight=False)
             raise typer.Exit(1) from None
 
     app.add_typer(data_app, name="data")

@@ -23,7 +23,7 @@ SourceChoice = Enum("SourceChoice", {"synth": "synth", "official": "official"}, 
 
 
 def _fail(message: str) -> None:
-    Console(stderr=True).print(f"[red]error:[/red] {message}", highlight=False)
+    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {message}", highlight=False)
     raise typer.Exit(1)
 
 

@@ -35,6 +35,13 @@ class ServingContext:
     booking_ids: dict[str, str] = field(default_factory=dict)  # domain -> B (normalised id)
     book_goals: dict[str, dict[str, str]] = field(default_factory=dict)  # domain -> book params
     book_returns: dict[str, Any] = field(default_factory=dict)  # domain -> booking return
+    _goal_rows: dict[str, frozenset[int]] = field(default_factory=dict)
+
+    def goal_rows(self, domain: str) -> frozenset[int]:
+        """Rows satisfying the domain's goal search parameters."""
+        if domain not in self._goal_rows:
+            self._goal_rows[domain] = frozenset(self.db.query(domain, self.search_goals.get(domain, {})))
+        return self._goal_rows[domain]
 
 
 class Tool:
@@ -86,7 +93,7 @@ class BookTool(Tool):
 
 
 def serve_search(ctx: ServingContext, domain: str, args: dict[str, str]) -> int | None:
-    """Row index served for normalised `args`, or None for an empty result."""
+    """Row index served for normalised `args`, or None for an empty result (Algorithm 2)."""
     rows = ctx.db.query(domain, args)
     if not rows:
         return None
@@ -94,17 +101,20 @@ def serve_search(ctx: ServingContext, domain: str, args: dict[str, str]) -> int 
     if goal is None:  # the scenario has no goal in this domain: nothing to protect
         return rows[0]
     booking_id = ctx.booking_ids.get(domain) if domain in ctx.book_goals else None
-    correct = wrong = None
-    for index in rows:  # Algorithm 2: the first row that is B, the last that breaks G
-        row_id = ctx.db.norm_id(domain, index)
-        if booking_id is not None and row_id == booking_id:
-            if correct is None:
-                correct = index
-        elif not ctx.db.matches(domain, goal, index):
-            wrong = index
-    booking = booking_id is not None
+    # correct: the first row that is the booking entity B
+    correct = None
+    if booking_id is not None:
+        correct = next(
+            (i for i in ctx.db.rows_with_id(domain, booking_id) if ctx.db.matches(domain, args, i)), None
+        )
+    # wrong: the last row that does not satisfy G (and is not B); a row satisfies G exactly
+    # when the query for G returns it
+    goal_rows = ctx.goal_rows(domain)
+    wrong = next(
+        (i for i in reversed(rows) if i not in goal_rows and ctx.db.norm_id(domain, i) != booking_id), None
+    )
     if is_normalized_subset(goal, args):
-        if booking:
+        if booking_id is not None:
             return correct if correct is not None else wrong
         return rows[0]
     if is_normalized_subset(args, goal):

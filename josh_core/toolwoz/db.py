@@ -132,6 +132,10 @@ class Database:
         """The normalised entity id of a row."""
         return self._norm_rows[domain][index].get(entity_id_field(domain))
 
+    def rows_with_id(self, domain: str, norm_id: str) -> list[int]:
+        """Rows whose normalised id is `norm_id`, in DB order."""
+        return self._by_id[domain].get(norm_id, [])
+
     def find(self, domain: str, entity_id: str) -> int | None:
         """The first row whose id (name, or trainID) is `entity_id`, normalised."""
         norm = normalize(entity_id)
