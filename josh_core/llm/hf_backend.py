@@ -1,0 +1,445 @@
+"""In-process transformers backend with a micro-batcher.
+
+Every `chat` call that is waiting when the model becomes free is merged into ONE batched
+`generate` (left padding). The JOSH engine advances all leaves of a tree with
+`asyncio.gather`, so the leaves of one depth become one forward pass per token instead of one
+per leaf; that is where the batching speed-up comes from.
+
+Sampling is done per row by our own logits processor (`RowSampler`): each row has its own
+temperature / top_k / top_p, token budget, stop strings and a `torch.Generator` seeded from
+the request seed, and it masks every logit but the token it drew, so `generate` runs greedy
+and simply takes that token. This lets requests with different sampling settings share a
+batch, and makes a seeded request draw the same tokens whatever else is in its batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from josh_core.llm.base import (
+    LOCAL_MODEL_SAMPLING,
+    ChatRequest,
+    ChatResponse,
+    Choice,
+    ConstraintUnsupported,
+    SamplingParams,
+)
+from josh_core.llm.local_chat import cut_at_stop, parse_tool_calls, template_supports_tools, to_template_messages
+
+log = logging.getLogger(__name__)
+
+_NEG_INF = float("-inf")
+
+
+@dataclass
+class _Row:
+    """One sequence in a batched generate: sample `sample_index` of one request."""
+
+    request_index: int
+    sample_index: int
+    sampling: SamplingParams
+    generator: Any  # torch.Generator
+    stop: list[str]
+    tokens: list[int] = field(default_factory=list)
+    finished: bool = False
+    force_eos: bool = False  # a stop string appeared: end the row at the next step
+    finish_reason: str | None = None  # "stop" (EOS or stop string) | "length" (budget spent)
+
+
+def _common_prefix_len(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class RowSampler:
+    """HF logits processor that draws each row's next token with that row's own settings.
+
+    Constraint processors (one per distinct constraint in the batch) run first on the rows
+    that carry their constraint; then each unfinished row samples (or takes the argmax at
+    temperature 0) and all other logits are set to -inf.
+    """
+
+    def __init__(self, rows: list[_Row], tokenizer: Any, eos_id: int, pad_id: int,
+                 constraint_groups: list[tuple[Any, list[int]]]):
+        self.rows = rows
+        self.tokenizer = tokenizer
+        self.eos_id = eos_id
+        self.pad_id = pad_id
+        self.constraint_groups = constraint_groups
+        self.max_stop_len = max((len(s) for r in rows for s in r.stop), default=0)
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        for processor, row_ids in self.constraint_groups:
+            live = [i for i in row_ids if not self.rows[i].finished]
+            if not live:
+                continue
+            index = torch.tensor(live, dtype=torch.long)
+            scores[index] = processor(input_ids[index], scores[index].clone())
+        chosen = torch.full((scores.shape[0],), self.pad_id, dtype=torch.long)
+        for i, row in enumerate(self.rows):
+            if row.finished:
+                continue
+            if row.force_eos:
+                token = self.eos_id
+            elif len(row.tokens) >= row.sampling.max_tokens:
+                token = self.eos_id
+                row.finish_reason = "length"
+            else:
+                token = self._draw(scores[i], row)
+            chosen[i] = token
+            self._advance(row, token)
+        out = torch.full_like(scores, _NEG_INF)
+        out[torch.arange(scores.shape[0]), chosen] = 0.0
+        return out
+
+    def _draw(self, logits, row: _Row) -> int:
+        import torch
+
+        params = row.sampling
+        if not torch.isfinite(logits).any():
+            return self.eos_id  # a constraint left nothing allowed: end the row
+        if params.temperature <= 0:
+            return int(torch.argmax(logits))
+        logits = logits / params.temperature
+        if params.top_k and params.top_k > 0:
+            k = min(params.top_k, logits.shape[-1])
+            values, indices = torch.topk(logits, k)
+        else:
+            values, indices = torch.sort(logits, descending=True)
+        probs = torch.softmax(values, dim=-1)
+        if params.top_p is not None and params.top_p < 1.0:
+            cumulative = torch.cumsum(probs, dim=-1)
+            keep = cumulative - probs < params.top_p  # always keeps the most likely token
+            probs = probs * keep
+            probs = probs / probs.sum()
+        pick = torch.multinomial(probs, 1, generator=row.generator)
+        return int(indices[pick])
+
+    def _advance(self, row: _Row, token: int) -> None:
+        if token == self.eos_id:
+            row.finished = True
+            row.finish_reason = row.finish_reason or "stop"
+            return
+        row.tokens.append(token)
+        if row.stop:
+            # Decode only the tail that could hold a stop string.
+            tail = self.tokenizer.decode(row.tokens[-(self.max_stop_len + 2):], skip_special_tokens=True)
+            if any(s in tail for s in row.stop):
+                row.force_eos = True
+
+
+def _load_structured():
+    try:
+        from josh_core.llm import structured
+    except ImportError as exc:  # the structured-decoding module is optional at import time
+        raise ConstraintUnsupported(f"structured decoding is not available: {exc}") from exc
+    return structured
+
+
+def _set_cpu_threads() -> None:
+    """Intra-op threads for CPU inference: `JOSH_TORCH_THREADS`, else all cores but one.
+
+    On small shared machines OpenMP threads that spin-wait for a busy sibling core make the
+    small matrix products of decoding several times slower (measured: one thread beat two
+    by 5x on two shared cores), so one core is left to the rest of the process and machine.
+    """
+    import torch
+
+    wanted = os.environ.get("JOSH_TORCH_THREADS")
+    threads = int(wanted) if wanted else max(1, (os.cpu_count() or 2) - 1)
+    if threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+
+
+class HFBackend:
+    """A transformers causal LM in this process (CPU here; CUDA when available)."""
+
+    is_local = True
+
+    def __init__(self, model_path: str | Path, adapter: str | Path | None = None, *,
+                 name: str | None = None, max_batch_rows: int = 32, device: str | None = None,
+                 dtype: str | None = None, collect_s: float = 0.0):
+        self.model_path = str(model_path)
+        self.adapter = str(adapter) if adapter else None
+        self.name = name or f"hf:{self.model_path}" + (f"@{self.adapter}" if self.adapter else "")
+        self.max_batch_rows = max_batch_rows
+        self.device = device
+        self.dtype = dtype
+        self.collect_s = collect_s  # extra wait for stragglers before a batch starts
+        self.default_sampling = LOCAL_MODEL_SAMPLING
+        self._model = None
+        self._tokenizer = None
+        self._load_lock = threading.Lock()
+        self._gen_lock = threading.Lock()
+        self._prefix_caches: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        self._pending: list[tuple[ChatRequest, asyncio.Future]] = []
+        self._worker: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.load_seconds: float | None = None
+        self.batches_run = 0
+        self.batch_sizes: list[int] = []
+
+    # ---- loading -------------------------------------------------------------------------
+    def load(self) -> None:
+        """Load tokenizer and weights (and merge the LoRA adapter) once."""
+        with self._load_lock:
+            if self._model is not None:
+                return
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            start = time.perf_counter()
+            _set_cpu_threads()
+            device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            dtype = getattr(torch, self.dtype) if self.dtype else (
+                torch.bfloat16 if device == "cuda" else torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+            tokenizer.padding_side = "left"
+            if tokenizer.pad_token_id is None:
+                tokenizer.pad_token = tokenizer.eos_token
+            model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype)
+            if self.adapter:
+                from peft import PeftModel
+
+                # Merged once: inference then runs at base-model speed with no adapter hooks.
+                model = PeftModel.from_pretrained(model, self.adapter).merge_and_unload()
+            model.to(device)
+            model.eval()
+            self._device = device
+            self._tokenizer = tokenizer
+            self._model = model
+            self.load_seconds = time.perf_counter() - start
+            log.info("loaded %s in %.1fs on %s", self.name, self.load_seconds, device)
+
+    @property
+    def tokenizer(self):
+        self.load()
+        return self._tokenizer
+
+    @property
+    def model(self):
+        self.load()
+        return self._model
+
+    # ---- the async interface -------------------------------------------------------------
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # a new event loop (e.g. a second asyncio.run): start fresh
+            self._loop, self._pending, self._worker = loop, [], None
+        future: asyncio.Future = loop.create_future()
+        self._pending.append((request, future))
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._pending:
+            # Let every coroutine that was started together (asyncio.gather) enqueue first.
+            for _ in range(3):
+                await asyncio.sleep(0)
+            if self.collect_s:
+                await asyncio.sleep(self.collect_s)
+            batch: list[tuple[ChatRequest, asyncio.Future]] = []
+            rows = 0
+            while self._pending and (not batch or rows + self._pending[0][0].n <= self.max_batch_rows):
+                item = self._pending.pop(0)
+                batch.append(item)
+                rows += item[0].n
+            try:
+                responses = await asyncio.to_thread(self.generate_batch, [r for r, _ in batch])
+            except BaseException as exc:  # hand the failure to every waiting caller
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                if isinstance(exc, (KeyboardInterrupt, SystemExit, asyncio.CancelledError)):
+                    raise
+                continue
+            for (_, fut), response in zip(batch, responses):
+                if not fut.done():
+                    fut.set_result(response)
+
+    async def aclose(self) -> None:
+        if self._worker is not None and not self._worker.done():
+            self._worker.cancel()
+        self._worker = None
+
+    # ---- batched generation (runs in a worker thread) ------------------------------------
+    def render_prompt(self, request: ChatRequest) -> str:
+        tokenizer = self.tokenizer
+        native = bool(request.tools) and template_supports_tools(tokenizer)
+        messages = to_template_messages(request.messages, request.tools, native)
+        kwargs: dict[str, Any] = {"tokenize": False, "add_generation_prompt": True}
+        if native:
+            kwargs["tools"] = request.tools
+        return tokenizer.apply_chat_template(messages, **kwargs)
+
+    # ---- shared-prefix KV cache -----------------------------------------------------------
+    # Every agent prompt starts with the same long system prompt, and the leaves of one tree
+    # share the conversation up to their common ancestor. Prefilling that shared prefix once
+    # (and keeping it for later batches) instead of once per row and per call is what keeps
+    # prompts of a thousand tokens affordable on a CPU. Rows are packed as
+    # [shared prefix][padding][own suffix]: positions come from the attention mask, so the
+    # padding in the middle is invisible to the model.
+    min_prefix_tokens = 16
+    prefix_cache_entries = 6
+
+    def _prefix_cache(self, prefix: tuple[int, ...]):
+        """A batch-1 KV cache of `prefix`, extended from the longest cached prefix of it."""
+        import copy
+
+        import torch
+        from transformers import DynamicCache
+
+        cache = self._prefix_caches
+        if prefix in cache:
+            cache.move_to_end(prefix)
+            return cache[prefix]
+        # Start from the cached prefix sharing the most leading tokens (cropped to them).
+        best_key, best_len = None, 0
+        for key in cache:
+            common = _common_prefix_len(key, prefix)
+            if common > best_len:
+                best_key, best_len = key, common
+        if best_key is not None:
+            cache.move_to_end(best_key)
+            kv = copy.deepcopy(cache[best_key])
+            if len(best_key) > best_len:
+                kv.crop(-(len(best_key) - best_len))  # negative: tokens to drop
+        else:
+            kv = DynamicCache(config=self._model.config)
+        if best_len < len(prefix):
+            rest = torch.tensor([list(prefix[best_len:])], dtype=torch.long, device=self._device)
+            positions = torch.arange(best_len, len(prefix), device=self._device).unsqueeze(0)
+            with torch.inference_mode():
+                self._model(input_ids=rest, past_key_values=kv, position_ids=positions, use_cache=True)
+        cache[prefix] = kv
+        while len(cache) > self.prefix_cache_entries:
+            cache.popitem(last=False)
+        return kv
+
+    def _pack(self, token_rows: list[list[int]]):
+        """(input_ids, attention_mask, past_key_values or None) for one batched generate."""
+        import copy
+
+        import torch
+
+        pad_id = self._tokenizer.pad_token_id
+        shortest = min(len(t) for t in token_rows)
+        shared = 0
+        first = token_rows[0]
+        # Keep at least one token of each row outside the prefix: generate needs an input.
+        while shared < shortest - 1 and all(t[shared] == first[shared] for t in token_rows):
+            shared += 1
+        if shared < self.min_prefix_tokens:
+            shared = 0
+        width = max(len(t) for t in token_rows)
+        ids = torch.full((len(token_rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(token_rows), width), dtype=torch.long)
+        for i, row in enumerate(token_rows):
+            suffix = row[shared:]
+            ids[i, :shared] = torch.tensor(row[:shared])
+            mask[i, :shared] = 1
+            ids[i, width - len(suffix):] = torch.tensor(suffix)
+            mask[i, width - len(suffix):] = 1
+        past = None
+        if shared:
+            past = copy.deepcopy(self._prefix_cache(tuple(first[:shared])))
+            past.batch_repeat_interleave(len(token_rows))
+        return ids.to(self._device), mask.to(self._device), past
+
+    def generate_batch(self, requests: list[ChatRequest]) -> list[ChatResponse]:
+        """Generate every sample of every request in one `generate` call."""
+        self.load()
+        with self._gen_lock:
+            return self._generate_batch_locked(requests)
+
+    def _generate_batch_locked(self, requests: list[ChatRequest]) -> list[ChatResponse]:
+        import torch
+        from transformers import LogitsProcessorList
+
+        tokenizer, model = self._tokenizer, self._model
+        start = time.perf_counter()
+        prompts: list[str] = []
+        rows: list[_Row] = []
+        constraint_rows: dict[str, tuple[Any, list[int]]] = {}
+        for ri, request in enumerate(requests):
+            prompt = self.render_prompt(request)
+            key = request.constraint.model_dump_json() if request.constraint else None
+            for si in range(request.n):
+                gen = torch.Generator()
+                seed = request.sampling.seed
+                base = seed if seed is not None else random.getrandbits(32)
+                gen.manual_seed((base * 1_000_003 + si) & 0x7FFF_FFFF_FFFF_FFFF)
+                rows.append(_Row(ri, si, request.sampling, gen, list(request.sampling.stop or [])))
+                prompts.append(prompt)
+                if key is not None:
+                    if key not in constraint_rows:
+                        structured = _load_structured()
+                        constraint_rows[key] = (structured.logits_processor_for(tokenizer, request.constraint), [])
+                    constraint_rows[key][1].append(len(rows) - 1)
+        token_rows = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        input_ids, attention_mask, past = self._pack(token_rows)
+        eos_id = tokenizer.eos_token_id
+        pad_id = tokenizer.pad_token_id
+        sampler = RowSampler(rows, tokenizer, eos_id, pad_id, list(constraint_rows.values()))
+        # One step beyond the largest budget so a row at its budget can still emit EOS.
+        max_new = max(r.sampling.max_tokens for r in rows) + 1
+        kwargs: dict[str, Any] = {}
+        if past is not None:
+            kwargs["past_key_values"] = past
+        with torch.inference_mode():
+            model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                max_new_tokens=max_new,
+                do_sample=False,
+                logits_processor=LogitsProcessorList([sampler]),
+                pad_token_id=pad_id,
+                eos_token_id=eos_id,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                **kwargs,
+            )
+        seconds = time.perf_counter() - start
+        self.batches_run += 1
+        self.batch_sizes.append(len(rows))
+        prompt_lengths = [len(t) for t in token_rows]
+        by_request: list[list[_Row]] = [[] for _ in requests]
+        for row in rows:
+            by_request[row.request_index].append(row)
+        responses: list[ChatResponse] = []
+        row_offset = 0
+        for ri, request in enumerate(requests):
+            choices = []
+            for row in by_request[ri]:
+                text = tokenizer.decode(row.tokens, skip_special_tokens=True)
+                text, _ = cut_at_stop(text, request.sampling.stop)
+                finish = row.finish_reason or "length"
+                content, calls = parse_tool_calls(text) if request.tools else (text, None)
+                if calls:
+                    finish = "tool_calls"
+                choices.append(Choice(text=content, tool_calls=calls, finish_reason=finish))
+            responses.append(ChatResponse(
+                choices=choices,
+                prompt_tokens=int(prompt_lengths[row_offset]),
+                completion_tokens=sum(len(r.tokens) for r in by_request[ri]),
+                seconds=seconds,
+                model=self.name,
+            ))
+            row_offset += request.n
+        return responses
