@@ -6,6 +6,7 @@ path of a conversation tree can be scored from its own call records alone.
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
@@ -67,7 +68,8 @@ class ToolWOZEnv:
 
     # ------------------------------------------------------------------ ToolEnvironment
     def tools(self) -> list[dict[str, Any]]:
-        return list(TOOLS)
+        """The OpenAI tools schema (a copy: callers may edit it)."""
+        return copy.deepcopy(TOOLS)
 
     def execute(self, call: ToolCall | None, raw: str | None = None) -> ApiCallRecord:
         """Run one call. Bad calls get an error result (and are recorded); nothing raises."""
