@@ -14,7 +14,6 @@ batch, and makes a seeded request draw the same tokens whatever else is in its b
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import random
@@ -33,7 +32,8 @@ from josh_core.llm.base import (
     ConstraintUnsupported,
     SamplingParams,
 )
-from josh_core.llm.local_chat import cut_at_stop, parse_tool_calls, template_supports_tools, to_template_messages
+from josh_core.llm.batching import MicroBatcher
+from josh_core.llm.local_chat import cut_at_stop, parse_tool_calls, to_template_messages
 
 log = logging.getLogger(__name__)
 
@@ -66,29 +66,21 @@ def _common_prefix_len(a: tuple[int, ...], b: tuple[int, ...]) -> int:
 class RowSampler:
     """HF logits processor that draws each row's next token with that row's own settings.
 
-    Constraint processors (one per distinct constraint in the batch) run first on the rows
-    that carry their constraint; then each unfinished row samples (or takes the argmax at
-    temperature 0) and all other logits are set to -inf.
+    The structured-decoding processor (one for the batch, a grammar matcher per row) runs
+    before it and masks what a row's constraint forbids; then each unfinished row samples (or
+    takes the argmax at temperature 0) from what is left and all other logits are set to -inf.
     """
 
-    def __init__(self, rows: list[_Row], tokenizer: Any, eos_id: int, pad_id: int,
-                 constraint_groups: list[tuple[Any, list[int]]]):
+    def __init__(self, rows: list[_Row], tokenizer: Any, eos_id: int, pad_id: int):
         self.rows = rows
         self.tokenizer = tokenizer
         self.eos_id = eos_id
         self.pad_id = pad_id
-        self.constraint_groups = constraint_groups
         self.max_stop_len = max((len(s) for r in rows for s in r.stop), default=0)
 
     def __call__(self, input_ids, scores):
         import torch
 
-        for processor, row_ids in self.constraint_groups:
-            live = [i for i in row_ids if not self.rows[i].finished]
-            if not live:
-                continue
-            index = torch.tensor(live, dtype=torch.long)
-            scores[index] = processor(input_ids[index], scores[index].clone())
         chosen = torch.full((scores.shape[0],), self.pad_id, dtype=torch.long)
         for i, row in enumerate(self.rows):
             if row.finished:
@@ -179,19 +171,14 @@ class HFBackend:
         self.max_batch_rows = max_batch_rows
         self.device = device
         self.dtype = dtype
-        self.collect_s = collect_s  # extra wait for stragglers before a batch starts
         self.default_sampling = LOCAL_MODEL_SAMPLING
         self._model = None
         self._tokenizer = None
         self._load_lock = threading.Lock()
         self._gen_lock = threading.Lock()
         self._prefix_caches: OrderedDict[tuple[int, ...], Any] = OrderedDict()
-        self._pending: list[tuple[ChatRequest, asyncio.Future]] = []
-        self._worker: asyncio.Task | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._batcher = MicroBatcher(self.generate_batch, max_rows=max_batch_rows, collect_s=collect_s)
         self.load_seconds: float | None = None
-        self.batches_run = 0
-        self.batch_sizes: list[int] = []
 
     # ---- loading -------------------------------------------------------------------------
     def load(self) -> None:
@@ -237,55 +224,20 @@ class HFBackend:
 
     # ---- the async interface -------------------------------------------------------------
     async def chat(self, request: ChatRequest) -> ChatResponse:
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:  # a new event loop (e.g. a second asyncio.run): start fresh
-            self._loop, self._pending, self._worker = loop, [], None
-        future: asyncio.Future = loop.create_future()
-        self._pending.append((request, future))
-        if self._worker is None or self._worker.done():
-            self._worker = loop.create_task(self._drain())
-        return await future
-
-    async def _drain(self) -> None:
-        while self._pending:
-            # Let every coroutine that was started together (asyncio.gather) enqueue first.
-            for _ in range(3):
-                await asyncio.sleep(0)
-            if self.collect_s:
-                await asyncio.sleep(self.collect_s)
-            batch: list[tuple[ChatRequest, asyncio.Future]] = []
-            rows = 0
-            while self._pending and (not batch or rows + self._pending[0][0].n <= self.max_batch_rows):
-                item = self._pending.pop(0)
-                batch.append(item)
-                rows += item[0].n
-            try:
-                responses = await asyncio.to_thread(self.generate_batch, [r for r, _ in batch])
-            except BaseException as exc:  # hand the failure to every waiting caller
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                if isinstance(exc, (KeyboardInterrupt, SystemExit, asyncio.CancelledError)):
-                    raise
-                continue
-            for (_, fut), response in zip(batch, responses):
-                if not fut.done():
-                    fut.set_result(response)
+        return await self._batcher.submit(request)
 
     async def aclose(self) -> None:
-        if self._worker is not None and not self._worker.done():
-            self._worker.cancel()
-        self._worker = None
+        await self._batcher.aclose()
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        """Requests merged into each batched generate so far."""
+        return self._batcher.batch_sizes
 
     # ---- batched generation (runs in a worker thread) ------------------------------------
     def render_prompt(self, request: ChatRequest) -> str:
-        tokenizer = self.tokenizer
-        native = bool(request.tools) and template_supports_tools(tokenizer)
-        messages = to_template_messages(request.messages, request.tools, native)
-        kwargs: dict[str, Any] = {"tokenize": False, "add_generation_prompt": True}
-        if native:
-            kwargs["tools"] = request.tools
-        return tokenizer.apply_chat_template(messages, **kwargs)
+        messages = to_template_messages(request.messages, request.tools)
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
     # ---- shared-prefix KV cache -----------------------------------------------------------
     # Every agent prompt starts with the same long system prompt, and the leaves of one tree
@@ -375,10 +327,9 @@ class HFBackend:
         start = time.perf_counter()
         prompts: list[str] = []
         rows: list[_Row] = []
-        constraint_rows: dict[str, tuple[Any, list[int]]] = {}
+        row_constraints = []
         for ri, request in enumerate(requests):
             prompt = self.render_prompt(request)
-            key = request.constraint.model_dump_json() if request.constraint else None
             for si in range(request.n):
                 gen = torch.Generator()
                 seed = request.sampling.seed
@@ -386,16 +337,16 @@ class HFBackend:
                 gen.manual_seed((base * 1_000_003 + si) & 0x7FFF_FFFF_FFFF_FFFF)
                 rows.append(_Row(ri, si, request.sampling, gen, list(request.sampling.stop or [])))
                 prompts.append(prompt)
-                if key is not None:
-                    if key not in constraint_rows:
-                        structured = _load_structured()
-                        constraint_rows[key] = (structured.logits_processor_for(tokenizer, request.constraint), [])
-                    constraint_rows[key][1].append(len(rows) - 1)
+                row_constraints.append(request.constraint)
         token_rows = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         input_ids, attention_mask, past = self._pack(token_rows)
         eos_id = tokenizer.eos_token_id
         pad_id = tokenizer.pad_token_id
-        sampler = RowSampler(rows, tokenizer, eos_id, pad_id, list(constraint_rows.values()))
+        processors: list[Any] = []
+        if any(c is not None for c in row_constraints):
+            structured = _load_structured()
+            processors.append(structured.logits_processor_for(tokenizer, row_constraints, eos_token_ids=[eos_id]))
+        processors.append(RowSampler(rows, tokenizer, eos_id, pad_id))
         # One step beyond the largest budget so a row at its budget can still emit EOS.
         max_new = max(r.sampling.max_tokens for r in rows) + 1
         kwargs: dict[str, Any] = {}
@@ -407,7 +358,7 @@ class HFBackend:
                 attention_mask=attention_mask,
                 max_new_tokens=max_new,
                 do_sample=False,
-                logits_processor=LogitsProcessorList([sampler]),
+                logits_processor=LogitsProcessorList(processors),
                 pad_token_id=pad_id,
                 eos_token_id=eos_id,
                 temperature=None,
@@ -416,8 +367,6 @@ class HFBackend:
                 **kwargs,
             )
         seconds = time.perf_counter() - start
-        self.batches_run += 1
-        self.batch_sizes.append(len(rows))
         prompt_lengths = [len(t) for t in token_rows]
         by_request: list[list[_Row]] = [[] for _ in requests]
         for row in rows:
@@ -430,7 +379,7 @@ class HFBackend:
                 text = tokenizer.decode(row.tokens, skip_special_tokens=True)
                 text, _ = cut_at_stop(text, request.sampling.stop)
                 finish = row.finish_reason or "length"
-                content, calls = parse_tool_calls(text) if request.tools else (text, None)
+                content, calls = parse_tool_calls(text) if request.tools else (text.strip(), None)
                 if calls:
                     finish = "tool_calls"
                 choices.append(Choice(text=content, tool_calls=calls, finish_reason=finish))

@@ -1,32 +1,34 @@
 """Chat formatting shared by the in-process backends (transformers, vLLM offline).
 
 Servers (OpenAI, `vllm serve`) turn messages and tools into a prompt and parse tool calls
-themselves. In-process we do it: messages become the dicts a chat template expects, tools are
-described in the system message when the template has no tool support of its own, and tool
-calls come back as `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` blocks (the
-format most open chat models are trained on), parsed here into `ToolCall`s.
+themselves. In-process we do it, with one text form for function calling that is also what
+`josh_core.llm.structured.fc_constraint` enforces when decoding is constrained:
+
+    {"tool_call": {"name": "<function>", "arguments": {...}}}    to call a function
+    {"content": "<text for the user>"}                           to answer
+
+The tools and this form are described in the system message; earlier calls in the history are
+written back in the same form so the model sees consistent examples of its own format. Plain
+text that is not such an object is taken as content, so an unconstrained model that ignores
+the form still talks to the user.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from josh_core.types import Message, ToolCall
 
-TOOL_CALL_OPEN = "<tool_call>"
-TOOL_CALL_CLOSE = "</tool_call>"
-_TOOL_CALL_RE = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
-
 
 def tools_instruction(tools: list[dict[str, Any]]) -> str:
-    """System-message text that describes the tools and the call format."""
+    """System-message text that describes the tools and the reply format."""
     lines = [
-        "You can call these functions. To call one, reply with exactly",
-        f'{TOOL_CALL_OPEN}{{"name": "<function name>", "arguments": {{...}}}}{TOOL_CALL_CLOSE}',
-        "and nothing else; you will get its result in a message from the tool. To talk to the",
-        "user instead, reply with plain text. Functions:",
+        "You can call functions. To call one, reply with only this JSON object:",
+        '{"tool_call": {"name": "<function name>", "arguments": {<argument>: <value>, ...}}}',
+        "You get its result in a message from the tool, then you may call another function.",
+        'To talk to the user, reply with only {"content": "<your message>"}.',
+        "Functions:",
     ]
     for tool in tools:
         fn = tool.get("function", tool)
@@ -35,28 +37,21 @@ def tools_instruction(tools: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def template_supports_tools(tokenizer: Any) -> bool:
-    template = getattr(tokenizer, "chat_template", None) or ""
-    return "tools" in template
+def format_tool_call(call: ToolCall) -> str:
+    return json.dumps({"tool_call": {"name": call.name, "arguments": call.parameters}})
 
 
-def format_tool_calls(calls: list[ToolCall]) -> str:
-    return "\n".join(
-        f"{TOOL_CALL_OPEN}{json.dumps({'name': c.name, 'arguments': c.parameters})}{TOOL_CALL_CLOSE}"
-        for c in calls
-    )
-
-
-def to_template_messages(messages: list[Message], tools: list[dict[str, Any]] | None,
-                         native_tools: bool) -> list[dict[str, Any]]:
-    """Messages as chat-template dicts; tools folded into the system text unless native."""
+def to_template_messages(messages: list[Message], tools: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """Messages as chat-template dicts; tools (when given) folded into the system text."""
     out: list[dict[str, Any]] = []
     for msg in messages:
         content = msg.content
         if msg.role == "assistant" and msg.tool_calls:
-            content = (content + "\n" if content else "") + format_tool_calls(msg.tool_calls)
+            content = "\n".join(format_tool_call(c) for c in msg.tool_calls)
+        elif msg.role == "assistant" and tools:
+            content = json.dumps({"content": content})
         out.append({"role": msg.role, "content": content})
-    if tools and not native_tools:
+    if tools:
         instruction = tools_instruction(tools)
         if out and out[0]["role"] == "system":
             out[0] = {"role": "system", "content": out[0]["content"] + "\n\n" + instruction}
@@ -66,34 +61,43 @@ def to_template_messages(messages: list[Message], tools: list[dict[str, Any]] | 
 
 
 def parse_tool_calls(text: str) -> tuple[str, list[ToolCall] | None]:
-    """Split generated text into (plain content, tool calls or None).
+    """Split a function-calling generation into (content, tool calls or None).
 
-    A block whose JSON does not parse is left in the content, so the agent sees (and records)
-    the malformed output rather than silently losing it.
+    Each line that is a `{"tool_call": ...}` object becomes a call; `{"content": ...}` gives
+    the content; anything else stays content verbatim (a malformed call is kept as text so
+    the caller can see and record it).
     """
-    if TOOL_CALL_OPEN not in text:
-        return text.strip(), None
     calls: list[ToolCall] = []
     kept: list[str] = []
-    last = 0
-    for i, match in enumerate(_TOOL_CALL_RE.finditer(text)):
-        kept.append(text[last : match.start()])
-        last = match.end()
-        try:
-            payload = json.loads(match.group(1))
-            name = payload["name"]
-            args = payload.get("arguments", payload.get("parameters", {}))
+    stripped = text.strip()
+    chunks = [stripped] if _json_object(stripped) is not None else stripped.splitlines()
+    for chunk in chunks:
+        obj = _json_object(chunk.strip())
+        if isinstance(obj, dict) and isinstance(obj.get("tool_call"), dict):
+            call = obj["tool_call"]
+            args = call.get("arguments", call.get("parameters", {}))
             if isinstance(args, str):
-                args = json.loads(args)
-            if not isinstance(name, str) or not isinstance(args, dict):
-                raise ValueError("bad tool call shape")
-        except (ValueError, KeyError, TypeError):
-            kept.append(match.group(0))
+                try:
+                    args = json.loads(args)
+                except ValueError:
+                    args = None
+            if isinstance(call.get("name"), str) and isinstance(args, dict):
+                calls.append(ToolCall(name=call["name"], parameters=args, id=f"call_{len(calls)}"))
+                continue
+        if isinstance(obj, dict) and set(obj) == {"content"} and isinstance(obj["content"], str):
+            kept.append(obj["content"])
             continue
-        calls.append(ToolCall(name=name, parameters=args, id=f"call_{i}"))
-    kept.append(text[last:])
-    content = "".join(kept).strip()
-    return content, (calls or None)
+        kept.append(chunk)
+    return "\n".join(kept).strip(), (calls or None)
+
+
+def _json_object(text: str) -> Any:
+    if not (text.startswith("{") and text.endswith("}")):
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 def cut_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:

@@ -1,0 +1,230 @@
+"""OpenAI-compatible chat backend (OpenAI itself, `vllm serve`, llama.cpp's server, ...).
+
+Uses the official `openai` SDK (AsyncOpenAI). Concurrent `chat` calls run as parallel HTTP
+requests, capped by a semaphore. Retries with exponential backoff (and the server's
+Retry-After when it sends one) on 429, 5xx, timeouts and dropped connections; other errors
+surface at once. `n` samples are asked for in one request; a server that refuses `n > 1` or
+returns fewer choices is topped up with single requests (and remembered as such).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+import os
+import random
+import time
+from typing import Any
+
+from josh_core.llm.base import API_MODEL_SAMPLING, ChatRequest, ChatResponse, Choice, ConstraintUnsupported
+from josh_core.types import ToolCall
+
+log = logging.getLogger(__name__)
+
+# Which dialect of the protocol the server speaks (constraints and extra sampling fields).
+SERVER_KINDS = ("openai", "vllm", "vllm-legacy", "llamacpp")
+
+
+def guess_server_kind(base_url: str | None) -> str:
+    """OpenAI's own API takes only standard fields; anything else is assumed vLLM-like."""
+    if not base_url or "api.openai.com" in base_url:
+        return "openai"
+    return "vllm"
+
+
+def strict_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tools rewritten for OpenAI strict mode, which wants every property required.
+
+    Optional parameters become nullable; the model passes null for what it leaves out and
+    `_parse_arguments` drops the nulls again.
+    """
+    out = []
+    for tool in copy.deepcopy(tools):
+        fn = tool.get("function", tool)
+        params = fn.setdefault("parameters", {"type": "object", "properties": {}})
+        props = params.setdefault("properties", {})
+        for prop in props.values():
+            kind = prop.get("type", "string")
+            prop["type"] = [kind, "null"] if isinstance(kind, str) else list({*kind, "null"})
+            if "enum" in prop and None not in prop["enum"]:
+                prop["enum"] = [*prop["enum"], None]
+        params["required"] = list(props)
+        params["additionalProperties"] = False
+        fn["strict"] = True
+        out.append(tool)
+    return out
+
+
+def _parse_arguments(raw: str | None) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw or "{}")
+    except ValueError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    return {k: v for k, v in value.items() if v is not None}
+
+
+class OpenAIBackend:
+    is_local = False
+
+    def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
+                 server: str | None = None, timeout_s: float = 120.0, max_retries: int = 5,
+                 backoff_s: float = 1.0, max_backoff_s: float = 30.0, concurrency: int = 16,
+                 name: str | None = None, client: Any = None):
+        from openai import AsyncOpenAI
+
+        self.model = model
+        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL")
+        self.server = server or guess_server_kind(self.base_url)
+        if self.server not in SERVER_KINDS:
+            raise ValueError(f"unknown server kind {self.server!r}: expected one of {SERVER_KINDS}")
+        self.name = name or f"openai:{model}"
+        # A local server (vLLM, llama.cpp) samples like a local model (appendix B).
+        self.is_local = self.server != "openai"
+        self.default_sampling = API_MODEL_SAMPLING
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.supports_n = True
+        self._concurrency = concurrency
+        self._semaphores: dict[int, asyncio.Semaphore] = {}  # per event loop
+        key = api_key or os.environ.get("OPENAI_API_KEY") or ("EMPTY" if self.base_url else None)
+        if key is None:
+            raise ValueError("openai backend: set OPENAI_API_KEY (or give a base URL for a local server)")
+        # The SDK's own retries are off: ours below log, honour Retry-After and are testable.
+        self.client = client or AsyncOpenAI(base_url=self.base_url, api_key=key, timeout=timeout_s,
+                                            max_retries=0)
+        self.requests_sent = 0
+        self.retries = 0
+
+    # ---- request building (pure) -----------------------------------------------------------
+    def request_kwargs(self, request: ChatRequest, n: int) -> dict[str, Any]:
+        """Keyword arguments for `client.chat.completions.create` for this request."""
+        s = request.sampling
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": [m.to_openai() for m in request.messages],
+            "temperature": s.temperature,
+            "max_tokens": s.max_tokens,
+        }
+        if n != 1:
+            kwargs["n"] = n
+        if s.top_p is not None:
+            kwargs["top_p"] = s.top_p
+        if s.stop:
+            kwargs["stop"] = s.stop[:4]  # OpenAI takes at most four stop sequences
+        if s.seed is not None:
+            kwargs["seed"] = s.seed
+        extra: dict[str, Any] = {}
+        if s.top_k is not None and self.server != "openai":
+            extra["top_k"] = s.top_k
+        if request.tools:
+            # With tools, a constraint means "strict tool calls", not a JSON reply format:
+            # the server's native tool calling already gives the structure we want.
+            kwargs["tools"] = strict_tools(request.tools) if (request.constraint and self.server == "openai") else request.tools
+        elif request.constraint is not None:
+            from josh_core.llm.structured import constraint_for_openai
+
+            fields = constraint_for_openai(request.constraint, self.server)
+            extra.update(fields.pop("extra_body", {}))
+            kwargs.update(fields)
+        if extra:
+            kwargs["extra_body"] = extra
+        return kwargs
+
+    @staticmethod
+    def choices_from(response: Any) -> list[Choice]:
+        choices = []
+        for c in response.choices:
+            msg = c.message
+            text = msg.content or ""
+            calls: list[ToolCall] = []
+            for tc in msg.tool_calls or []:
+                args = _parse_arguments(tc.function.arguments)
+                if args is None:  # keep the unreadable call visible as text
+                    text += json.dumps({"tool_call": {"name": tc.function.name, "arguments": tc.function.arguments}})
+                    continue
+                calls.append(ToolCall(name=tc.function.name, parameters=args, id=tc.id))
+            choices.append(Choice(text=text, tool_calls=calls or None, finish_reason=c.finish_reason))
+        return choices
+
+    # ---- sending -------------------------------------------------------------------------
+    def _semaphore(self) -> asyncio.Semaphore:
+        key = id(asyncio.get_running_loop())
+        if key not in self._semaphores:
+            self._semaphores = {key: asyncio.Semaphore(self._concurrency)}
+        return self._semaphores[key]
+
+    async def _create(self, kwargs: dict[str, Any]) -> Any:
+        import openai
+
+        attempt = 0
+        while True:
+            try:
+                async with self._semaphore():
+                    self.requests_sent += 1
+                    return await self.client.chat.completions.create(**kwargs)
+            except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError,
+                    openai.APITimeoutError) as exc:
+                if attempt >= self.max_retries:
+                    raise
+                delay = self._retry_delay(exc, attempt)
+                log.warning("%s: %s; retry %d in %.1fs", self.name, type(exc).__name__, attempt + 1, delay)
+                self.retries += 1
+                attempt += 1
+                await asyncio.sleep(delay)
+            except openai.APIStatusError as exc:
+                if exc.status_code >= 500 and attempt < self.max_retries:  # e.g. 502/503 from a proxy
+                    delay = self._retry_delay(exc, attempt)
+                    self.retries += 1
+                    attempt += 1
+                    await asyncio.sleep(delay)
+                    continue
+                raise
+
+    def _retry_delay(self, exc: Exception, attempt: int) -> float:
+        response = getattr(exc, "response", None)
+        header = response.headers.get("retry-after") if response is not None else None
+        if header:
+            try:
+                return min(float(header), self.max_backoff_s)
+            except ValueError:
+                pass
+        base = min(self.backoff_s * (2 ** attempt), self.max_backoff_s)
+        return base * (0.5 + random.random() / 2)  # jitter: concurrent retries spread out
+
+    async def chat(self, request: ChatRequest) -> ChatResponse:
+        import openai
+
+        if request.constraint is not None and request.constraint.kind != "json_schema" and self.server == "openai":
+            raise ConstraintUnsupported("OpenAI's API takes JSON schemas, not grammars")
+        start = time.perf_counter()
+        responses: list[Any] = []
+        wanted = request.n
+        if wanted > 1 and self.supports_n:
+            try:
+                responses.append(await self._create(self.request_kwargs(request, wanted)))
+            except openai.BadRequestError as exc:
+                if "n" not in str(exc).lower():
+                    raise
+                log.info("%s refused n=%d; sending one request per sample", self.name, wanted)
+                self.supports_n = False
+        have = sum(len(r.choices) for r in responses)
+        if have < wanted:
+            single = self.request_kwargs(request, 1)
+            responses.extend(await asyncio.gather(*[self._create(dict(single)) for _ in range(wanted - have)]))
+        choices = [c for r in responses for c in self.choices_from(r)][:wanted]
+        prompt_tokens = completion_tokens = None
+        usages = [r.usage for r in responses if getattr(r, "usage", None) is not None]
+        if usages:
+            prompt_tokens = usages[0].prompt_tokens
+            completion_tokens = sum(u.completion_tokens or 0 for u in usages)
+        return ChatResponse(choices=choices, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                            seconds=time.perf_counter() - start,
+                            model=getattr(responses[0], "model", None) if responses else self.model)
+
+    async def aclose(self) -> None:
+        await self.client.close()

