@@ -1,0 +1,145 @@
+"""The unit every metric and error count is computed from: one finished conversation, seen
+along the path that counts.
+
+A plain rollout is one path. A JOSH tree counts by its final reward, which is the reward of
+its ideal path (the path through every node that became a root); the error analysis reads the
+ideal path too, since it is the conversation the search settled on. With `nodes="all"` the
+call and format errors are read from every agent turn of the tree instead (every alternative
+the search tried); goal outcomes stay those of the ideal path.
+
+Only conversations with status "done" are analysed; `load_conversations` also says how many
+were left out (still running, pending, or failed with an exception).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from josh_core.search.labels import ideal_path
+from josh_core.search.tree import ConversationTree, Node
+from josh_core.storage import reads
+from josh_core.storage.db import Database
+from josh_core.storage.models import ConversationRecord
+from josh_core.toolwoz.scoring import MissedGoal, MissReason, ScoreReport
+from josh_core.toolwoz.types import Scenario
+from josh_core.types import ApiCallRecord
+
+NodeScope = Literal["ideal", "all"]
+NODE_SCOPES: tuple[str, ...] = ("ideal", "all")
+
+
+class GoalOutcome(BaseModel):
+    """One goal call of the scenario and whether the conversation reached it."""
+
+    goal_id: str  # "<index>:<api>"
+    api: str
+    domain: str
+    completed: bool
+    reason: MissReason | None = None  # why it was missed (None when completed)
+
+
+class AnalysedConversation(BaseModel):
+    run_id: str
+    conversation_id: str
+    scenario_id: str
+    domains: list[str]
+    reward: float  # the stored final reward (JOSH trees: the ideal path's)
+    success: bool  # every goal reached
+    goals: list[GoalOutcome]
+    nodes: NodeScope = "ideal"  # which agent turns `calls` and the generation counts come from
+    calls: list[ApiCallRecord] = Field(default_factory=list)  # in conversation order
+    generations: int = 0  # agent generations on those turns
+    format_error_generations: int = 0  # generations whose action could not be read
+    missed: list[MissedGoal] = Field(default_factory=list)  # the ideal path's missed goals
+
+
+class LoadedConversations(BaseModel):
+    """What `load_conversations` found: the finished conversations and the rest, counted."""
+
+    conversations: list[AnalysedConversation]
+    run_ids: list[str]  # runs whose conversations were looked at
+    not_done: dict[str, int] = Field(default_factory=dict)  # status -> count, left out
+
+
+def _agent_nodes(tree: ConversationTree, nodes: NodeScope) -> list[Node]:
+    if nodes == "ideal":
+        return [n for n in ideal_path(tree) if n.kind == "agent"]
+    # Every agent turn the search made, in tree order.
+    return sorted(tree.agent_nodes(), key=lambda n: (n.step, n.path_key()))
+
+
+def _ideal_calls(tree: ConversationTree) -> list[ApiCallRecord]:
+    return [call for node in ideal_path(tree) for call in node.api_calls]
+
+
+def _score(record: ConversationRecord, scenario: Scenario, tree: ConversationTree) -> ScoreReport:
+    """The environment's score of the ideal path: stored with the conversation when it
+    finished; computed again only for rows that predate it."""
+    if record.score:
+        return ScoreReport.model_validate(record.score)
+    from josh_core.toolwoz.env import ToolWOZEnv
+
+    return ToolWOZEnv(scenario).score(_ideal_calls(tree))
+
+
+def analyse_conversation(
+    record: ConversationRecord, tree: ConversationTree, nodes: NodeScope = "ideal"
+) -> AnalysedConversation:
+    """One stored conversation (its record and tree) as the analysis sees it."""
+    if nodes not in NODE_SCOPES:
+        raise ValueError(f"nodes must be one of {', '.join(NODE_SCOPES)}, not {nodes!r}")
+    if record.scenario is None:
+        raise ValueError(f"conversation {record.id} has no stored scenario")
+    scenario = Scenario.model_validate(record.scenario)
+    score = _score(record, scenario, tree)
+    missed_by_goal = {m.goal_id: m for m in score.missed}
+    # Goal completion follows the stored reward events (they make the stored reward);
+    # why a goal was missed comes from the environment's score of the ideal path.
+    reached = set(record.goals_reached)
+    goals = []
+    for goal_id, call in zip(scenario.goal_call_ids(), scenario.goal_calls):
+        completed = goal_id in reached
+        miss = None if completed else missed_by_goal.get(goal_id)
+        goals.append(
+            GoalOutcome(
+                goal_id=goal_id, api=call.name, domain=call.domain, completed=completed,
+                reason=miss.reason if miss else None,
+            )
+        )  # fmt: skip
+    agent_nodes = _agent_nodes(tree, nodes)
+    generations = [g for node in agent_nodes for g in node.generations]
+    return AnalysedConversation(
+        run_id=record.run_id,
+        conversation_id=record.id,
+        scenario_id=record.scenario_id,
+        domains=list(scenario.domains),
+        reward=float(record.reward or 0.0),
+        success=bool(record.success),
+        goals=goals,
+        nodes=nodes,
+        calls=[call for node in agent_nodes for call in node.api_calls],
+        generations=len(generations),
+        format_error_generations=sum(1 for g in generations if g.action == "format_error"),
+        missed=[m for m in score.missed if m.goal_id not in reached],
+    )
+
+
+def load_conversations(
+    db: Database | str, run_id: str | None = None, nodes: NodeScope = "ideal"
+) -> LoadedConversations:
+    """Every finished conversation of the database (or of one run), ready for analysis."""
+    database = db if isinstance(db, Database) else Database(db)
+    if run_id is not None:
+        reads.get_run(database, run_id)  # KeyError for an unknown run
+    records = reads.list_conversations(database, run_id=run_id)
+    done = [r for r in records if r.status == "done"]
+    not_done: dict[str, int] = {}
+    for record in records:
+        if record.status != "done":
+            not_done[record.status] = not_done.get(record.status, 0) + 1
+    trees = reads.load_trees(database, [r.id for r in done])
+    conversations = [analyse_conversation(r, trees[r.id], nodes) for r in done if r.id in trees]
+    run_ids = list(dict.fromkeys(r.run_id for r in records))
+    return LoadedConversations(conversations=conversations, run_ids=run_ids, not_done=not_done)

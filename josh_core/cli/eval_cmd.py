@@ -1,0 +1,300 @@
+"""`josh eval`, `josh metrics`, `josh errors` and `josh leaderboard`: evaluation and error
+analysis (paper sections 4.1 and 5.2). Thin wrappers over josh_core.evaluate and
+josh_core.analysis; `--json` prints exactly the records those functions return."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from josh_core.analysis.bootstrap import DEFAULT_RESAMPLES
+from josh_core.analysis.errors import DEFAULT_TOP, ErrorReport, error_report
+from josh_core.analysis.leaderboard import leaderboard as leaderboard_frame
+from josh_core.analysis.metrics import MetricsReport, metrics_report, records
+from josh_core.evaluate import DEFAULT_EVAL_SPLIT, Evaluation, evaluate, load_scenarios, resume_evaluation
+from josh_core.paths import default_db_path
+from josh_core.policies.factory import DEFAULT_AGENT_SPEC, DEFAULT_USER_SPEC
+from josh_core.rollout import RolloutConfig
+from josh_core.storage.db import Database
+
+Nodes = Enum("Nodes", {"ideal": "ideal", "all": "all"}, type=str)
+
+
+def _fail(message: str) -> None:
+    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(1)
+
+
+def _print_json(value: object) -> None:
+    typer.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def _sizes(text: Optional[str]) -> Optional[list[int]]:
+    if text is None:
+        return None
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        _fail(f"--bootstrap-sizes wants comma-separated integers, got {text!r}")
+    if not sizes or any(n < 1 for n in sizes):
+        _fail("--bootstrap-sizes wants positive integers")
+    return sizes
+
+
+def _existing_db(db: Optional[Path]) -> Database:
+    path = db or default_db_path()
+    if not Path(path).exists():
+        _fail(f"no database at {path}")
+    return Database(path)
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None or pd.isna(value) else f"{100 * value:.1f}%"
+
+
+def _num(value: float) -> str:
+    return f"{value:.3f}"
+
+
+def _table(title: str, frame: pd.DataFrame, columns: dict[str, str], formats: dict | None = None) -> Table:
+    """A rich table of the given columns of `frame` (column -> header), numbers right-aligned."""
+    formats = formats or {}
+    table = Table(title=title)
+    for i, (column, header) in enumerate(columns.items()):
+        numeric = pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_bool_dtype(frame[column])
+        # The first column names the row: keep it whole, let the numbers' headers wrap.
+        width = min(48, max([len(str(v)) for v in frame[column]] + [len(header)])) if i == 0 else None
+        table.add_column(header, justify="right" if numeric else "left", min_width=width)
+    for row in records(frame[list(columns)]):
+        table.add_row(
+            *[formats[c](v) if c in formats and v is not None else ("" if v is None else str(v))
+              for c, v in row.items()]
+        )  # fmt: skip
+    return table
+
+
+# -- human output ---------------------------------------------------------------------------
+
+
+def print_metrics(console: Console, report: MetricsReport) -> None:
+    summary = Table(title="ToolWOZ metrics (section 4.1)")
+    for column in ("conversations", "Average Reward", "100% Success Rate", "goal calls completed"):
+        summary.add_column(column, justify="right")
+    summary.add_row(
+        str(report.n), _num(report.average_reward), _pct(report.success_rate),
+        f"{report.goals_completed}/{report.goal_calls} ({_pct(report.goal_completion_rate)})",
+    )  # fmt: skip
+    console.print(summary)
+    if report.not_done:
+        left = ", ".join(f"{count} {status}" for status, count in sorted(report.not_done.items()))
+        console.print(f"not counted: {left}")
+    rate = {"average_reward": _num, "success_rate": _pct, "completion_rate": _pct,
+            "domain_success_rate": _pct}  # fmt: skip
+    if report.per_domain:
+        headers = {"domain": "domain", "conversations": "convs", "average_reward": "avg reward",
+                   "success_rate": "success", "goal_calls": "goal calls", "completed": "completed",
+                   "completion_rate": "completion", "domain_success_rate": "domain success"}  # fmt: skip
+        console.print(_table("Per domain", pd.DataFrame(report.per_domain), headers, rate))
+    if report.per_api:
+        headers = {"api": "goal API", "goal_calls": "goal calls", "completed": "completed",
+                   "completion_rate": "completion", "never_attempted": "never tried",
+                   "missing_parameter": "missing param", "wrong_value": "wrong value",
+                   "wrong_entity": "wrong entity"}  # fmt: skip
+        console.print(_table("Per goal API (how missed goals were missed)", pd.DataFrame(report.per_api),
+                             headers, rate))  # fmt: skip
+    if report.bootstrap:
+        frame = pd.DataFrame(report.bootstrap).pivot(index="n", columns="metric", values="std")
+        four = lambda v: f"{v:.4f}"  # noqa: E731
+        console.print(
+            _table(
+                f"Bootstrap std vs number of conversations ({report.bootstrap[0]['resamples']} resamples)",
+                frame.reset_index(),
+                {"n": "conversations", "average_reward": "std Average Reward", "success_rate": "std Success Rate"},
+                {"average_reward": four, "success_rate": four},
+            )
+        )
+
+
+def print_errors(console: Console, report: ErrorReport) -> None:
+    rates = report.rates
+    table = Table(title=f"API errors (section 5.2, Table 4a; {report.nodes} nodes)")
+    for column in ("conversations", "Bad API Use", "Incorrect API Format", "calls", "rejected calls"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        str(rates.n),
+        f"{_pct(rates.bad_api_use)} ({rates.conversations_with_bad_api_use})",
+        f"{_pct(rates.incorrect_format)} ({rates.conversations_with_incorrect_format})",
+        str(rates.calls),
+        str(rates.failed_calls),
+    )
+    console.print(table)
+    kinds = ", ".join(f"{kind} {count}" for kind, count in rates.error_kinds.items())
+    console.print(f"rejected calls by kind: {kinds}; unreadable generations: {rates.format_error_generations}")
+    if report.per_api:
+        headers = {"api": "API", "calls": "calls", "failed_calls": "rejected",
+                   "unknown_parameter": "unknown param", "invalid_value": "invalid value",
+                   "bad_format": "bad format", "goal_calls": "goal calls",
+                   "missed_attempted": "missed (tried)", "never_attempted": "never tried",
+                   "errors": "errors"}  # fmt: skip
+        console.print(_table("Errors per API (Figure 4c): errors = rejected + missed (tried)",
+                             pd.DataFrame(report.per_api), headers))  # fmt: skip
+    if report.parameter_errors:
+        console.print(
+            _table(
+                f"Most frequent parameter errors (Figure 5; {report.parameter_errors_total} in all)",
+                pd.DataFrame(report.parameter_errors),
+                {"label": "parameter error", "count": "count", "percent": "share",
+                 "most_common_got": "most common value given"},
+                {"percent": lambda v: f"{v:.1f}%"},
+            )
+        )
+    else:
+        console.print("no parameter errors on attempted goal calls")
+
+
+def print_evaluation(console: Console, evaluation: Evaluation) -> None:
+    print_metrics(console, evaluation.metrics)
+    print_errors(console, evaluation.errors)
+    console.print(
+        f"run {evaluation.run_id} in {evaluation.db_path}: {evaluation.played} conversations in "
+        f"{evaluation.seconds:.1f} s" + (f", {evaluation.failed} failed" if evaluation.failed else "")
+    )
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("eval")
+    def eval_(
+        split: str = typer.Option(DEFAULT_EVAL_SPLIT, help="Scenario split."),
+        limit: Optional[int] = typer.Option(None, help="Only the first N scenarios."),
+        scenario_file: Optional[Path] = typer.Option(
+            None, "--scenario-file", exists=True, dir_okay=False,
+            help="Evaluate on the scenarios of this JSON file (one or a list) instead of a split.",
+        ),  # fmt: skip
+        agent: str = typer.Option(DEFAULT_AGENT_SPEC, help="Agent SPEC."),
+        user: str = typer.Option(DEFAULT_USER_SPEC, help="User simulator SPEC."),
+        style: str = typer.Option("react", help="Agent style: react | fc."),
+        temperature: Optional[float] = typer.Option(None, help="Agent sampling temperature."),
+        max_actions: int = typer.Option(5, "--max-actions", help="Cap on agent actions per turn."),
+        base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint."),
+        max_turns: int = typer.Option(15, "--max-turns", help="Max agent turns per conversation."),
+        seed: int = typer.Option(0, help="Run seed."),
+        concurrency: int = typer.Option(1, help="Conversations played at the same time."),
+        db: Optional[Path] = typer.Option(None, help="DuckDB file (default JOSH_DB or ./josh.duckdb)."),
+        resume: Optional[str] = typer.Option(None, "--resume", help="Finish the evaluation run with this id."),
+        resamples: int = typer.Option(DEFAULT_RESAMPLES, help="Bootstrap resamples per sample size."),
+        as_json: bool = typer.Option(False, "--json", help="Print the evaluation as JSON."),
+    ) -> None:
+        """Evaluate an agent: plain rollouts over a split, stored as a run, with its metrics."""
+        db_path = db or default_db_path()
+        # Progress goes to stderr so that --json leaves stdout to the JSON.
+        console = Console(stderr=True, highlight=False)
+        from josh_core.cli.rollout_cmd import ProgressObserver
+
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=as_json) as progress:
+            observer = ProgressObserver(progress, console)
+            try:
+                if resume is not None:
+                    evaluation = resume_evaluation(db_path, resume, observer=observer, resamples=resamples)
+                else:
+                    config = RolloutConfig(
+                        josh=False, agent=agent, user=user, style=style, temperature=temperature,
+                        max_actions_per_turn=max_actions, base_url=base_url, max_turns=max_turns,
+                        seed=seed, concurrency=concurrency,
+                        split=None if scenario_file else split, limit=limit,
+                        scenario_file=str(scenario_file) if scenario_file else None,
+                    )  # fmt: skip
+                    scenarios = load_scenarios(split, limit, scenario_file)
+                    if not scenarios:
+                        _fail("no scenarios selected")
+                    evaluation = evaluate(db_path, scenarios, config, observer=observer, resamples=resamples)
+            except (KeyError, FileNotFoundError, ValueError) as error:
+                _fail(str(error).strip("'\""))
+        if as_json:
+            _print_json(evaluation.model_dump(mode="json"))
+        else:
+            print_evaluation(Console(highlight=False), evaluation)
+        if evaluation.failed:
+            raise typer.Exit(1)
+
+    @app.command("metrics")
+    def metrics(
+        db: Optional[Path] = typer.Option(None, help="DuckDB file (default JOSH_DB or ./josh.duckdb)."),
+        run: Optional[str] = typer.Option(None, help="Only this run (default: every conversation)."),
+        bootstrap_sizes: Optional[str] = typer.Option(
+            None, "--bootstrap-sizes", help="Comma-separated sample sizes (default: a grid up to n)."
+        ),
+        resamples: int = typer.Option(DEFAULT_RESAMPLES, help="Bootstrap resamples per sample size."),
+        seed: int = typer.Option(0, help="Bootstrap seed."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    ) -> None:
+        """Average Reward, 100% Success Rate, per-domain / per-API rates and bootstrap std."""
+        database = _existing_db(db)
+        try:
+            report = metrics_report(
+                database, run, bootstrap_sizes=_sizes(bootstrap_sizes), resamples=resamples, seed=seed
+            )
+        except (KeyError, ValueError) as error:
+            _fail(str(error).strip("'\""))
+        if as_json:
+            _print_json(report.model_dump(mode="json"))
+        else:
+            print_metrics(Console(highlight=False), report)
+
+    @app.command("errors")
+    def errors(
+        db: Optional[Path] = typer.Option(None, help="DuckDB file (default JOSH_DB or ./josh.duckdb)."),
+        run: Optional[str] = typer.Option(None, help="Only this run (default: every conversation)."),
+        top: int = typer.Option(DEFAULT_TOP, help="How many parameter errors to list (0: all)."),
+        nodes: Nodes = typer.Option(
+            Nodes.ideal, help="ideal: the ideal path of JOSH trees; all: every agent turn of the tree."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    ) -> None:
+        """Error analysis: bad API use, incorrect format, errors per API, parameter errors."""
+        database = _existing_db(db)
+        try:
+            report = error_report(database, run, nodes=nodes.value, top=top or None)
+        except (KeyError, ValueError) as error:
+            _fail(str(error).strip("'\""))
+        if as_json:
+            _print_json(report.model_dump(mode="json"))
+        else:
+            print_errors(Console(highlight=False), report)
+
+    @app.command("leaderboard")
+    def leaderboard(
+        db: Optional[Path] = typer.Option(None, help="DuckDB file (default JOSH_DB or ./josh.duckdb)."),
+        include_josh: bool = typer.Option(False, "--josh", help="List JOSH runs too."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    ) -> None:
+        """Compare the evaluations stored in a database, best Average Reward first."""
+        database = _existing_db(db)
+        frame = leaderboard_frame(database, kinds=("plain", "josh") if include_josh else ("plain",))
+        if as_json:
+            _print_json(records(frame))
+            return
+        if frame.empty:
+            Console(highlight=False).print("no evaluations stored")
+            return
+        headers = {"run_id": "run", "kind": "kind", "agent_spec": "agent", "user_spec": "user",
+                   "seed": "seed", "split": "split", "n": "n", "average_reward": "avg reward",
+                   "success_rate": "success", "bad_api_use": "bad API use",
+                   "incorrect_format": "bad format"}  # fmt: skip
+        shown = frame.assign(split=frame["split"].map(lambda s: Path(s).name if s else s))
+        Console(highlight=False).print(
+            _table("Leaderboard (plain rollouts)" if not include_josh else "Leaderboard", shown, headers,
+                   {"average_reward": _num, "success_rate": _pct, "bad_api_use": _pct,
+                    "incorrect_format": _pct})  # fmt: skip
+        )
