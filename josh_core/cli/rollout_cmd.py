@@ -1,0 +1,199 @@
+"""`josh rollout` (plain and JOSH rollouts into DuckDB, with resume) and `josh export`."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from josh_core.extract import ExportOptions, export_dataset
+from josh_core.paths import default_db_path
+from josh_core.policies.factory import DEFAULT_AGENT_SPEC, DEFAULT_USER_SPEC
+from josh_core.rollout import (
+    ConversationResult,
+    RolloutConfig,
+    RolloutObserver,
+    RunResult,
+    resume_run,
+    start_run,
+)
+from josh_core.search.engine import StepEvent
+from josh_core.storage.db import Database
+
+Kind = Enum("Kind", {"sft": "sft", "kto": "kto", "dpo": "dpo"}, type=str)
+Format = Enum("Format", {"trl": "trl", "openai": "openai"}, type=str)
+
+# JOSH harvests training data, so it defaults to the training split; a plain rollout is an
+# evaluation, so it defaults to the paper's official test set.
+DEFAULT_JOSH_SPLIT = "train"
+DEFAULT_PLAIN_SPLIT = "official-test"
+
+
+def _fail(message: str) -> None:
+    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(1)
+
+
+class ProgressObserver(RolloutObserver):
+    """Rich progress: a bar for the run, one per conversation in flight (agent turns), and a
+    one-line summary per finished conversation."""
+
+    def __init__(self, progress: Progress, console: Console):
+        self.progress = progress
+        self.console = console
+        self.run_task = None
+        self.tasks: dict[str, int] = {}
+        self.nodes: dict[str, int] = {}
+
+    def run_started(self, run_id: str, total: int, already_done: int) -> None:
+        self.console.print(f"run {run_id}: {total} conversations, {already_done} already done")
+        self.run_task = self.progress.add_task(f"run {run_id}", total=total, completed=already_done)
+
+    def conversation_started(self, conversation_id: str, scenario_id: str, max_steps: int) -> None:
+        self.tasks[conversation_id] = self.progress.add_task(f"  {scenario_id}", total=max_steps)
+        self.nodes[conversation_id] = 0
+
+    def step(self, conversation_id: str, event: StepEvent) -> None:
+        self.nodes[conversation_id] = self.nodes.get(conversation_id, 0) + len(event.created)
+        task = self.tasks.get(conversation_id)
+        if task is not None:
+            self.progress.update(task, completed=event.step)
+
+    def conversation_finished(self, result: ConversationResult) -> None:
+        task = self.tasks.pop(result.conversation_id, None)
+        if task is not None:
+            self.progress.remove_task(task)
+        if result.status == "done":
+            line = (
+                f"{result.scenario_id:<24} reward {result.reward:.2f}  nodes {result.nodes:4d}  "
+                f"{result.seconds:7.1f} s  ({result.stop_reason})"
+            )
+        else:
+            line = f"{result.scenario_id:<24} [red]FAILED[/red] after {result.seconds:.1f} s: {result.error}"
+        self.console.print(line, highlight=False)
+        if self.run_task is not None:
+            self.progress.advance(self.run_task)
+
+
+def _load_scenarios(split: Optional[str], limit: Optional[int], scenario_file: Optional[Path]):
+    from josh_core.toolwoz.scenarios import load_scenario_file, load_split
+
+    if scenario_file is not None:
+        loaded = load_scenario_file(scenario_file)
+        scenarios = loaded if isinstance(loaded, list) else [loaded]
+        return scenarios[:limit] if limit is not None else scenarios
+    from josh_core.toolwoz.data import ensure_prepared
+
+    ensure_prepared()
+    return load_split(split, limit)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("rollout")
+    def rollout(
+        josh: bool = typer.Option(False, "--josh", help="JOSH beam search (else plain rollouts)."),
+        split: Optional[str] = typer.Option(
+            None, help=f"Scenario split (default {DEFAULT_JOSH_SPLIT} with --josh, else {DEFAULT_PLAIN_SPLIT})."
+        ),
+        limit: Optional[int] = typer.Option(None, help="Only the first N scenarios."),
+        scenario_file: Optional[Path] = typer.Option(
+            None, "--scenario-file", exists=True, dir_okay=False, help="A scenario JSON file (one or a list)."
+        ),
+        agent: str = typer.Option(DEFAULT_AGENT_SPEC, help="Agent SPEC."),
+        user: str = typer.Option(DEFAULT_USER_SPEC, help="User simulator SPEC."),
+        style: str = typer.Option("react", help="Agent style: react | fc."),
+        temperature: Optional[float] = typer.Option(None, help="Agent sampling temperature."),
+        max_actions: int = typer.Option(5, "--max-actions", help="Cap on agent actions per turn."),
+        base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint."),
+        beam: int = typer.Option(8, help="JOSH max beam."),
+        branching: int = typer.Option(2, help="JOSH branching factor."),
+        max_turns: int = typer.Option(15, "--max-turns", help="Max agent turns per conversation."),
+        seed: int = typer.Option(0, help="Run seed."),
+        concurrency: int = typer.Option(1, help="Conversations played at the same time."),
+        db: Optional[Path] = typer.Option(None, help="DuckDB file (default JOSH_DB or ./josh.duckdb)."),
+        resume: Optional[str] = typer.Option(None, "--resume", help="Continue the run with this id."),
+    ) -> None:
+        """Run plain or JOSH rollouts and store every tree in DuckDB."""
+        db_path = db or default_db_path()
+        console = Console(highlight=False, soft_wrap=True)
+        columns = (
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+        )
+        with Progress(*columns, console=console, transient=False) as progress:
+            observer = ProgressObserver(progress, console)
+            if resume is not None:
+                try:
+                    result = resume_run(db_path, resume, observer=observer)
+                except (KeyError, FileNotFoundError) as error:
+                    _fail(str(error).strip("'\""))
+            else:
+                if scenario_file is None:
+                    split = split or (DEFAULT_JOSH_SPLIT if josh else DEFAULT_PLAIN_SPLIT)
+                config = RolloutConfig(
+                    josh=josh, agent=agent, user=user, style=style, temperature=temperature,
+                    max_actions_per_turn=max_actions, base_url=base_url, max_turns=max_turns,
+                    beam=beam, branching=branching, seed=seed, concurrency=concurrency,
+                    split=split if scenario_file is None else None, limit=limit,
+                    scenario_file=str(scenario_file) if scenario_file else None,
+                )
+                scenarios = _load_scenarios(split, limit, scenario_file)
+                if not scenarios:
+                    _fail("no scenarios selected")
+                result = start_run(db_path, scenarios, config, observer=observer)
+        _summary(console, result)
+        if any(c.status != "done" for c in result.conversations):
+            raise typer.Exit(1)
+
+    @app.command("export")
+    def export(
+        db: Path = typer.Option(..., exists=True, dir_okay=False, help="DuckDB file with rollouts."),
+        kind: Kind = typer.Option(..., help="sft | kto | dpo."),
+        out: Path = typer.Option(..., help="Output JSONL file."),
+        run: Optional[str] = typer.Option(None, help="Only this run (default: every run)."),
+        format: Format = typer.Option(Format.trl, help="trl (conversational) | openai (fine-tuning)."),
+        all_rewards: bool = typer.Option(
+            False, "--all-rewards", help="Keep conversations below 100% reward too."
+        ),
+        keep_errors: bool = typer.Option(
+            False, "--keep-errors", help="Keep ideal-path turns with format or API errors."
+        ),
+        no_annotations: bool = typer.Option(
+            False, "--no-annotations", help="Ignore label overrides from annotations."
+        ),
+    ) -> None:
+        """Turn stored trees into SFT / KTO / DPO training data (JSONL)."""
+        options = ExportOptions(
+            kind=kind.value,
+            format=format.value,
+            min_reward=None if all_rewards else 1.0,
+            drop_errors=not keep_errors,
+            use_annotations=not no_annotations,
+        )
+        try:
+            summary = export_dataset(Database(db), options, out, run_id=run)
+        except ValueError as error:
+            _fail(str(error))
+        typer.echo(
+            f"wrote {summary.rows} {summary.kind} rows ({summary.format}) from "
+            f"{summary.conversations} of {summary.considered} finished conversations to {out}"
+        )
+
+
+def _summary(console: Console, result: RunResult) -> None:
+    played = result.conversations
+    done = [c for c in played if c.status == "done"]
+    failed = len(played) - len(done)
+    success = sum(c.success for c in done)
+    if done:
+        console.print(
+            f"{len(done)} conversations played ({result.skipped} done before): average reward "
+            f"{result.average_reward:.3f}, success {success}/{len(done)}"
+            + (f", {failed} failed" if failed else "")
+        )
+    elif failed:
+        console.print(f"{failed} conversations failed")
+    console.print(f"run {result.run_id} in {result.db_path}")

@@ -1,0 +1,368 @@
+"""Training data from stored trees (paper section 2.2 and appendix B): SFT, KTO and DPO.
+
+- SFT: the ideal path as one conversation: the agent's system prompt, then every turn, agent
+  turns in the agent's internal format (ReACT: PLAN/APICALL/SPEAK generations and APIRETURN
+  messages; function calling: assistant tool calls and tool messages).
+- KTO: every agent generation of an ideal-path turn is desirable; every generation of a
+  negative turn (an alternative from a user turn on the ideal path that earned no reward) is
+  undesirable. Each row's prompt is everything the agent saw before that generation.
+- DPO: for each user turn on the ideal path, the ideal agent turn against each negative
+  alternative. Both turns start from the same context; the pair is taken at their first
+  differing generation, with the shared context (and any identical leading generations and
+  API returns) as the prompt, so chosen and rejected always share their prompt exactly.
+
+Filters (appendix B): only conversations that reached 100% (default; `min_reward=None` keeps
+all), and turns with errors (a malformed generation or a failed API call) are dropped as
+positives: an SFT conversation whose ideal path has one is skipped, and such ideal turns give
+no desirable KTO rows and no DPO pairs. Negative turns keep their errors: those are exactly
+what the negatives teach to avoid. Rows are de-duplicated; a KTO (prompt, completion) that is
+both desirable and undesirable is kept only as desirable.
+
+Label overrides from annotations apply: agent turns labelled "ideal" are positives and
+"negative" ones negatives; an SFT conversation is skipped if any ideal-path agent turn was
+relabelled. Formats: TRL conversational and OpenAI fine-tuning; see docs/data-formats.md.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from josh_core.search.labels import Label, compute_labels, ideal_path
+from josh_core.search.tree import ConversationTree, Node
+from josh_core.types import Message
+
+ExportKind = Literal["sft", "kto", "dpo"]
+ExportFormat = Literal["trl", "openai"]
+EXPORT_KINDS: tuple[str, ...] = ("sft", "kto", "dpo")
+EXPORT_FORMATS: tuple[str, ...] = ("trl", "openai")
+
+
+class ExportOptions(BaseModel):
+    kind: ExportKind
+    format: ExportFormat = "trl"
+    min_reward: float | None = 1.0  # None: every finished conversation
+    drop_errors: bool = True
+    use_annotations: bool = True
+
+
+class ConversationSource(BaseModel):
+    """What extraction needs of one finished conversation."""
+
+    conversation_id: str
+    tree: ConversationTree
+    system_prompt: str | None = None
+    tools: list[dict[str, Any]] | None = None
+    uses_tools: bool = False  # function-calling agent: include `tools` in every row
+    reward: float = 0.0
+    overrides: dict[str, str] = Field(default_factory=dict)
+
+
+class SFTExample(BaseModel):
+    messages: list[Message]
+
+
+class KTOExample(BaseModel):
+    prompt: list[Message]
+    completion: Message
+    label: bool
+
+
+class DPOExample(BaseModel):
+    prompt: list[Message]
+    chosen: Message
+    rejected: Message
+
+
+Example = SFTExample | KTOExample | DPOExample
+
+
+# -- examples from one tree -------------------------------------------------------------------
+
+
+def _system(source: ConversationSource) -> list[Message]:
+    if source.system_prompt is None:
+        return []
+    return [Message(role="system", content=source.system_prompt)]
+
+
+def _context(source: ConversationSource, node: Node) -> list[Message]:
+    """What the agent saw before `node`'s turn: system prompt and the path's memory."""
+    assert node.parent_id is not None
+    return _system(source) + source.tree.agent_memory(node.parent_id)
+
+
+def _generations(source: ConversationSource, node: Node) -> list[tuple[list[Message], Message]]:
+    """(prompt, completion) for every assistant generation of an agent turn."""
+    context = _context(source, node)
+    out = []
+    for i, message in enumerate(node.internal):
+        if message.role == "assistant":
+            out.append((context + node.internal[:i], message))
+    return out
+
+
+def _labels(source: ConversationSource) -> dict[str, Label]:
+    return compute_labels(source.tree, source.overrides)
+
+
+def sft_examples(source: ConversationSource, drop_errors: bool = True) -> list[SFTExample]:
+    labels = _labels(source)
+    agent_turns = [n for n in ideal_path(source.tree) if n.kind == "agent"]
+    if not agent_turns:
+        return []
+    if any(labels[n.id] != "ideal" for n in agent_turns):
+        return []  # an annotator relabelled part of the ideal path
+    if drop_errors and any(n.has_errors for n in agent_turns):
+        return []
+    messages = _system(source) + source.tree.agent_memory(agent_turns[-1].id)
+    while messages and messages[-1].role != "assistant":
+        messages.pop()  # the example ends with the agent's last generation
+    return [SFTExample(messages=messages)] if messages else []
+
+
+def kto_examples(source: ConversationSource, drop_errors: bool = True) -> list[KTOExample]:
+    labels = _labels(source)
+    examples = []
+    for node in source.tree.agent_nodes():
+        label = labels[node.id]
+        if label == "ideal" and not (drop_errors and node.has_errors):
+            desirable = True
+        elif label == "negative":
+            desirable = False
+        else:
+            continue
+        for prompt, completion in _generations(source, node):
+            examples.append(KTOExample(prompt=prompt, completion=completion, label=desirable))
+    return examples
+
+
+def dpo_examples(source: ConversationSource, drop_errors: bool = True) -> list[DPOExample]:
+    labels = _labels(source)
+    tree = source.tree
+    examples = []
+    for user_node in (n for n in tree.nodes.values() if n.kind == "user"):
+        children = tree.children(user_node.id)
+        chosen_turns = [c for c in children if labels[c.id] == "ideal"]
+        rejected_turns = [c for c in children if labels[c.id] == "negative"]
+        for chosen in chosen_turns:
+            if drop_errors and chosen.has_errors:
+                continue
+            for rejected in rejected_turns:
+                pair = _first_difference(chosen.internal, rejected.internal)
+                if pair is None:
+                    continue
+                shared, good, bad = pair
+                examples.append(
+                    DPOExample(prompt=_context(source, chosen) + shared, chosen=good, rejected=bad)
+                )
+    return examples
+
+
+def _first_difference(
+    chosen: list[Message], rejected: list[Message]
+) -> tuple[list[Message], Message, Message] | None:
+    """The shared prefix of two turns and their first differing assistant generations."""
+    for i, (good, bad) in enumerate(zip(chosen, rejected)):
+        if good == bad:
+            continue
+        if good.role == "assistant" and bad.role == "assistant":
+            return chosen[:i], good, bad
+        return None  # the turns diverged outside a generation (different API returns)
+    return None  # one turn repeats the other
+
+
+def examples_for(source: ConversationSource, options: ExportOptions) -> list[Example]:
+    if options.kind == "sft":
+        return list(sft_examples(source, options.drop_errors))
+    if options.kind == "kto":
+        return list(kto_examples(source, options.drop_errors))
+    return list(dpo_examples(source, options.drop_errors))
+
+
+# -- formats ----------------------------------------------------------------------------------
+
+
+def trl_message(message: Message) -> dict[str, Any]:
+    """A message in TRL's conversational format (tool-call arguments as objects)."""
+    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {
+                "id": call.id or f"call_{i}",
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.parameters},
+            }
+            for i, call in enumerate(message.tool_calls)
+        ]
+    if message.tool_call_id:
+        out["tool_call_id"] = message.tool_call_id
+    return out
+
+
+def format_row(example: Example, fmt: ExportFormat, tools: list[dict[str, Any]] | None) -> dict:
+    if fmt == "trl":
+        row: dict[str, Any]
+        if isinstance(example, SFTExample):
+            row = {"messages": [trl_message(m) for m in example.messages]}
+        elif isinstance(example, KTOExample):
+            row = {
+                "prompt": [trl_message(m) for m in example.prompt],
+                "completion": [trl_message(example.completion)],
+                "label": example.label,
+            }
+        else:
+            row = {
+                "prompt": [trl_message(m) for m in example.prompt],
+                "chosen": [trl_message(example.chosen)],
+                "rejected": [trl_message(example.rejected)],
+            }
+        if tools:
+            row["tools"] = tools
+        return row
+    if isinstance(example, SFTExample):
+        row = {"messages": [m.to_openai() for m in example.messages]}
+        if tools:
+            row["tools"] = tools
+        return row
+    if isinstance(example, DPOExample):
+        task: dict[str, Any] = {"messages": [m.to_openai() for m in example.prompt]}
+        if tools:
+            task["tools"] = tools
+        return {
+            "input": task,
+            "preferred_output": [example.chosen.to_openai()],
+            "non_preferred_output": [example.rejected.to_openai()],
+        }
+    raise ValueError("OpenAI fine-tuning has no KTO format; export KTO data with --format trl")
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def extract_rows(
+    sources: Iterable[ConversationSource], options: ExportOptions
+) -> tuple[list[dict[str, Any]], int]:
+    """Rows for every eligible conversation, de-duplicated; and how many conversations gave
+    at least one row."""
+    if options.kind == "kto" and options.format == "openai":
+        raise ValueError("OpenAI fine-tuning has no KTO format; export KTO data with --format trl")
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    desirable: set[str] = set()  # KTO (prompt, completion) keys labelled desirable
+    contributing = 0
+    undesirable: list[tuple[str, dict[str, Any]]] = []
+    for source in sources:
+        if options.min_reward is not None and source.reward < options.min_reward - 1e-9:
+            continue
+        tools = source.tools if source.uses_tools else None
+        produced = False
+        for example in examples_for(source, options):
+            row = format_row(example, options.format, tools)
+            key = _canonical(row)
+            if key in seen:
+                continue
+            seen.add(key)
+            if isinstance(example, KTOExample):
+                pair_key = _canonical([row["prompt"], row["completion"], row.get("tools")])
+                if not example.label:
+                    undesirable.append((pair_key, row))
+                    produced = True
+                    continue
+                desirable.add(pair_key)
+            rows.append(row)
+            produced = True
+        contributing += produced
+    # Undesirable KTO rows go last, minus any that the same data also calls desirable.
+    rows.extend(row for pair_key, row in undesirable if pair_key not in desirable)
+    return rows, contributing
+
+
+def write_jsonl(rows: Iterable[dict[str, Any]], path: str | Path) -> int:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with path.open("w", encoding="utf-8") as out:
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+# -- from the database ------------------------------------------------------------------------
+
+
+class ExportSummary(BaseModel):
+    export_id: str
+    path: str
+    kind: ExportKind
+    format: ExportFormat
+    rows: int
+    conversations: int  # conversations that gave at least one row
+    considered: int  # finished conversations in scope
+
+
+def load_sources(db: Any, run_id: str | None = None, use_annotations: bool = True) -> list[ConversationSource]:
+    """Every finished conversation (of one run, or all) ready for extraction."""
+    from josh_core.storage import reads
+
+    conversations = reads.list_conversations(db, run_id=run_id, status="done")
+    runs = {run.id: run for run in reads.list_runs(db)}
+    trees = reads.load_trees(db, [c.id for c in conversations])
+    overrides = reads.label_overrides(db, [c.id for c in conversations]) if use_annotations else {}
+    sources = []
+    for conversation in conversations:
+        tree = trees[conversation.id]
+        run = runs.get(conversation.run_id)
+        style = ((run.config.get("agent_options") or {}).get("style") if run else None) or "react"
+        has_tool_calls = any(m.tool_calls for n in tree.agent_nodes() for m in n.internal)
+        sources.append(
+            ConversationSource(
+                conversation_id=conversation.id,
+                tree=tree,
+                system_prompt=conversation.system_prompt,
+                tools=conversation.tools,
+                uses_tools=style == "fc" or has_tool_calls,
+                reward=conversation.reward or 0.0,
+                overrides={nid: lab for nid, lab in overrides.items() if nid in tree.nodes},
+            )
+        )
+    return sources
+
+
+def export_dataset(
+    db: Any,
+    options: ExportOptions,
+    out: str | Path,
+    run_id: str | None = None,
+) -> ExportSummary:
+    """Extract, write JSONL and record the export in the database."""
+    from josh_core.storage import writes
+
+    sources = load_sources(db, run_id=run_id, use_annotations=options.use_annotations)
+    rows, contributing = extract_rows(sources, options)
+    count = write_jsonl(rows, out)
+    export_id = writes.record_export(
+        db,
+        kind=options.kind,
+        format=options.format,
+        path=str(Path(out).resolve()),
+        run_id=run_id,
+        options=options.model_dump(),
+        rows=count,
+        conversations=contributing,
+    )
+    return ExportSummary(
+        export_id=export_id,
+        path=str(out),
+        kind=options.kind,
+        format=options.format,
+        rows=count,
+        conversations=contributing,
+        considered=len(sources),
+    )

@@ -1,0 +1,178 @@
+"""DuckDB access: the one place that opens database files.
+
+Concurrency strategy. DuckDB lets one process hold a database file open for writing and then
+refuses every other process, readers included, until it lets go. A rollout writes for hours
+while the app (another process) must read the same file. So nobody keeps a file open:
+
+- Each process keeps one in-memory DuckDB instance (building an instance costs ~30-60 ms of
+  catalog setup, so we never build one per operation) and ATTACHes the file for one operation:
+  a write batch (one transaction) or a read, then DETACHes it, which releases the file lock.
+  Attach + detach costs about a millisecond.
+- Writes are batched: the search's nodes that finish together are written in one transaction
+  (`TreeWriter` in writes.py group-commits concurrent nodes), so the file is held for a few
+  milliseconds per batch.
+- Whoever finds the file locked by another process retries every 1-3 ms (random) for up to
+  `JOSH_DB_LOCK_TIMEOUT` seconds (default 60), then fails with `DatabaseBusy`. The retries are
+  short on purpose: a writer running fast policies leaves gaps of only a few milliseconds
+  between batches, and a reader with exponential backoff was starved for a second at a time.
+- Detach does not checkpoint (that costs ~15 ms a batch); committed transactions live in the
+  WAL, which DuckDB replays on the next attach (so a killed writer loses nothing committed).
+  Replaying costs ~20 ms per MB of WAL, so a writer checkpoints once the WAL passes
+  `CHECKPOINT_WAL_BYTES` and at the end of each conversation.
+- Within a process a lock serialises operations on the shared instance (threads, the app's
+  sessions, the async writer).
+
+bench/bench_engine.py measures the cost (bench/results/engine.md).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import duckdb
+
+from josh_core.storage.schema import LATEST_VERSION, current_version, migrate
+
+T = TypeVar("T")
+
+CHECKPOINT_WAL_BYTES = 16 * 1024
+_ALIAS = "josh"
+
+_instance_lock = threading.RLock()
+_instance: duckdb.DuckDBPyConnection | None = None
+
+
+class DatabaseBusy(RuntimeError):
+    """Another process kept the database file locked for longer than the lock timeout."""
+
+
+def _shared_instance() -> duckdb.DuckDBPyConnection:
+    global _instance
+    if _instance is None:
+        _instance = duckdb.connect(":memory:")
+        try:
+            # Newer DuckDB: do not checkpoint on every detach (we checkpoint by WAL size).
+            _instance.execute("SET GLOBAL checkpoint_on_detach = 'DISABLED'")
+        except duckdb.Error:
+            pass  # older DuckDB checkpoints on detach: slower writes, same behaviour
+    return _instance
+
+
+def _is_lock_error(error: duckdb.Error) -> bool:
+    text = str(error).lower()
+    return "lock" in text and ("could not set" in text or "conflicting" in text)
+
+
+def lock_timeout() -> float:
+    return float(os.environ.get("JOSH_DB_LOCK_TIMEOUT", "60"))
+
+
+class Database:
+    """A DuckDB file used through short attach/detach operations (see module docstring)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._schema_checked = False
+        self.stats = {"writes": 0, "reads": 0, "lock_waits": 0, "checkpoints": 0}
+
+    def __repr__(self) -> str:
+        return f"Database({str(self.path)!r})"
+
+    @property
+    def wal_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".wal")
+
+    @contextmanager
+    def _attached(self, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        with _instance_lock:
+            con = _shared_instance().cursor()
+            options = " (READ_ONLY)" if read_only else ""
+            # The path is data, but ATTACH takes no parameters: quote it as a SQL string.
+            quoted = "'" + str(self.path).replace("'", "''") + "'"
+            deadline = time.monotonic() + lock_timeout()
+            while True:
+                try:
+                    con.execute(f"ATTACH {quoted} AS {_ALIAS}{options}")
+                    break
+                except duckdb.Error as error:
+                    if not _is_lock_error(error):
+                        con.close()
+                        raise
+                    if time.monotonic() >= deadline:
+                        con.close()
+                        raise DatabaseBusy(
+                            f"{self.path} stayed locked by another process for "
+                            f"{lock_timeout():.0f} s: {error}"
+                        ) from error
+                    self.stats["lock_waits"] += 1
+                    # Retry soon: a busy writer leaves gaps of a few milliseconds between
+                    # batches, and a reader that backs off longer keeps missing them.
+                    time.sleep(random.uniform(0.001, 0.003))
+            try:
+                con.execute(f"USE {_ALIAS}")
+                yield con
+            finally:
+                try:
+                    con.execute("USE memory")
+                    con.execute(f"DETACH {_ALIAS}")
+                finally:
+                    con.close()
+
+    def write(self, fn: Callable[[duckdb.DuckDBPyConnection], T], checkpoint: bool = False) -> T:
+        """Run `fn` in one write transaction (migrating the schema first if needed)."""
+        if not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._attached(read_only=False) as con:
+            if not self._schema_checked:
+                migrate(con)
+                self._schema_checked = True
+            con.execute("BEGIN TRANSACTION")
+            try:
+                result = fn(con)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            self.stats["writes"] += 1
+            if checkpoint or self._wal_size() > CHECKPOINT_WAL_BYTES:
+                con.execute(f"CHECKPOINT {_ALIAS}")
+                self.stats["checkpoints"] += 1
+            return result
+
+    def read(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run `fn` on a read-only attachment of the file."""
+        if not self.path.exists():
+            raise FileNotFoundError(f"no database at {self.path}")
+        if not self._schema_checked:
+            self._check_schema()
+        with self._attached(read_only=True) as con:
+            self.stats["reads"] += 1
+            return fn(con)
+
+    def ensure_schema(self) -> int:
+        """Create or migrate the schema; returns the schema version."""
+        return self.write(lambda con: current_version(con))
+
+    def _check_schema(self) -> None:
+        with self._attached(read_only=True) as con:
+            version = current_version(con)
+        if version < LATEST_VERSION:
+            self.ensure_schema()  # migrations need a write attachment
+        self._schema_checked = True
+
+    def _wal_size(self) -> int:
+        try:
+            return self.wal_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+
+def open_database(path: str | Path) -> Database:
+    return Database(path)

@@ -1,0 +1,281 @@
+"""Every write to the database: runs, conversations, tree nodes as they are made, annotations,
+exports. All statements are parameterised."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from datetime import datetime, timezone
+from typing import Any
+
+import duckdb
+
+from josh_core.search.engine import StepEvent
+from josh_core.search.tree import ConversationTree, Node
+from josh_core.storage.codec import (
+    API_CALL_COLUMNS,
+    NODE_COLUMNS,
+    REWARD_EVENT_COLUMNS,
+    api_call_rows,
+    dumps,
+    node_row,
+    reward_event_row,
+)
+from josh_core.storage.db import Database
+
+
+def _now() -> datetime:
+    """Naive UTC, as stored."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def insert_rows(
+    con: duckdb.DuckDBPyConnection, table: str, columns: str, rows: list[list[Any]], chunk: int = 100
+) -> None:
+    """Insert rows with one multi-row VALUES statement per chunk (several times faster than
+    `executemany` in DuckDB). `table` and `columns` are constants of this module."""
+    width = len(columns.split(","))
+    row_placeholder = "(" + ", ".join("?" for _ in range(width)) + ")"
+    for start in range(0, len(rows), chunk):
+        part = rows[start : start + chunk]
+        con.execute(
+            f"INSERT INTO {table} ({columns}) VALUES " + ", ".join([row_placeholder] * len(part)),
+            [value for row in part for value in row],
+        )
+
+
+def new_run_id() -> str:
+    return f"run-{_now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"  # UTC time
+
+
+def conversation_id(run_id: str, position: int) -> str:
+    return f"{run_id}:{position}"
+
+
+# -- runs and conversations -----------------------------------------------------------------
+
+
+def create_run(
+    db: Database,
+    *,
+    kind: str,
+    config: dict[str, Any],
+    scenarios: list[tuple[str, dict[str, Any] | None]],
+    agent_spec: str | None = None,
+    user_spec: str | None = None,
+    agent_name: str | None = None,
+    user_name: str | None = None,
+    seed: int | None = None,
+    code_revision: str | None = None,
+    run_id: str | None = None,
+) -> str:
+    """Record a run and its conversations (one per (scenario id, scenario JSON), pending)."""
+    run_id = run_id or new_run_id()
+
+    def write(con: duckdb.DuckDBPyConnection) -> None:
+        con.execute(
+            "INSERT INTO runs (id, created_at, kind, status, agent_spec, user_spec, agent_name, "
+            "user_name, seed, config, code_revision) VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
+            [run_id, _now(), kind, agent_spec, user_spec, agent_name, user_name, seed,
+             dumps(config), code_revision],
+        )
+        insert_rows(
+            con,
+            "conversations",
+            "id, run_id, position, scenario_id, scenario, status",
+            [
+                [conversation_id(run_id, i), run_id, i, scenario_id, dumps(scenario), "pending"]
+                for i, (scenario_id, scenario) in enumerate(scenarios)
+            ],
+        )
+
+    db.write(write)
+    return run_id
+
+
+def set_run_status(db: Database, run_id: str, status: str) -> None:
+    finished = _now() if status == "done" else None
+    db.write(
+        lambda con: con.execute(
+            "UPDATE runs SET status = ?, finished_at = ? WHERE id = ?", [status, finished, run_id]
+        ),
+        checkpoint=True,
+    )
+
+
+def start_conversation(
+    db: Database,
+    conversation_id: str,
+    *,
+    system_prompt: str | None,
+    tools: list[dict[str, Any]] | None,
+    seed: int,
+    goals: list[str],
+) -> None:
+    """Mark a conversation running, dropping whatever an interrupted attempt left of it."""
+
+    def write(con: duckdb.DuckDBPyConnection) -> None:
+        for table in ("api_calls", "reward_events", "nodes"):
+            con.execute(f"DELETE FROM {table} WHERE conversation_id = ?", [conversation_id])
+        con.execute(
+            "UPDATE conversations SET status = 'running', stop_reason = NULL, reward = 0, "
+            "success = NULL, goals = ?, goals_reached = '[]', score = NULL, system_prompt = ?, "
+            "tools = ?, seed = ?, steps = 0, node_count = 0, started_at = ?, finished_at = NULL, "
+            "seconds = NULL, error = NULL WHERE id = ?",
+            [dumps(goals), system_prompt, dumps(tools), seed, _now(), conversation_id],
+        )
+
+    db.write(write)
+
+
+def finish_conversation(
+    db: Database, tree: ConversationTree, *, seconds: float, score: dict[str, Any] | None = None
+) -> None:
+    reached = [e.goal_id for e in tree.goal_events()]
+    success = bool(tree.goal_ids) and not tree.remaining_goals
+    db.write(
+        lambda con: con.execute(
+            "UPDATE conversations SET status = 'done', stop_reason = ?, reward = ?, success = ?, "
+            "goals_reached = ?, score = ?, steps = ?, node_count = ?, finished_at = ?, seconds = ? "
+            "WHERE id = ?",
+            [tree.stop_reason, tree.reward, success, dumps(reached), dumps(score), tree.step,
+             len(tree.nodes), _now(), seconds, tree.conversation_id],
+        ),
+        checkpoint=True,
+    )
+
+
+def fail_conversation(db: Database, conversation_id: str, error: str) -> None:
+    db.write(
+        lambda con: con.execute(
+            "UPDATE conversations SET status = 'failed', error = ?, finished_at = ? WHERE id = ?",
+            [error, _now(), conversation_id],
+        ),
+        checkpoint=True,
+    )
+
+
+# -- tree nodes -------------------------------------------------------------------------------
+
+
+def insert_nodes(con: duckdb.DuckDBPyConnection, nodes: list[Node]) -> None:
+    insert_rows(con, "nodes", NODE_COLUMNS, [node_row(node) for node in nodes])
+    insert_rows(con, "api_calls", API_CALL_COLUMNS, [r for node in nodes for r in api_call_rows(node)])
+
+
+def save_tree(db: Database, tree: ConversationTree) -> None:
+    """Write a whole tree at once (trees built in memory, e.g. by tests or imports)."""
+
+    def write(con: duckdb.DuckDBPyConnection) -> None:
+        insert_nodes(con, list(tree.nodes.values()))
+        _write_step_state(con, tree, tree.reward_events)
+
+    db.write(write)
+
+
+def _write_step_state(con: duckdb.DuckDBPyConnection, tree: ConversationTree, events: list) -> None:
+    insert_rows(con, "reward_events", REWARD_EVENT_COLUMNS, [reward_event_row(e) for e in events])
+    con.execute(
+        "UPDATE conversations SET reward = ?, steps = ?, node_count = ? WHERE id = ?",
+        [tree.reward, tree.step, len(tree.nodes), tree.conversation_id],
+    )
+
+
+class TreeWriter:
+    """The search's `TreeSink` for storage: every node is written as soon as it is made.
+
+    Nodes that finish while a write is under way are written together in the next transaction
+    (group commit), so a step whose leaves finish at once costs one or two transactions rather
+    than one per node, and a killed run loses at most the nodes not yet committed.
+    """
+
+    def __init__(self, db: Database):
+        self.db = db
+        self._pending: list[Node] = []
+        self._loop_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+        self._events_written = 0
+
+    @property
+    def _lock(self) -> asyncio.Lock:
+        # One lock per event loop: a caller may drive each step with its own asyncio.run().
+        loop = asyncio.get_running_loop()
+        if self._loop_lock is None or self._loop_lock[0] is not loop:
+            self._loop_lock = (loop, asyncio.Lock())
+        return self._loop_lock[1]
+
+    async def node_created(self, node: Node) -> None:
+        self._pending.append(node)
+        async with self._lock:
+            # Let the nodes that finish in this same turn of the event loop join the batch.
+            await asyncio.sleep(0)
+            if not self._pending:
+                return  # an earlier flush took this node with it
+            batch, self._pending = self._pending, []
+            await asyncio.to_thread(self.db.write, lambda con: insert_nodes(con, batch))
+
+    async def step_done(self, tree: ConversationTree, event: StepEvent) -> None:
+        new_events = tree.reward_events[self._events_written :]
+        self._events_written = len(tree.reward_events)
+        by_status: dict[str, list[str]] = {}
+        for nid in [*event.pruned, *event.ended]:
+            by_status.setdefault(tree.nodes[nid].status, []).append(nid)
+
+        def write(con: duckdb.DuckDBPyConnection) -> None:
+            for status, ids in by_status.items():
+                con.execute("UPDATE nodes SET status = ? WHERE list_contains(?, id)", [status, ids])
+            _write_step_state(con, tree, new_events)
+
+        async with self._lock:
+            await asyncio.to_thread(self.db.write, write)
+
+
+# -- annotations and exports ----------------------------------------------------------------
+
+
+def add_annotation(
+    db: Database,
+    *,
+    node_id: str,
+    conversation_id: str,
+    label: str | None = None,
+    comment: str | None = None,
+    author: str | None = None,
+) -> str:
+    """A label override and/or comment on a node; the latest override of a node wins."""
+    if label is not None:
+        from josh_core.search.labels import LABELS
+
+        if label not in LABELS:
+            raise ValueError(f"unknown label {label!r}; expected one of {', '.join(LABELS)}")
+    annotation_id = f"ann-{secrets.token_hex(6)}"
+    db.write(
+        lambda con: con.execute(
+            "INSERT INTO annotations (id, node_id, conversation_id, label, comment, author, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [annotation_id, node_id, conversation_id, label, comment, author, _now()],
+        )
+    )
+    return annotation_id
+
+
+def record_export(
+    db: Database,
+    *,
+    kind: str,
+    format: str,
+    path: str,
+    run_id: str | None,
+    options: dict[str, Any],
+    rows: int,
+    conversations: int,
+) -> str:
+    export_id = f"exp-{secrets.token_hex(6)}"
+    db.write(
+        lambda con: con.execute(
+            "INSERT INTO exports (id, created_at, kind, format, path, run_id, options, rows, "
+            "conversations) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [export_id, _now(), kind, format, path, run_id, dumps(options), rows, conversations],
+        ),
+        checkpoint=True,
+    )
+    return export_id
