@@ -1,0 +1,34 @@
+"""Model-backed agents from a backend and AgentOptions (the factory's `build_agent` lands here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from josh_core.llm.base import ChatBackend
+from josh_core.policies.base import Agent
+from josh_core.policies.fc_agent import FunctionCallingAgent
+from josh_core.policies.react_agent import ReactAgent
+
+AGENT_STYLES = ("react", "fc")
+
+
+def build_model_agent(backend: ChatBackend, options: Any = None) -> Agent:
+    """A ReACT (default) or function-calling agent over `backend`.
+
+    `options` is an AgentOptions: style, temperature (None: appendix B's default for the
+    backend), max_actions_per_turn, constrained (None: on for local models); `extra` may set
+    max_tokens and, for ReACT, demonstrate=False to drop the demonstration conversation.
+    """
+    style = getattr(options, "style", "react") or "react"
+    extra = dict(getattr(options, "extra", None) or {})
+    common = {
+        "temperature": getattr(options, "temperature", None),
+        "max_actions_per_turn": getattr(options, "max_actions_per_turn", 5) or 5,
+        "constrained": getattr(options, "constrained", None),
+        "max_tokens": extra.get("max_tokens"),
+    }
+    if style == "react":
+        return ReactAgent(backend, demonstrate=extra.get("demonstrate", True), **common)
+    if style == "fc":
+        return FunctionCallingAgent(backend, **common)
+    raise ValueError(f"unknown agent style {style!r}: expected one of {AGENT_STYLES}")

@@ -1,0 +1,163 @@
+"""ReACT agent (section 4.2, appendix E): PLAN / APICALL / SPEAK commands over any backend.
+
+One turn is a sequence of generations until SPEAK or the action cap. Each generation sees
+the prompt messages (system prompt, demonstration), the agent's memory of this path and what
+it did so far in the turn. APICALL runs the call on the environment and appends
+`APIRETURN <result>` as a user message; output that is not a command pair is a format error:
+it is recorded, the model gets error feedback, and the turn goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from josh_core.llm.base import (
+    API_MODEL_SAMPLING,
+    LOCAL_MODEL_SAMPLING,
+    ChatBackend,
+    ChatRequest,
+    ConstraintUnsupported,
+    OutputConstraint,
+    SamplingParams,
+)
+from josh_core.policies.base import AgentTurn, Generation, TurnContext
+from josh_core.policies.parse import parse_react
+from josh_core.policies.prompts import APIRETURN, react_format_feedback, react_prompt_messages
+from josh_core.types import Message, ToolEnvironment
+
+log = logging.getLogger(__name__)
+
+# Generations stop before the model starts writing the environment's part.
+REACT_STOP = [APIRETURN]
+UNCONSTRAINED_MAX_TOKENS = 200
+
+
+def generation_seed(turn_seed: int, index: int) -> int:
+    """Seed of the index-th generation of a turn (distinct per generation, reproducible)."""
+    return (turn_seed * 1_000_003 + index * 7919 + 1) % (2**31 - 1)
+
+
+class ModelAgent:
+    """What the ReACT and function-calling agents share: backend, sampling, constraint."""
+
+    style = "react"
+
+    def __init__(self, backend: ChatBackend, *, temperature: float | None = None,
+                 max_actions_per_turn: int = 5, constrained: bool | None = None,
+                 max_tokens: int | None = None):
+        self.backend = backend
+        self.name = f"{self.style}:{backend.name}"
+        defaults = LOCAL_MODEL_SAMPLING if backend.is_local else API_MODEL_SAMPLING
+        self.base_sampling = defaults.model_copy(update={"temperature": temperature} if temperature is not None else {})
+        self.max_actions_per_turn = max_actions_per_turn
+        # Structured decoding is on by default for local models (appendix B's sampling at
+        # temperature 1.5 breaks a small model's format otherwise); API models stay free.
+        self.constrained = backend.is_local if constrained is None else constrained
+        self.max_tokens = max_tokens
+
+    # -- to override ------------------------------------------------------------------------
+    def constraint(self, tools: list[dict[str, Any]]) -> OutputConstraint | None:
+        raise NotImplementedError
+
+    def default_max_tokens(self) -> int:
+        return UNCONSTRAINED_MAX_TOKENS
+
+    # -- shared ---------------------------------------------------------------------------
+    def sampling(self, seed: int, stop: list[str] | None = None) -> SamplingParams:
+        return self.base_sampling.model_copy(update={
+            "seed": seed,
+            "max_tokens": self.max_tokens or self.default_max_tokens(),
+            "stop": stop,
+        })
+
+    def _constraint_or_none(self, tools: list[dict[str, Any]]) -> OutputConstraint | None:
+        if not self.constrained:
+            return None
+        try:
+            return self.constraint(tools)
+        except ImportError as exc:  # structured decoding not installed: run unconstrained
+            log.warning("structured decoding unavailable (%s); generating unconstrained", exc)
+            self.constrained = False
+            return None
+
+    async def generate(self, request: ChatRequest):
+        """One backend call; a backend that cannot apply the constraint gets it dropped once."""
+        try:
+            return await self.backend.chat(request)
+        except ConstraintUnsupported as exc:
+            if request.constraint is None:
+                raise
+            log.warning("%s cannot apply the output constraint (%s); generating unconstrained",
+                        self.backend.name, exc)
+            self.constrained = False
+            return await self.backend.chat(request.model_copy(update={"constraint": None}))
+
+
+class ReactAgent(ModelAgent):
+    style = "react"
+
+    def __init__(self, backend: ChatBackend, *, demonstrate: bool = True, **kwargs: Any):
+        super().__init__(backend, **kwargs)
+        self.demonstrate = demonstrate
+
+    def constraint(self, tools):
+        from josh_core.llm.structured import react_constraint
+
+        return react_constraint(tools)
+
+    def default_max_tokens(self) -> int:
+        if self.constrained:
+            from josh_core.llm.structured import REACT_MAX_TOKENS
+
+            return REACT_MAX_TOKENS
+        return UNCONSTRAINED_MAX_TOKENS
+
+    def prompt_messages(self, env: ToolEnvironment) -> list[Message]:
+        """Everything before the conversation: system prompt, demonstration, fence."""
+        from josh_core.toolwoz.apis import API_EXAMPLES
+
+        return react_prompt_messages(env.tools(), API_EXAMPLES, self.demonstrate)
+
+    def system_prompt(self, env: ToolEnvironment) -> str:
+        return self.prompt_messages(env)[0].content
+
+    async def act(self, ctx: TurnContext) -> AgentTurn:
+        env = ctx.env
+        tools = env.tools()
+        prefix = self.prompt_messages(env)
+        constraint = self._constraint_or_none(tools)
+        turn = AgentTurn()
+        for index in range(self.max_actions_per_turn):
+            if constraint is not None and not self.constrained:
+                constraint = None  # dropped after the backend refused it
+            request = ChatRequest(
+                messages=prefix + list(ctx.agent_memory) + turn.internal,
+                sampling=self.sampling(generation_seed(ctx.seed, index), REACT_STOP),
+                constraint=constraint,
+            )
+            start = time.perf_counter()
+            response = await self.generate(request)
+            seconds = time.perf_counter() - start
+            text = response.choices[0].text if response.choices else ""
+            parsed = parse_react(text)
+            stats = {"prompt_tokens": response.prompt_tokens, "completion_tokens": response.completion_tokens,
+                     "seconds": seconds}
+            if parsed.kind == "format_error":
+                message = Message(role="assistant", content=text)
+                turn.generations.append(Generation(text=text, message=message, action="format_error",
+                                                   format_error=parsed.error, **stats))
+                turn.internal += [message, Message(role="user", content=react_format_feedback(parsed.error or ""))]
+                turn.format_errors += 1
+                continue
+            message = Message(role="assistant", content=parsed.text)
+            turn.generations.append(Generation(text=text, message=message, action=parsed.kind, **stats))
+            turn.internal.append(message)
+            if parsed.kind == "speak":
+                turn.speak = parsed.speak or ""
+                break
+            record = env.execute(parsed.call, parsed.call_text)
+            turn.api_calls.append(record)
+            turn.internal.append(Message(role="user", content=f"{APIRETURN} {record.result.as_text()}"))
+        return turn
