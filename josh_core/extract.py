@@ -25,8 +25,10 @@ relabelled. Formats: TRL conversational and OpenAI fine-tuning; see docs/data-fo
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -245,42 +247,69 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
+def _digest(value: Any) -> bytes:
+    return hashlib.blake2b(_canonical(value).encode(), digest_size=16).digest()
+
+
+class ExtractStats(BaseModel):
+    rows: int = 0
+    conversations: int = 0  # conversations that gave at least one row
+    considered: int = 0  # conversations that passed the reward filter
+
+
+def iter_rows(
+    sources: Iterable[ConversationSource], options: ExportOptions, stats: ExtractStats | None = None
+) -> Iterator[dict[str, Any]]:
+    """Rows of every eligible conversation, de-duplicated, streamed (a whole run does not fit
+    in memory as rows). Undesirable KTO rows are held back in a temporary file and come last,
+    minus any whose (prompt, completion) the data also calls desirable."""
+    if options.kind == "kto" and options.format == "openai":
+        # Checked before any row is made (a generator would only raise once consumed).
+        raise ValueError("OpenAI fine-tuning has no KTO format; export KTO data with --format trl")
+    return _rows(sources, options, stats if stats is not None else ExtractStats())
+
+
+def _rows(sources: Iterable[ConversationSource], options: ExportOptions, stats: ExtractStats) -> Iterator[dict[str, Any]]:
+    seen: set[bytes] = set()
+    desirable: set[bytes] = set()
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as held:
+        for source in sources:
+            if options.min_reward is not None and source.reward < options.min_reward - 1e-9:
+                continue
+            stats.considered += 1
+            tools = source.tools if source.uses_tools else None
+            produced = False
+            for example in examples_for(source, options):
+                row = format_row(example, options.format, tools)
+                key = _digest(row)
+                if key in seen:
+                    continue
+                seen.add(key)
+                produced = True
+                if isinstance(example, KTOExample):
+                    pair = _digest([row["prompt"], row["completion"], row.get("tools")])
+                    if not example.label:
+                        held.write(pair.hex() + "\t" + json.dumps(row, ensure_ascii=False) + "\n")
+                        continue
+                    desirable.add(pair)
+                stats.rows += 1
+                yield row
+            stats.conversations += produced
+        held.seek(0)
+        for line in held:
+            pair, text = line.rstrip("\n").split("\t", 1)
+            if bytes.fromhex(pair) not in desirable:
+                stats.rows += 1
+                yield json.loads(text)
+
+
 def extract_rows(
     sources: Iterable[ConversationSource], options: ExportOptions
 ) -> tuple[list[dict[str, Any]], int]:
-    """Rows for every eligible conversation, de-duplicated; and how many conversations gave
-    at least one row."""
-    if options.kind == "kto" and options.format == "openai":
-        raise ValueError("OpenAI fine-tuning has no KTO format; export KTO data with --format trl")
-    rows: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    desirable: set[str] = set()  # KTO (prompt, completion) keys labelled desirable
-    contributing = 0
-    undesirable: list[tuple[str, dict[str, Any]]] = []
-    for source in sources:
-        if options.min_reward is not None and source.reward < options.min_reward - 1e-9:
-            continue
-        tools = source.tools if source.uses_tools else None
-        produced = False
-        for example in examples_for(source, options):
-            row = format_row(example, options.format, tools)
-            key = _canonical(row)
-            if key in seen:
-                continue
-            seen.add(key)
-            if isinstance(example, KTOExample):
-                pair_key = _canonical([row["prompt"], row["completion"], row.get("tools")])
-                if not example.label:
-                    undesirable.append((pair_key, row))
-                    produced = True
-                    continue
-                desirable.add(pair_key)
-            rows.append(row)
-            produced = True
-        contributing += produced
-    # Undesirable KTO rows go last, minus any that the same data also calls desirable.
-    rows.extend(row for pair_key, row in undesirable if pair_key not in desirable)
-    return rows, contributing
+    """All rows in memory (tests, previews), and how many conversations gave at least one."""
+    stats = ExtractStats()
+    rows = list(iter_rows(sources, options, stats))
+    return rows, stats.conversations
 
 
 def write_jsonl(rows: Iterable[dict[str, Any]], path: str | Path) -> int:
@@ -304,25 +333,36 @@ class ExportSummary(BaseModel):
     format: ExportFormat
     rows: int
     conversations: int  # conversations that gave at least one row
-    considered: int  # finished conversations in scope
+    considered: int  # finished conversations that passed the reward filter
 
 
-def load_sources(db: Any, run_id: str | None = None, use_annotations: bool = True) -> list[ConversationSource]:
-    """Every finished conversation (of one run, or all) ready for extraction."""
+def load_sources(
+    db: Any,
+    run_id: str | None = None,
+    use_annotations: bool = True,
+    min_reward: float | None = None,
+    chunk: int = 50,
+) -> Iterator[ConversationSource]:
+    """Finished conversations (of one run, or all; at least `min_reward`) ready for
+    extraction, loaded `chunk` trees at a time."""
     from josh_core.storage import reads
 
-    conversations = reads.list_conversations(db, run_id=run_id, status="done")
+    conversations = [
+        c for c in reads.list_conversations(db, run_id=run_id, status="done")
+        if min_reward is None or (c.reward or 0.0) >= min_reward - 1e-9
+    ]
     runs = {run.id: run for run in reads.list_runs(db)}
-    trees = reads.load_trees(db, [c.id for c in conversations])
-    overrides = reads.label_overrides(db, [c.id for c in conversations]) if use_annotations else {}
-    sources = []
-    for conversation in conversations:
-        tree = trees[conversation.id]
-        run = runs.get(conversation.run_id)
-        style = ((run.config.get("agent_options") or {}).get("style") if run else None) or "react"
-        has_tool_calls = any(m.tool_calls for n in tree.agent_nodes() for m in n.internal)
-        sources.append(
-            ConversationSource(
+    for start in range(0, len(conversations), chunk):
+        part = conversations[start : start + chunk]
+        ids = [c.id for c in part]
+        trees = reads.load_trees(db, ids)
+        overrides = reads.label_overrides(db, ids) if use_annotations else {}
+        for conversation in part:
+            tree = trees[conversation.id]
+            run = runs.get(conversation.run_id)
+            style = ((run.config.get("agent_options") or {}).get("style") if run else None) or "react"
+            has_tool_calls = any(m.tool_calls for n in tree.agent_nodes() for m in n.internal)
+            yield ConversationSource(
                 conversation_id=conversation.id,
                 tree=tree,
                 system_prompt=conversation.system_prompt,
@@ -331,8 +371,6 @@ def load_sources(db: Any, run_id: str | None = None, use_annotations: bool = Tru
                 reward=conversation.reward or 0.0,
                 overrides={nid: lab for nid, lab in overrides.items() if nid in tree.nodes},
             )
-        )
-    return sources
 
 
 def export_dataset(
@@ -344,9 +382,11 @@ def export_dataset(
     """Extract, write JSONL and record the export in the database."""
     from josh_core.storage import writes
 
-    sources = load_sources(db, run_id=run_id, use_annotations=options.use_annotations)
-    rows, contributing = extract_rows(sources, options)
-    count = write_jsonl(rows, out)
+    sources = load_sources(
+        db, run_id=run_id, use_annotations=options.use_annotations, min_reward=options.min_reward
+    )
+    stats = ExtractStats()
+    count = write_jsonl(iter_rows(sources, options, stats), out)
     export_id = writes.record_export(
         db,
         kind=options.kind,
@@ -355,7 +395,7 @@ def export_dataset(
         run_id=run_id,
         options=options.model_dump(),
         rows=count,
-        conversations=contributing,
+        conversations=stats.conversations,
     )
     return ExportSummary(
         export_id=export_id,
@@ -363,6 +403,6 @@ def export_dataset(
         kind=options.kind,
         format=options.format,
         rows=count,
-        conversations=contributing,
-        considered=len(sources),
+        conversations=stats.conversations,
+        considered=stats.considered,
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from josh_core.rollout import RolloutConfig, start_run
 from josh_core.storage import reads
 from josh_core.storage.db import Database
 from rollout_fixtures import run_contents, write_scripts
@@ -49,8 +50,9 @@ def wait_until_mid_run(db_path: Path, process: subprocess.Popen, timeout: float 
         except FileNotFoundError:  # the rollout has not created the file yet
             time.sleep(0.02)
             continue
-        if len(frame) == 3 and frame.loc[0, "status"] == "done" and frame.loc[1, "status"] == "running" \
-                and (frame.loc[1, "node_count"] or 0) >= 3:
+        statuses = list(frame["status"])
+        # node_count is set once a conversation starts (and grows after every step).
+        if statuses[:2] == ["done", "running"] and frame.loc[1, "node_count"] >= 3:
             return
         time.sleep(0.02)
     raise AssertionError("the rollout never reached its second conversation")
@@ -58,15 +60,14 @@ def wait_until_mid_run(db_path: Path, process: subprocess.Popen, timeout: float 
 
 @pytest.mark.slow
 def test_killed_rollout_resumes_to_the_same_database(tmp_path, scripts):
+    scenario_file, agent_file, user_file = scripts
+    from josh_core.toolwoz.scenarios import load_scenario_file
+
+    # The uninterrupted reference, through the same function the command calls.
     reference_db = tmp_path / "reference.duckdb"
-    done = josh(*rollout_args(scripts, reference_db))
-    assert done.returncode == 0, done.stdout + done.stderr
-    lines = done.stdout.splitlines()
-    assert any(line.startswith("synth-train-0000") and "reward 1.00" in line for line in lines)
-    assert any(line.startswith("synth-train-0001") and "reward 0.50" in line for line in lines)
-    assert "average reward 0.500" in done.stdout
-    (reference_run,) = reads.list_runs(Database(reference_db))
-    assert f"run {reference_run.id} in {reference_db}" in done.stdout
+    config = RolloutConfig(josh=True, agent=f"script:{agent_file}", user=f"script:{user_file}", max_turns=7,
+                           seed=5, scenario_file=str(scenario_file))
+    reference_run = start_run(reference_db, load_scenario_file(scenario_file), config)
 
     killed_db = tmp_path / "killed.duckdb"
     process = subprocess.Popen([*JOSH, *rollout_args(scripts, killed_db)], stdout=subprocess.DEVNULL,
@@ -87,10 +88,15 @@ def test_killed_rollout_resumes_to_the_same_database(tmp_path, scripts):
 
     resumed = josh("rollout", "--resume", run.id, "--db", str(killed_db))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "3 conversations, 1 already done" in resumed.stdout
-    assert "synth-train-0000" not in resumed.stdout.split("already done", 1)[1]  # not redone
+    lines = resumed.stdout.splitlines()
+    assert lines[0] == f"run {run.id}: 3 conversations, 1 already done"
+    assert not any(line.startswith("synth-train-0000") for line in lines)  # not redone
+    assert any(line.startswith("synth-train-0001") and "reward 0.50" in line for line in lines)
+    assert any(line.startswith("synth-train-0002") and "reward 0.00" in line for line in lines)
+    assert "2 conversations played (1 done before): average reward 0.250, success 0/2" in resumed.stdout
+    assert lines[-1] == f"run {run.id} in {killed_db}"
     assert reads.get_conversation(db, f"{run.id}:0").finished_at == finished_before
     assert reads.get_run(db, run.id).status == "done"
 
     assert partial < reads.get_conversation(db, f"{run.id}:1").node_count
-    assert run_contents(killed_db, run.id) == run_contents(reference_db, reference_run.id)
+    assert run_contents(killed_db, run.id) == run_contents(reference_db, reference_run.run_id)

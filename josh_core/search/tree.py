@@ -140,6 +140,16 @@ class ConversationTree(BaseModel):
             if node.parent_id is not None:
                 self._children.setdefault(node.parent_id, []).append(node.id)
 
+    def __repr__(self) -> str:
+        # Short on purpose: a tree can hold hundreds of nodes, and Python reprs objects in
+        # surprising places (asyncio.run reprs the finished task's result on Python 3.11).
+        return (
+            f"ConversationTree({self.conversation_id!r}, nodes={len(self.nodes)}, "
+            f"step={self.step}, reward={self.reward:.3f}, done={self.done})"
+        )
+
+    __str__ = __repr__
+
     # -- building -------------------------------------------------------------------------
 
     def add(self, node: Node) -> None:
