@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from josh_core.policies.base import Agent, UserSimulator
 from josh_core.policies.factory import (
@@ -51,14 +51,14 @@ class RolloutConfig(BaseModel):
     user: str = DEFAULT_USER_SPEC
     style: str = "react"  # agent style: "react" | "fc"
     temperature: float | None = None
-    max_actions_per_turn: int = 5
+    max_actions_per_turn: int = Field(5, ge=1)
     constrained: bool | None = None
     base_url: str | None = None
-    max_turns: int = 15
-    beam: int = 8
-    branching: int = 2
+    max_turns: int = Field(15, ge=0)
+    beam: int = Field(8, ge=1)
+    branching: int = Field(2, ge=1)
     seed: int = 0
-    concurrency: int = 1  # conversations played at the same time
+    concurrency: int = Field(1, ge=1)  # conversations played at the same time
     # Where the scenarios came from (for the record; the run stores the scenarios themselves).
     split: str | None = None
     limit: int | None = None

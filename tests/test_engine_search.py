@@ -326,3 +326,11 @@ def test_policy_errors_propagate():
     asyncio.run(search.step())
     with pytest.raises(ConnectionError):
         asyncio.run(search.step())
+
+
+def test_reaching_every_goal_is_exactly_full_reward():
+    goals = [(f"api_{i}", {}) for i in range(7)]  # 7 x 1/7 does not sum to 1.0 in floats
+    agent = ScriptAgent([[[call(f"api_{t}"), speak(f"done {t}")]] for t in range(7)])
+    tree = run(JoshSearch(agent, user(), ToyEnv(goals), config=SearchConfig.plain()))
+    assert len(tree.goal_events()) == 7 and tree.stop_reason == "goals_done"
+    assert tree.reward == 1.0

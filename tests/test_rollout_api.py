@@ -130,5 +130,8 @@ def test_rollout_command_reports_bad_input(tmp_path):
 
     missing = CliRunner().invoke(app, ["rollout", "--resume", "run-x", "--db", str(tmp_path / "none.duckdb")])
     assert missing.exit_code == 1 and "no database" in missing.output
+    bad = CliRunner().invoke(app, ["rollout", "--josh", "--beam", "0", "--db", str(tmp_path / "b.duckdb")])
+    assert bad.exit_code == 1 and "--beam: Input should be greater than or equal to 1" in bad.output
+    assert not (tmp_path / "b.duckdb").exists()
     with pytest.raises(ValueError):
         start_run(tmp_path / "x.duckdb", [], RolloutConfig())

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -31,6 +32,11 @@ Format = Enum("Format", {"trl": "trl", "openai": "openai"}, type=str)
 # evaluation, so it defaults to the paper's official test set.
 DEFAULT_JOSH_SPLIT = "train"
 DEFAULT_PLAIN_SPLIT = "official-test"
+
+
+def _flag(field: object) -> str:
+    """The command-line flag of a RolloutConfig field."""
+    return {"max_actions_per_turn": "--max-actions"}.get(str(field), "--" + str(field).replace("_", "-"))
 
 
 def _fail(message: str) -> None:
@@ -133,13 +139,16 @@ def register(app: typer.Typer) -> None:
             else:
                 if scenario_file is None:
                     split = split or (DEFAULT_JOSH_SPLIT if josh else DEFAULT_PLAIN_SPLIT)
-                config = RolloutConfig(
-                    josh=josh, agent=agent, user=user, style=style, temperature=temperature,
-                    max_actions_per_turn=max_actions, base_url=base_url, max_turns=max_turns,
-                    beam=beam, branching=branching, seed=seed, concurrency=concurrency,
-                    split=split if scenario_file is None else None, limit=limit,
-                    scenario_file=str(scenario_file) if scenario_file else None,
-                )
+                try:
+                    config = RolloutConfig(
+                        josh=josh, agent=agent, user=user, style=style, temperature=temperature,
+                        max_actions_per_turn=max_actions, base_url=base_url, max_turns=max_turns,
+                        beam=beam, branching=branching, seed=seed, concurrency=concurrency,
+                        split=split if scenario_file is None else None, limit=limit,
+                        scenario_file=str(scenario_file) if scenario_file else None,
+                    )
+                except ValidationError as error:
+                    _fail("; ".join(f"{_flag(e['loc'][0])}: {e['msg']}" for e in error.errors()))
                 scenarios = _load_scenarios(split, limit, scenario_file)
                 if not scenarios:
                     _fail("no scenarios selected")

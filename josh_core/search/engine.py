@@ -215,8 +215,10 @@ class JoshSearch:
                         step=step,
                     )
                 )
-            tree.reward += share * len(removed)
             tree.remaining_goals = [g for g in tree.remaining_goals if g not in removed]
+            # k/|G| per step, computed from the count so that reaching every goal is exactly 1.0
+            reached = len(tree.goal_ids) - len(tree.remaining_goals)
+            tree.reward = reached / len(tree.goal_ids)
             tree.roots.append(new_root.id)
             for node in agent_nodes:
                 if node is new_root:
