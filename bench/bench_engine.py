@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import platform
 import statistics
 import sys
@@ -141,8 +142,8 @@ def main() -> None:
     args.out.write_text(
         "# JOSH engine benchmark\n\n"
         f"`python bench/bench_engine.py` on {platform.machine()}, {platform.python_version()}, DuckDB "
-        f"{duckdb.__version__}; a shared 2-core machine, so absolute times are noisy: compare the rows "
-        "of one run.\n\n"
+        f"{duckdb.__version__}; a shared 2-core machine (load average {os.getloadavg()[0]:.1f} at the end "
+        "of the run), so absolute times are noisy: compare the rows of one run.\n\n"
         "## Leaf expansion (policies that wait a fixed latency per call, beam 8)\n\n"
         "| expansion | turns | nodes | latency per call | time | ratio |\n|---|---|---|---|---|---|\n"
         f"| one leaf at a time | {args.depth} | {nodes} | {args.latency * 1000:.0f} ms | {sequential_s:.2f} s | 1.0x |\n"

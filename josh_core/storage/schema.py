@@ -33,7 +33,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                 id VARCHAR PRIMARY KEY,
                 created_at TIMESTAMP NOT NULL,
                 kind VARCHAR NOT NULL,          -- 'josh' | 'plain'
-                status VARCHAR NOT NULL,        -- 'running' | 'done'
+                status VARCHAR NOT NULL,        -- 'running' | 'done' | 'incomplete' (some failed)
                 agent_spec VARCHAR,
                 user_spec VARCHAR,
                 agent_name VARCHAR,             -- the model behind the agent
