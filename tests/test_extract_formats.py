@@ -63,17 +63,27 @@ def db(tmp_path):
     return database
 
 
+@pytest.fixture(scope="module")
+def shared_db(tmp_path_factory):
+    """The same tree, for tests that only read."""
+    database = Database(tmp_path_factory.mktemp("extract") / "x.duckdb")
+    store_conversations(database, [(two_goal_agent(), user(), ToyEnv(GOALS), None)])
+    return database
+
+
 def rows(db, kind, fmt="trl", **options):
     return extract_rows(load_sources(db), ExportOptions(kind=kind, format=fmt, **options))[0]
 
 
-def test_sft_is_the_ideal_path(db):
+def test_sft_is_the_ideal_path(shared_db):
+    db = shared_db
     expected = {"messages": AFTER_U2 + [a(BOOK), u(RET_BOOK), a(BOOKED)]}
     assert rows(db, "sft") == [expected]
     assert rows(db, "sft", "openai") == [expected]  # no tool calls: the same messages
 
 
-def test_kto_rows(db):
+def test_kto_rows(shared_db):
+    db = shared_db
     assert rows(db, "kto") == [
         # desirable: every generation of the ideal path's agent turns
         {"prompt": [SYS, u("user says 0")], "completion": [a(A0)], "label": True},
@@ -93,7 +103,8 @@ def test_kto_rows(db):
         rows(db, "kto", "openai")
 
 
-def test_dpo_rows(db):
+def test_dpo_rows(shared_db):
+    db = shared_db
     assert rows(db, "dpo") == [
         {"prompt": [SYS, u("user says 0")], "chosen": [a(A0)], "rejected": [a(B0)]},
         {"prompt": AFTER_U1, "chosen": [a(NORTH)], "rejected": [a(SOUTH)]},

@@ -20,9 +20,9 @@ def scenarios(toolwoz_data):
     return load_split("train", limit=3)
 
 
-@pytest.fixture()
-def config(tmp_path, scenarios) -> RolloutConfig:
-    _, agent_file, user_file = write_scripts(tmp_path, scenarios)
+@pytest.fixture(scope="module")
+def config(tmp_path_factory, scenarios) -> RolloutConfig:
+    _, agent_file, user_file = write_scripts(tmp_path_factory.mktemp("scripts"), scenarios)
     return RolloutConfig(josh=True, agent=f"script:{agent_file}", user=f"script:{user_file}", max_turns=5, seed=5)
 
 
@@ -43,9 +43,16 @@ class Recorder(RolloutObserver):
         self.calls.append(("finish", result.scenario_id, result.status))
 
 
-def test_josh_run_is_stored_with_everything_export_and_resume_need(tmp_path, scenarios, config):
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, scenarios, config):
+    """One uninterrupted run, shared: (database path, result, observer calls)."""
     recorder = Recorder()
-    result = start_run(tmp_path / "r.duckdb", scenarios, config, observer=recorder)
+    db_path = tmp_path_factory.mktemp("reference") / "r.duckdb"
+    return db_path, start_run(db_path, scenarios, config, observer=recorder), recorder
+
+
+def test_josh_run_is_stored_with_everything_export_and_resume_need(reference, scenarios, config):
+    db_path, result, recorder = reference
     assert [c.reward for c in result.conversations] == [1.0, 0.5, 0.0]
     assert [c.stop_reason for c in result.conversations] == ["goals_done", "max_depth", "max_depth"]
     assert result.average_reward == 0.5 and result.skipped == 0
@@ -55,7 +62,7 @@ def test_josh_run_is_stored_with_everything_export_and_resume_need(tmp_path, sce
         ("finish", s.id, "done") for s in scenarios
     ]
 
-    db = Database(tmp_path / "r.duckdb")
+    db = Database(db_path)
     run = reads.get_run(db, result.run_id)
     assert run.kind == "josh" and run.status == "done" and run.seed == 5
     assert run.agent_spec == config.agent and run.agent_name == f"script:{config.agent[7:]}"
@@ -98,7 +105,7 @@ class FlakyAgent(ScriptAgent):
         return await super().act(ctx)
 
 
-def test_failed_conversations_are_redone_on_resume(tmp_path, scenarios, config):
+def test_failed_conversations_are_redone_on_resume(tmp_path, scenarios, config, reference):
     db_path = tmp_path / "f.duckdb"
     turns = ScriptAgent.from_file(config.agent[7:]).turns
     user = ScriptUser.from_file(config.user[7:])
@@ -115,14 +122,14 @@ def test_failed_conversations_are_redone_on_resume(tmp_path, scenarios, config):
     assert second.skipped == 2 and recorder.calls[0] == ("run", 3, 2)
     assert reads.get_run(db, first.run_id).status == "done"
 
-    reference = start_run(tmp_path / "ref.duckdb", scenarios, config)
-    assert run_contents(db_path, first.run_id) == run_contents(tmp_path / "ref.duckdb", reference.run_id)
+    reference_db, reference_result, _ = reference
+    assert run_contents(db_path, first.run_id) == run_contents(reference_db, reference_result.run_id)
 
 
-def test_conversations_in_parallel_give_the_same_trees(tmp_path, scenarios, config):
-    one = start_run(tmp_path / "a.duckdb", scenarios, config)
+def test_conversations_in_parallel_give_the_same_trees(tmp_path, scenarios, config, reference):
+    reference_db, one, _ = reference
     three = start_run(tmp_path / "b.duckdb", scenarios, config.model_copy(update={"concurrency": 3}))
-    assert run_contents(tmp_path / "a.duckdb", one.run_id) == run_contents(tmp_path / "b.duckdb", three.run_id)
+    assert run_contents(reference_db, one.run_id) == run_contents(tmp_path / "b.duckdb", three.run_id)
 
 
 def test_rollout_command_reports_bad_input(tmp_path):
