@@ -307,14 +307,17 @@ class AgendaUser:
             labels = [REQT_LABELS.get(a, a) for a in asked if a in SEARCH_ORDER.get(s.domain, [])]
             if labels and not _said(said, "is fine"):
                 parts.append(f"For the {noun}, any {join_phrases(labels).replace(' and ', ' or ')} is fine.")
+                new_answers.append(parts[-1])
 
         unstated_search = [(k, v) for k, v in _ordered(s.domain, s.search) if not _said(said, phrase(s.domain, k, v))]
         book_phrases = [phrase(s.domain, k, v, booking=True) for k, v in _ordered(s.domain, s.book, True)]
         unstated_book = [p for p in book_phrases if not _said(said, p)]
-        offered = s.needs_booking and "?" in text and _has_cue(text, BOOK_OFFER_CUES)
+        # Asked for any booking detail, or offered to book: the user gives them all at once.
+        offered = s.needs_booking and "?" in text and (
+            _has_cue(text, BOOK_OFFER_CUES) or any(a in s.book for a in asked))
 
         # 4. Booking details when the agent offers to book or the search is done.
-        if s.needs_booking and unstated_book and (offered or (s.found and not unstated_search)):
+        if s.needs_booking and not s.goals_done and unstated_book and (offered or (s.found and not unstated_search)):
             # The booking sentence carries every booking detail: drop answers it repeats.
             parts = [p for p in parts if not any(b in p for b in book_phrases)]
             parts.append(f"Please book the {noun} {join_phrases(book_phrases)}.")
@@ -331,8 +334,8 @@ class AgendaUser:
             labels = [REQT_LABELS.get(r, r) for r in s.reqt]
             parts.append(f"For the {noun}, {REQT_MARK} the {join_phrases(labels)}?")
             return parts, True
-        # Nothing new (answers to questions asked again, "any area is fine" do not count).
-        return [p for p in parts if not p.startswith("I want the")], False
+        # Nothing new: only answers to questions asked again.
+        return [], False
 
     def _asked_slots(self, s: DomainState, agent_text: str) -> list[str]:
         # The domain nouns themselves ("place to stay") must not read as slot cues.

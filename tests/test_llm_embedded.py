@@ -1,0 +1,192 @@
+"""The embedded model through the transformers backend, and the OpenAI-compatible backend
+through the real `openai` client against a local chat-completions server serving that model.
+
+Slow (they load the embedded model once per session): generations are kept to a few tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from model_fixtures import ChatServer
+
+from josh_core.llm.base import ChatRequest, OutputConstraint, SamplingParams
+from josh_core.llm.openai_backend import OpenAIBackend
+from josh_core.llm.specs import build_backend
+from josh_core.types import Message
+
+pytestmark = pytest.mark.slow
+
+HELLO = [Message(role="system", content="You are a helpful travel agent in Cambridge."),
+         Message(role="user", content="Hi! Can you help me find a cheap restaurant in the north?")]
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    """The shared embedded backend (build_backend shares in-process backends per SPEC)."""
+    backend = build_backend("embedded")
+    backend.load()
+    return backend
+
+
+@pytest.fixture(scope="module")
+def server(embedded):
+    srv = ChatServer(embedded).start()
+    yield srv
+    srv.stop()
+
+
+def greedy(max_tokens=8, **kw):
+    return SamplingParams(temperature=0, max_tokens=max_tokens, **kw)
+
+
+def test_embedded_model_is_cached_and_generates(embedded):
+    from josh_core.llm.embedded import embedded_model_dir
+
+    start = time.perf_counter()
+    assert embedded_model_dir() == embedded_model_dir()  # converted once, then only looked up
+    assert time.perf_counter() - start < 1.0
+    response = asyncio.run(embedded.chat(ChatRequest(messages=HELLO, sampling=greedy())))
+    choice = response.choices[0]
+    assert choice.text.strip() and choice.finish_reason in ("length", "stop")
+    assert response.prompt_tokens > 10 and 0 < response.completion_tokens <= 8
+    again = asyncio.run(embedded.chat(ChatRequest(messages=HELLO, sampling=greedy())))
+    assert again.choices[0].text == choice.text  # greedy is deterministic
+
+
+def test_concurrent_requests_share_one_batch_and_seeds_do_not_depend_on_it(embedded):
+    sampling = [SamplingParams(temperature=1.5, top_k=50, top_p=0.75, max_tokens=6, seed=s) for s in range(4)]
+
+    async def together():
+        return await asyncio.gather(*[embedded.chat(ChatRequest(messages=HELLO, sampling=s)) for s in sampling])
+
+    before = len(embedded.batch_sizes)
+    batched = asyncio.run(together())
+    assert embedded.batch_sizes[before:] == [4]  # one generate for all four
+    alone = asyncio.run(embedded.chat(ChatRequest(messages=HELLO, sampling=sampling[2])))
+    assert alone.choices[0].text == batched[2].choices[0].text
+    assert len({r.choices[0].text for r in batched}) > 1  # different seeds, different samples
+
+
+def test_n_samples_stop_strings_and_budget(embedded):
+    response = asyncio.run(embedded.chat(ChatRequest(
+        messages=HELLO, n=3, sampling=SamplingParams(temperature=1.0, max_tokens=6, seed=11))))
+    assert len(response.choices) == 3 and len({c.text for c in response.choices}) > 1
+    base = asyncio.run(embedded.chat(ChatRequest(messages=HELLO, sampling=greedy(12)))).choices[0].text
+    word = base.split()[2]
+    cut = asyncio.run(embedded.chat(ChatRequest(messages=HELLO, sampling=greedy(12, stop=[word])))).choices[0]
+    assert word not in cut.text and base.startswith(cut.text) and cut.finish_reason == "stop"
+
+
+def test_shared_prefix_cache_gives_the_same_tokens(embedded):
+    long_system = Message(role="system", content="You are a travel agent. " * 20)
+    request = ChatRequest(messages=[long_system, HELLO[1]], sampling=greedy(8))
+    cached = asyncio.run(embedded.chat(request)).choices[0].text
+    saved = embedded.min_prefix_tokens
+    embedded.min_prefix_tokens = 10**9  # no prefix reuse
+    try:
+        plain = asyncio.run(embedded.chat(request)).choices[0].text
+    finally:
+        embedded.min_prefix_tokens = saved
+    assert cached == plain
+
+
+def test_constraint_is_honoured(embedded):
+    constraint = OutputConstraint(kind="json_schema", json_schema={"enum": ["yes", "no"]})
+    response = asyncio.run(embedded.chat(ChatRequest(
+        messages=HELLO, constraint=constraint, sampling=SamplingParams(temperature=1.5, max_tokens=8, seed=3))))
+    assert response.choices[0].text in ('"yes"', '"no"')
+
+
+# ------------------------------------------------------------ OpenAI client against a local server
+
+
+def _client(server, **kw) -> OpenAIBackend:
+    return OpenAIBackend("embedded", base_url=server.base_url, api_key="test", backoff_s=0.01, **kw)
+
+
+def test_openai_backend_talks_to_a_real_model_server(server):
+    backend = _client(server)
+    server.requests.clear()
+
+    async def main():
+        one = await backend.chat(ChatRequest(messages=HELLO, sampling=greedy()))
+        many = await backend.chat(ChatRequest(messages=HELLO, n=2, sampling=SamplingParams(temperature=1.0, max_tokens=5, seed=1)))
+        await backend.aclose()
+        return one, many
+
+    one, many = asyncio.run(main())
+    assert one.choices[0].text.strip() and one.prompt_tokens > 10 and one.completion_tokens > 0
+    assert len(many.choices) == 2
+    assert [r.get("n", 1) for r in server.requests] == [1, 2]  # n samples in one request
+    assert server.requests[1]["seed"] == 1 and server.requests[0]["temperature"] == 0
+
+
+def test_openai_backend_retries_429_and_5xx_with_backoff(server):
+    backend = _client(server)
+    server.requests.clear()
+    server.faults.extend([(429, {"retry-after": "0.05"}), (500, {}), (503, {})])
+
+    async def main():
+        out = await backend.chat(ChatRequest(messages=[Message(role="user", content="hi")]))
+        await backend.aclose()
+        return out
+
+    backend.model = "scripted"
+    response = asyncio.run(main())
+    assert response.choices[0].text == "scripted reply 0"
+    assert len(server.requests) == 4 and backend.retries == 3
+
+
+def test_openai_backend_gives_up_after_max_retries_and_never_retries_400(server):
+    import openai
+
+    server.faults.extend([(500, {})] * 3)
+    backend = OpenAIBackend("scripted", base_url=server.base_url, api_key="t", backoff_s=0.01, max_retries=2)
+    with pytest.raises(openai.InternalServerError):
+        asyncio.run(backend.chat(ChatRequest(messages=[Message(role="user", content="hi")])))
+    server.faults.clear()
+    server.requests.clear()
+    server.faults.append((400, {}))
+    with pytest.raises(openai.BadRequestError):
+        asyncio.run(_client(server).chat(ChatRequest(messages=[Message(role="user", content="hi")])))
+    assert len(server.requests) == 1
+
+
+def test_openai_backend_falls_back_when_the_server_refuses_n(embedded):
+    srv = ChatServer(embedded, supports_n=False).start()
+    try:
+        backend = OpenAIBackend("scripted", base_url=srv.base_url, api_key="t")
+        response = asyncio.run(backend.chat(ChatRequest(messages=[Message(role="user", content="hi")], n=3)))
+        assert len(response.choices) == 3 and backend.supports_n is False
+        assert [r.get("n", 1) for r in srv.requests] == [3, 1, 1, 1]
+    finally:
+        srv.stop()
+
+
+def test_openai_backend_tool_calls_and_concurrency_limit(server):
+    server.requests.clear()
+    server.scripted.extend([
+        {"content": None, "tool_calls": [{"name": "search_hotel", "arguments": {"area": "north", "stars": None}}]},
+        {"content": None, "tool_calls": [{"name": "book_hotel", "arguments": "{not json"}]},
+    ])
+    backend = OpenAIBackend("scripted", base_url=server.base_url, api_key="t", concurrency=2)
+    from josh_core.toolwoz.apis import TOOLS
+
+    async def main():
+        first = await backend.chat(ChatRequest(messages=HELLO, tools=TOOLS))
+        second = await backend.chat(ChatRequest(messages=HELLO, tools=TOOLS))
+        server.delay_s = 0.2
+        server.max_in_flight = 0
+        await asyncio.gather(*[backend.chat(ChatRequest(messages=HELLO)) for _ in range(6)])
+        server.delay_s = 0.0
+        return first, second
+
+    first, second = asyncio.run(main())
+    call = first.choices[0].tool_calls[0]
+    assert (call.name, call.parameters, call.id) == ("search_hotel", {"area": "north"}, "call_0")  # nulls dropped
+    assert second.choices[0].tool_calls is None and "{not json" in second.choices[0].text
+    assert server.requests[0]["tools"][0]["type"] == "function"
+    assert server.max_in_flight <= 2
