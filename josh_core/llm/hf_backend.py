@@ -14,6 +14,8 @@ batch, and makes a seeded request draw the same tokens whatever else is in its b
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 import os
 import random
@@ -248,11 +250,10 @@ class HFBackend:
     # padding in the middle is invisible to the model.
     min_prefix_tokens = 16
     prefix_cache_entries = 6
+    shared_prefix_attention = True  # False: one copy of the prefix KV per row (plain attention)
 
     def _prefix_cache(self, prefix: tuple[int, ...]):
         """A batch-1 KV cache of `prefix`, extended from the longest cached prefix of it."""
-        import copy
-
         import torch
         from transformers import DynamicCache
 
@@ -284,9 +285,7 @@ class HFBackend:
         return kv
 
     def _pack(self, token_rows: list[list[int]]):
-        """(input_ids, attention_mask, past_key_values or None) for one batched generate."""
-        import copy
-
+        """(input_ids, attention_mask, the shared prefix's batch-1 KV cache or None)."""
         import torch
 
         pad_id = self._tokenizer.pad_token_id
@@ -307,11 +306,8 @@ class HFBackend:
             mask[i, :shared] = 1
             ids[i, width - len(suffix):] = torch.tensor(suffix)
             mask[i, width - len(suffix):] = 1
-        past = None
-        if shared:
-            past = copy.deepcopy(self._prefix_cache(tuple(first[:shared])))
-            past.batch_repeat_interleave(len(token_rows))
-        return ids.to(self._device), mask.to(self._device), past
+        prefix = self._prefix_cache(tuple(first[:shared])) if shared else None
+        return ids.to(self._device), mask.to(self._device), prefix
 
     def generate_batch(self, requests: list[ChatRequest]) -> list[ChatResponse]:
         """Generate every sample of every request in one `generate` call."""
@@ -339,7 +335,7 @@ class HFBackend:
                 prompts.append(prompt)
                 row_constraints.append(request.constraint)
         token_rows = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        input_ids, attention_mask, past = self._pack(token_rows)
+        input_ids, attention_mask, prefix = self._pack(token_rows)
         eos_id = tokenizer.eos_token_id
         pad_id = tokenizer.pad_token_id
         processors: list[Any] = []
@@ -350,9 +346,19 @@ class HFBackend:
         # One step beyond the largest budget so a row at its budget can still emit EOS.
         max_new = max(r.sampling.max_tokens for r in rows) + 1
         kwargs: dict[str, Any] = {}
-        if past is not None:
+        context: Any = contextlib.nullcontext()
+        if prefix is not None and self.shared_prefix_attention:
+            # One copy of the prefix KV for the whole batch (see prefix_attention.py).
+            from josh_core.llm.prefix_attention import SharedPrefixCache, shared_prefix_generation
+
+            cache = SharedPrefixCache(prefix, len(token_rows))
+            kwargs["past_key_values"] = cache
+            context = shared_prefix_generation(model, cache)
+        elif prefix is not None:
+            past = copy.deepcopy(prefix)
+            past.batch_repeat_interleave(len(token_rows))
             kwargs["past_key_values"] = past
-        with torch.inference_mode():
+        with torch.inference_mode(), context:
             model.generate(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
