@@ -93,6 +93,21 @@ def test_shared_prefix_cache_gives_the_same_tokens(embedded):
     assert cached == plain
 
 
+def test_shared_prefix_attention_matches_plain_batched_attention(embedded):
+    """Leaves with different suffix lengths (so with padding): the one-copy prefix attention
+    and the per-row copy give the same greedy tokens."""
+    system = Message(role="system", content="You are a travel agent in Cambridge. " * 6)
+    asks = ["Hi.", "I need a cheap hotel in the north with free parking, please.", "Trains to ely?"]
+    requests = [ChatRequest(messages=[system, Message(role="user", content=a)], sampling=greedy(6)) for a in asks]
+    shared = [r.choices[0].text for r in embedded.generate_batch(requests)]
+    embedded.shared_prefix_attention = False
+    try:
+        plain = [r.choices[0].text for r in embedded.generate_batch(requests)]
+    finally:
+        embedded.shared_prefix_attention = True
+    assert shared == plain
+
+
 def test_constraint_is_honoured(embedded):
     constraint = OutputConstraint(kind="json_schema", json_schema={"enum": ["yes", "no"]})
     response = asyncio.run(embedded.chat(ChatRequest(
@@ -190,3 +205,47 @@ def test_openai_backend_tool_calls_and_concurrency_limit(server):
     assert second.choices[0].tool_calls is None and "{not json" in second.choices[0].text
     assert server.requests[0]["tools"][0]["type"] == "function"
     assert server.max_in_flight <= 2
+
+
+# --------------------------------------------- llama.cpp's OpenAI-compatible server (optional extra)
+
+
+def test_openai_backend_against_llama_cpp_server():
+    """The OpenAI backend against llama-cpp-python's own server on the embedded GGUF: text,
+    n samples (the server returns one choice per request; the backend tops up), and the
+    ReACT grammar sent as GBNF in the `grammar` field."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    from model_fixtures import free_port
+
+    from josh_core.llm.embedded import embedded_gguf_path
+    from josh_core.llm.structured import react_constraint
+    from josh_core.policies.parse import parse_react
+    from josh_core.toolwoz.apis import TOOLS
+
+    if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("sse_starlette") is None:
+        if os.environ.get("JOSH_REQUIRE_LLAMACPP") == "1":
+            pytest.fail("llama-cpp-python[server] is required here (JOSH_REQUIRE_LLAMACPP=1)")
+        pytest.skip("llama-cpp-python[server] (optional extra 'llamacpp') is not installed")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf_path()), "--host", "127.0.0.1",
+         "--port", str(port), "--n_ctx", "4096", "--model_alias", "embedded"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        backend = OpenAIBackend("embedded", base_url=f"http://127.0.0.1:{port}/v1", api_key="none",
+                                server="llamacpp", backoff_s=0.2, max_retries=40)
+        plain = asyncio.run(backend.chat(ChatRequest(messages=HELLO, n=2, sampling=SamplingParams(
+            temperature=1.0, max_tokens=6, seed=1))))
+        assert len(plain.choices) == 2 and all(c.text.strip() for c in plain.choices)
+        react = ChatRequest(messages=HELLO, constraint=react_constraint(TOOLS),
+                            sampling=SamplingParams(temperature=1.5, top_k=50, top_p=0.75, max_tokens=256, seed=2))
+        text = asyncio.run(OpenAIBackend("embedded", base_url=f"http://127.0.0.1:{port}/v1", api_key="none",
+                                         server="llamacpp").chat(react)).choices[0].text
+        assert parse_react(text).kind in ("apicall", "speak")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
