@@ -249,3 +249,29 @@ def test_openai_backend_against_llama_cpp_server():
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_lora_adapter_is_loaded_and_merged(embedded, tmp_path):
+    """`embedded@ADAPTER_DIR`: a peft LoRA adapter (as `josh train` writes) is merged at load."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from josh_core.llm.embedded import embedded_model_dir
+
+    base = AutoModelForCausalLM.from_pretrained(embedded_model_dir())
+    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)  # a fresh adapter is a no-op; make this one change the model
+    peft_model.save_pretrained(tmp_path / "adapter")
+    adapted = build_backend(f"embedded@{tmp_path / 'adapter'}", shared=False)
+    assert adapted.name == f"embedded@{tmp_path / 'adapter'}"
+    adapted.load()
+    q_base = embedded.model.model.layers[0].self_attn.q_proj.weight
+    q_adapted = adapted.model.model.layers[0].self_attn.q_proj.weight
+    assert not torch.allclose(q_base, q_adapted)
+    assert torch.equal(embedded.model.model.layers[0].mlp.up_proj.weight, adapted.model.model.layers[0].mlp.up_proj.weight)
+    reply = asyncio.run(adapted.chat(ChatRequest(messages=HELLO, sampling=greedy(4))))
+    assert reply.choices[0].text.strip()
