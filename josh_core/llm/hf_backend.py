@@ -309,6 +309,52 @@ class HFBackend:
         prefix = self._prefix_cache(tuple(first[:shared])) if shared else None
         return ids.to(self._device), mask.to(self._device), prefix
 
+    def _decode_shared_prefix(self, input_ids, attention_mask, prefix, processors, rows: list[_Row],
+                              max_new: int) -> None:
+        """Our own decoding loop over a SharedPrefixCache, dropping rows as they finish.
+
+        `generate` keeps finished rows in the batch until the longest one ends; with leaves of
+        very different lengths that is a third of the work. Processors still see the full
+        batch (finished rows padded), as they would under `generate`.
+        """
+        import torch
+
+        from josh_core.llm.prefix_attention import SharedPrefixCache, shared_prefix_generation
+
+        model = self._model
+        batch = input_ids.shape[0]
+        prefix_len = prefix.get_seq_length()
+        cache = SharedPrefixCache(prefix, batch)
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+        active = torch.arange(batch)
+        full_ids = input_ids
+        with torch.inference_mode(), shared_prefix_generation(model, cache):
+            out = model(input_ids=input_ids[:, prefix_len:], attention_mask=attention_mask,
+                        position_ids=positions[:, prefix_len:], past_key_values=cache, use_cache=True,
+                        logits_to_keep=1)
+            next_positions = positions[:, -1:] + 1
+            for _ in range(max_new):
+                logits = out.logits[:, -1].float()
+                scores = torch.zeros((batch, logits.shape[-1]), dtype=logits.dtype)
+                scores[active] = logits
+                for processor in processors:
+                    scores = processor(full_ids, scores)
+                tokens = torch.argmax(scores, dim=-1)
+                full_ids = torch.cat([full_ids, tokens[:, None]], dim=-1)
+                alive = [i for i, idx in enumerate(active.tolist()) if not rows[idx].finished]
+                if not alive:
+                    break
+                if len(alive) < len(active):  # drop finished rows from the batch
+                    keep = torch.tensor(alive)
+                    cache.select_rows(keep)
+                    active = active[keep]
+                    attention_mask = attention_mask[keep]
+                    next_positions = next_positions[keep]
+                attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], dim=-1)
+                out = model(input_ids=tokens[active][:, None], attention_mask=attention_mask,
+                            position_ids=next_positions, past_key_values=cache, use_cache=True, logits_to_keep=1)
+                next_positions = next_positions + 1
+
     def generate_batch(self, requests: list[ChatRequest]) -> list[ChatResponse]:
         """Generate every sample of every request in one `generate` call."""
         self.load()
@@ -345,33 +391,28 @@ class HFBackend:
         processors.append(RowSampler(rows, tokenizer, eos_id, pad_id))
         # One step beyond the largest budget so a row at its budget can still emit EOS.
         max_new = max(r.sampling.max_tokens for r in rows) + 1
-        kwargs: dict[str, Any] = {}
-        context: Any = contextlib.nullcontext()
         if prefix is not None and self.shared_prefix_attention:
-            # One copy of the prefix KV for the whole batch (see prefix_attention.py).
-            from josh_core.llm.prefix_attention import SharedPrefixCache, shared_prefix_generation
-
-            cache = SharedPrefixCache(prefix, len(token_rows))
-            kwargs["past_key_values"] = cache
-            context = shared_prefix_generation(model, cache)
-        elif prefix is not None:
-            past = copy.deepcopy(prefix)
-            past.batch_repeat_interleave(len(token_rows))
-            kwargs["past_key_values"] = past
-        with torch.inference_mode(), context:
-            model.generate(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                max_new_tokens=max_new,
-                do_sample=False,
-                logits_processor=LogitsProcessorList(processors),
-                pad_token_id=pad_id,
-                eos_token_id=eos_id,
-                temperature=None,
-                top_p=None,
-                top_k=None,
-                **kwargs,
-            )
+            self._decode_shared_prefix(input_ids, attention_mask, prefix, processors, rows, max_new)
+        else:
+            kwargs: dict[str, Any] = {}
+            if prefix is not None:
+                past = copy.deepcopy(prefix)
+                past.batch_repeat_interleave(len(token_rows))
+                kwargs["past_key_values"] = past
+            with torch.inference_mode():
+                model.generate(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    max_new_tokens=max_new,
+                    do_sample=False,
+                    logits_processor=LogitsProcessorList(processors),
+                    pad_token_id=pad_id,
+                    eos_token_id=eos_id,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                    **kwargs,
+                )
         seconds = time.perf_counter() - start
         prompt_lengths = [len(t) for t in token_rows]
         by_request: list[list[_Row]] = [[] for _ in requests]

@@ -65,6 +65,14 @@ class SharedPrefixLayer(DynamicLayer):
     def get_seq_length(self) -> int:
         return self.prefix_len + self.length
 
+    def select_rows(self, keep: torch.Tensor) -> None:
+        """Keep only these rows (finished leaves leave the batch)."""
+        self._kbuf = self._kbuf[keep]
+        self._vbuf = self._vbuf[keep]
+        self.batch = len(keep)
+        self.keys = self._kbuf[:, :, : self.length]
+        self.values = self._vbuf[:, :, : self.length]
+
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
         return self.prefix_len + self.length + query_length, 0
 
@@ -75,6 +83,10 @@ class SharedPrefixCache(DynamicCache):
     def __init__(self, prefix: DynamicCache, batch: int):
         super().__init__()
         self.layers = [SharedPrefixLayer(layer.keys, layer.values, batch) for layer in prefix.layers]
+
+    def select_rows(self, keep: torch.Tensor) -> None:
+        for layer in self.layers:
+            layer.select_rows(keep)
 
 
 def shared_prefix_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
