@@ -3,6 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/josh ] || bash scripts/setup.sh
+# The llama.cpp backend's tests need its optional extra: llama-cpp-python compiles from source
+# (about 12 minutes on 2 cores, once; pip caches the wheel). Require it so they never skip.
+.venv/bin/python -m pip install -q -e ".[dev,llamacpp]"
+export JOSH_REQUIRE_LLAMACPP=1
 # Browser tests drive Debian's Chromium; install it when missing (needs root, as in CI).
 if ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = "0" ]; then
