@@ -16,6 +16,7 @@ import pytest
 from josh_core.llm.base import ConstraintUnsupported, OutputConstraint
 from josh_core.llm.structured import (
     PLAN_MAX_CHARS,
+    PLAN_MAX_TOKENS,
     REACT_MAX_TOKENS,
     VALUE_MAX_CHARS,
     check_react,
@@ -116,7 +117,6 @@ def malformed_actions() -> dict[str, str]:
         "empty PLAN": "PLAN  <COMMAND_END>\nSPEAK hi <COMMAND_END>",
         "empty SPEAK": "PLAN x <COMMAND_END>\nSPEAK  <COMMAND_END>",
         "value too long": format_react("x", call={"name": "search_train", "parameters": {"day": "x" * (VALUE_MAX_CHARS + 1)}}),
-        "PLAN too long": format_react(_long_plan(PLAN_MAX_CHARS + 100), speak="a"),
     }
 
 
@@ -144,6 +144,16 @@ def test_grammar_rejects_malformed_action(case, tokenizer, react, react_as_gbnf)
     assert not matches_constraint(text, react, tokenizer)
     assert not matches_constraint(text, react_as_gbnf, tokenizer)
     assert not validate_react(text, TOOLS, strict=True)
+
+
+def test_lines_beyond_the_caps_are_rejected_by_both_grammars(tokenizer, react, react_as_gbnf):
+    """PLAN is capped at PLAN_MAX_TOKENS tokens (Lark) and PLAN_MAX_CHARS characters (GBNF);
+    the text checker does not look at lengths."""
+    text = format_react(_long_plan(PLAN_MAX_CHARS + 100), speak="a")
+    assert len(tokenizer.encode(text.split("<")[0])) > PLAN_MAX_TOKENS
+    assert not matches_constraint(text, react, tokenizer)
+    assert not matches_constraint(text, react_as_gbnf, tokenizer)
+    assert validate_react(text, TOOLS, strict=True)
 
 
 def test_checker_explains_semantic_errors():

@@ -67,8 +67,13 @@ PLAN_MAX_CHARS = 240
 SPEAK_MAX_CHARS = 360
 VALUE_MAX_CHARS = 48  # longest string value of an API parameter (longest ToolWOZ name: 36)
 CONTENT_MAX_CHARS = 600  # longest function-calling text reply
-# A budget that always fits a whole constrained ReACT action with the caps above.
+# A budget that always fits a whole constrained ReACT action with the token caps above
+# (llguidance: transformers and llama.cpp in this process).
 REACT_MAX_TOKENS = 256
+# The GBNF twin caps characters, and SmolLM2 writes digits one token each: at one character
+# per token its longest action (PLAN + SPEAK, or PLAN + a call with every value at its cap)
+# needs this many tokens. Servers that take the GBNF should be given this budget.
+GBNF_REACT_MAX_TOKENS = 768
 
 # Characters of PLAN / SPEAK text: one line, no control characters, no "<" (so the command end
 # is unambiguous); it starts and ends with a non-space, and one space precedes <COMMAND_END>.
@@ -411,7 +416,9 @@ class ReactCheck:
     call: dict[str, Any] | None = None  # {"name", "parameters"} when action == "apicall"
     speak: str | None = None
     error: str | None = None
-    canonical: bool = False  # byte-identical to what the constrained grammar produces
+    # Exactly the grammar's layout (single spaces, one newline, JSON layout and key order, value
+    # characters), line lengths aside. False for a constrained line cut at its token cap.
+    canonical: bool = False
 
 
 def _value_error(key: str, value: Any, schema: dict[str, Any]) -> str | None:
@@ -459,9 +466,7 @@ def check_react(text: str, tools: Sequence[dict[str, Any]]) -> ReactCheck:
     if cmd == "SPEAK":
         if not body.strip():
             return ReactCheck(False, plan=plan, error="empty SPEAK")
-        canonical = (
-            text == format_react(plan, speak=body) and _is_line(plan, PLAN_MAX_CHARS) and _is_line(body, SPEAK_MAX_CHARS)
-        )
+        canonical = text == format_react(plan, speak=body) and _is_line(plan) and _is_line(body)
         return ReactCheck(True, action="speak", plan=plan, speak=body, canonical=canonical)
     try:
         call = json.loads(body)
@@ -472,7 +477,7 @@ def check_react(text: str, tools: Sequence[dict[str, Any]]) -> ReactCheck:
         return ReactCheck(False, action="apicall", plan=plan, error=problem)
     canonical = (
         text == format_react(plan, call=call)
-        and _is_line(plan, PLAN_MAX_CHARS)
+        and _is_line(plan)
         and _in_schema_order(call, tools)
         and all(_is_value(v) for v in call["parameters"].values())
     )
@@ -485,8 +490,9 @@ def validate_react(text: str, tools: Sequence[dict[str, Any]], *, strict: bool =
     return result.ok and (result.canonical or not strict)
 
 
-def _is_line(text: str, max_chars: int) -> bool:
-    return bool(_LINE_RE.fullmatch(text)) and len(text) <= max_chars
+def _is_line(text: str) -> bool:
+    # Line lengths are not checked: the grammars cap them differently (tokens / characters).
+    return bool(_LINE_RE.fullmatch(text))
 
 
 def _is_value(value: Any) -> bool:
