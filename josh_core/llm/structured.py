@@ -54,10 +54,10 @@ SPEAK_PREFIX = "SPEAK "
 # Between the PLAN command and the action command.
 COMMAND_SEPARATOR = "\n"
 
-# Caps that keep a constrained generation inside a small max_tokens budget: a weak model at
+# Caps keep a constrained generation inside a small max_tokens budget: a weak model at
 # temperature 1.5 would otherwise ramble until it is cut off, and a cut-off action never parses.
-# Line caps. llguidance counts tokens: a counted character repetition ({0,240}) makes its
-# masks inside the line ~40x slower, while a token cap costs nothing. A line that reaches its
+# llguidance caps lines in tokens: a counted character repetition ({0,240}) makes its masks
+# inside the line ~40x slower, while a token cap costs nothing. A line that reaches its
 # token cap is cut where it stands, so the one space before <COMMAND_END> may be missing then
 # (parsers accept optional whitespace there). llama.cpp cannot count tokens, so the GBNF twin
 # caps the same lines in characters (about the same length for ordinary text).
@@ -80,8 +80,6 @@ GBNF_REACT_MAX_TOKENS = 768
 _LINE_CHAR = r"[^\x00-\x1f\x7f<]"
 _LINE_EDGE = r"[^\x00-\x1f\x7f< ]"
 _LINE_RE = re.compile(rf"{_LINE_EDGE}(?:{_LINE_CHAR}*{_LINE_EDGE})?")
-
-
 # One PLAN/SPEAK line plus the single space that precedes <COMMAND_END>. The space is part of
 # the line so that a greedy lexer (llguidance) never has to give it back to the literal after.
 _LINE_LEXEME = f"{_LINE_EDGE}({_LINE_CHAR}*{_LINE_EDGE})? "
