@@ -577,12 +577,13 @@ def main() -> None:
     parser.add_argument("--max-turns", type=int, default=15)
     parser.add_argument("--backends", default="hf,llamacpp")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None, help="results file (one part only)")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     parts = ["libs", "raw", "josh"] if args.part == "all" else [args.part]
     for part in parts:
         report = {"libs": run_libs, "raw": run_raw, "josh": run_josh}[part](args)
-        out = RESULTS / f"structured_{part}.md"
+        out = args.out or RESULTS / f"structured_{part}.md"
         out.write_text(report)
         print(report)
         print(f"wrote {out}")
