@@ -218,6 +218,20 @@ def test_any_path_through_the_grammar_is_a_valid_action(form, tokenizer, react, 
     assert actions == {"apicall", "speak"}
 
 
+def test_actions_can_be_narrowed_to_a_call_or_a_message(tokenizer):
+    call = format_react("Search.", call={"name": "search_hotel", "parameters": {"area": "north"}})
+    speak = format_react("Ask.", speak="Which area?")
+    only_call = react_constraint(TOOLS, actions=("apicall",))
+    only_speak = react_constraint(TOOLS, actions=("speak",))
+    for constraint, accepted, rejected in ((only_call, call, speak), (only_speak, speak, call)):
+        twin = OutputConstraint(kind="gbnf", grammar=gbnf_for(constraint))
+        assert matches_constraint(accepted, constraint, tokenizer) and matches_constraint(accepted, twin, tokenizer)
+        assert not matches_constraint(rejected, constraint, tokenizer)
+        assert not matches_constraint(rejected, twin, tokenizer)
+    with pytest.raises(ValueError):
+        react_constraint(TOOLS, actions=("think",))
+
+
 def test_fc_constraint_accepts_calls_and_content(tokenizer):
     fc = fc_constraint(TOOLS)
     fc_gbnf = OutputConstraint(kind="gbnf", grammar=gbnf_for(fc))

@@ -209,33 +209,51 @@ def _tools_key(tools: Sequence[dict[str, Any]]) -> str:
     return json.dumps(list(tools))
 
 
-def react_lark(tools: Sequence[dict[str, Any]]) -> str:
+ACTIONS = ("apicall", "speak")
+
+
+def _check_actions(actions: Sequence[str]) -> tuple[str, ...]:
+    chosen = tuple(a for a in ACTIONS if a in actions)
+    if not chosen or len(chosen) != len(set(actions)):
+        raise ValueError(f"actions must be a non-empty subset of {ACTIONS}, got {actions!r}")
+    return chosen
+
+
+def react_lark(tools: Sequence[dict[str, Any]], actions: Sequence[str] = ACTIONS) -> str:
     """The llguidance Lark grammar of one ReACT generation."""
-    return _react_lark_cached(_tools_key(tools))
+    return _react_lark_cached(_tools_key(tools), _check_actions(actions))
 
 
 @lru_cache(maxsize=64)
-def _react_lark_cached(key: str) -> str:
+def _react_lark_cached(key: str, actions: tuple[str, ...]) -> str:
     tools = json.loads(key)
-    return "\n".join(
-        [
-            "// One ReACT generation: a PLAN line, then one APICALL or SPEAK (josh_core/llm/structured.py)",
-            f'start: "{PLAN_PREFIX}" plan "{COMMAND_END}\\n" action',
-            f'action: "{APICALL_PREFIX}" call " {COMMAND_END}" | "{SPEAK_PREFIX}" speak "{COMMAND_END}"',
-            f"plan[max_tokens={PLAN_MAX_TOKENS}]: /{_LINE_LEXEME}/",
-            f"speak[max_tokens={SPEAK_MAX_TOKENS}]: /{_LINE_LEXEME}/",
-            f"call: %json {json.dumps(api_call_schema(tools))}",
-            "",
-        ]
-    )
+    branches = []
+    if "apicall" in actions:
+        branches.append(f'"{APICALL_PREFIX}" call " {COMMAND_END}"')
+    if "speak" in actions:
+        branches.append(f'"{SPEAK_PREFIX}" speak "{COMMAND_END}"')
+    lines = [
+        "// One ReACT generation: a PLAN line, then one APICALL or SPEAK (josh_core/llm/structured.py)",
+        f'start: "{PLAN_PREFIX}" plan "{COMMAND_END}\\n" action',
+        f"action: {' | '.join(branches)}",
+        f"plan[max_tokens={PLAN_MAX_TOKENS}]: /{_LINE_LEXEME}/",
+    ]
+    if "speak" in actions:
+        lines.append(f"speak[max_tokens={SPEAK_MAX_TOKENS}]: /{_LINE_LEXEME}/")
+    if "apicall" in actions:
+        lines.append(f"call: %json {json.dumps(api_call_schema(tools))}")
+    return "\n".join(lines + [""])
 
 
-def react_constraint(tools: Sequence[dict[str, Any]]) -> OutputConstraint:
-    """The ReACT action grammar for one generation over these tools (see module docstring)."""
-    grammar = react_lark(tools)
+def react_constraint(tools: Sequence[dict[str, Any]], actions: Sequence[str] = ACTIONS) -> OutputConstraint:
+    """The ReACT action grammar for one generation over these tools (see module docstring).
+
+    `actions` narrows the second command: ("apicall",) forces a call, ("speak",) a message.
+    """
+    grammar = react_lark(tools, actions)
     with _TWINS_LOCK:
         if grammar not in _GBNF_TWINS:
-            _GBNF_TWINS[grammar] = react_gbnf(tools)
+            _GBNF_TWINS[grammar] = react_gbnf(tools, actions)
     return OutputConstraint(kind="lark", grammar=grammar)
 
 
@@ -357,20 +375,23 @@ def _gbnf_line(max_chars: int) -> str:
     return f'{_LINE_EDGE} ({_LINE_CHAR}{{0,{max_chars - 2}}} {_LINE_EDGE})? " "'
 
 
-def react_gbnf(tools: Sequence[dict[str, Any]]) -> str:
+def react_gbnf(tools: Sequence[dict[str, Any]], actions: Sequence[str] = ACTIONS) -> str:
     """The ReACT action grammar in GBNF (llama.cpp, xgrammar): same text as `react_lark`.
 
-    Same character caps as the Lark grammar; it has no token caps (llama.cpp cannot count them).
+    Lines are capped in characters (PLAN_MAX_CHARS, SPEAK_MAX_CHARS) where the Lark grammar
+    caps tokens: llama.cpp's grammar sampler cannot count tokens.
     """
     g = _Gbnf()
+    actions = _check_actions(actions)
     plan = g.rule(_gbnf_line(PLAN_MAX_CHARS), "plan")
-    speak = g.rule(_gbnf_line(SPEAK_MAX_CHARS), "speak")
-    call = g.value(api_call_schema(tools), "call")
-    action = g.rule(
-        f"{_gbnf_literal(APICALL_PREFIX)} {call} {_gbnf_literal(' ' + COMMAND_END)}"
-        f" | {_gbnf_literal(SPEAK_PREFIX)} {speak} {_gbnf_literal(COMMAND_END)}",
-        "action",
-    )
+    branches = []
+    if "apicall" in actions:
+        call = g.value(api_call_schema(tools), "call")
+        branches.append(f"{_gbnf_literal(APICALL_PREFIX)} {call} {_gbnf_literal(' ' + COMMAND_END)}")
+    if "speak" in actions:
+        speak = g.rule(_gbnf_line(SPEAK_MAX_CHARS), "speak")
+        branches.append(f"{_gbnf_literal(SPEAK_PREFIX)} {speak} {_gbnf_literal(COMMAND_END)}")
+    action = g.rule(" | ".join(branches), "action")
     root = f"{_gbnf_literal(PLAN_PREFIX)} {plan} {_gbnf_literal(COMMAND_END + COMMAND_SEPARATOR)} {action}"
     return g.render(root)
 
