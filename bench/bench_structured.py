@@ -548,7 +548,7 @@ def run_josh(args: argparse.Namespace) -> str:
             reached = sum(c.reward > 0 for c in done)
             failed = [c.error for c in result.conversations if c.status != "done"]
             lines.append(
-                f"| {kind} | {'constrained' if constrained else 'unconstrained'} | {len(done)}"
+                f"| {kind} | {'constrained (grounded)' if constrained else 'unconstrained'} | {len(done)}"
                 f"{f' (+{len(failed)} failed)' if failed else ''} | {agent.generations} "
                 f"| {agent.parsed / max(1, agent.generations):.1%} | {agent.exact / max(1, agent.generations):.1%} "
                 f"| {reached / max(1, len(done)):.0%} | {result.average_reward:.3f} | {wall / max(1, len(scenarios)):.1f} |"
@@ -560,7 +560,8 @@ def run_josh(args: argparse.Namespace) -> str:
     return (
         "# JOSH with the embedded model: constrained vs unconstrained actions\n\n"
         f"Machine: {machine()}. {len(scenarios)} train scenarios, agenda user, JOSH beam {args.beam}, "
-        f"branching 2, at most {args.max_turns} turns, appendix B's local sampling. "
+        f"branching 2, at most {args.max_turns} turns, appendix B's local sampling; constrained = the ReACT action "
+        "grammar with grounded values (`--decoding grounded`, the default for local models). "
         "parse: share of agent generations the ReACT parser reads as an APICALL or SPEAK; "
         "exact layout: share written exactly in the grammar's layout (a constrained line cut at its "
         "token cap loses the space before <COMMAND_END>); "

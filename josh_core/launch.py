@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from josh_core.policies.factory import decoding_mode
 from josh_core.rollout import RolloutConfig
 
 
@@ -27,6 +28,9 @@ def rollout_args(config: RolloutConfig, db_path: str | Path) -> list[str]:
         args += ["--temperature", str(config.temperature)]
     if config.base_url:
         args += ["--base-url", config.base_url]
+    mode = decoding_mode(config.constrained, config.grounded)
+    if mode != "auto":
+        args += ["--decoding", mode]
     args += [
         "--max-actions", str(config.max_actions_per_turn),
         "--beam", str(config.beam),

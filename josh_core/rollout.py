@@ -53,6 +53,7 @@ class RolloutConfig(BaseModel):
     temperature: float | None = None
     max_actions_per_turn: int = Field(5, ge=1)
     constrained: bool | None = None
+    grounded: bool | None = None
     base_url: str | None = None
     max_turns: int = Field(15, ge=0)
     beam: int = Field(8, ge=1)
@@ -70,6 +71,7 @@ class RolloutConfig(BaseModel):
             temperature=self.temperature,
             max_actions_per_turn=self.max_actions_per_turn,
             constrained=self.constrained,
+            grounded=self.grounded,
             base_url=self.base_url,
         )
 
@@ -91,6 +93,7 @@ class RolloutConfig(BaseModel):
             "temperature": self.temperature,
             "max_actions_per_turn": self.max_actions_per_turn,
             "constrained": self.constrained,
+            "grounded": self.grounded,
         }
         return data
 

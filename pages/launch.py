@@ -8,6 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from josh_core.launch import rollout_args, start_rollout_process
+from josh_core.policies.factory import DECODING_MODES, decoding_flags
 from josh_core.rollout import RolloutConfig
 from josh_core.storage import reads
 from ui_common import database_path
@@ -26,7 +27,12 @@ with st.form("launch"):
     split = cols[1].selectbox("Split", ["train", "val", "test", "official-test"])
     limit = cols[2].number_input("Scenarios", min_value=1, value=1)
     style = cols[3].selectbox("Agent style", ["react", "fc"])
-    cols = st.columns(5)
+    cols = st.columns(6)
+    decoding = cols[5].selectbox(
+        "Decoding", list(DECODING_MODES),
+        help="auto: grounded for local models, free for API models; grounded: action grammar with "
+             "values from the conversation; grammar: action grammar only; free: unconstrained text.",
+    )
     beam = cols[0].number_input("Max beam", min_value=1, value=8)
     branching = cols[1].number_input("Branching", min_value=1, value=2)
     max_turns = cols[2].number_input("Max turns", min_value=1, value=15)
@@ -35,8 +41,9 @@ with st.form("launch"):
     submitted = st.form_submit_button("Start", type="primary")
 
 if submitted:
+    constrained, grounded = decoding_flags(decoding)
     config = RolloutConfig(
-        josh=josh, agent=agent.strip(), user=user.strip(), style=style, base_url=base_url or None,
+        constrained=constrained, grounded=grounded, josh=josh, agent=agent.strip(), user=user.strip(), style=style, base_url=base_url or None,
         split=split, limit=int(limit), beam=int(beam), branching=int(branching),
         max_turns=int(max_turns), seed=int(seed), concurrency=int(concurrency),
     )

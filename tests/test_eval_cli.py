@@ -118,3 +118,7 @@ def test_bad_input_fails_with_a_message(planted, tmp_path):
     assert missing.exit_code == 1 and "no database" in missing.output
     sizes = run_cli("metrics", "--db", str(db), "--bootstrap-sizes", "0,3")
     assert sizes.exit_code == 1
+    decoding = run_cli("eval", "--db", str(db), "--limit", "1", "--decoding", "fancy")
+    assert decoding.exit_code == 1 and "unknown decoding mode 'fancy'" in decoding.output
+    rollout = run_cli("rollout", "--db", str(db), "--limit", "1", "--decoding", "fancy")
+    assert rollout.exit_code == 1 and "--decoding" in rollout.output and "grounded" in rollout.output

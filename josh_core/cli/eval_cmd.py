@@ -21,7 +21,7 @@ from josh_core.analysis.leaderboard import leaderboard as leaderboard_frame
 from josh_core.analysis.metrics import MetricsReport, metrics_report, records
 from josh_core.evaluate import DEFAULT_EVAL_SPLIT, Evaluation, evaluate, load_scenarios, resume_evaluation
 from josh_core.paths import default_db_path
-from josh_core.policies.factory import DEFAULT_AGENT_SPEC, DEFAULT_USER_SPEC
+from josh_core.policies.factory import DEFAULT_AGENT_SPEC, DEFAULT_USER_SPEC, decoding_flags
 from josh_core.rollout import RolloutConfig
 from josh_core.storage.db import Database
 
@@ -187,6 +187,10 @@ def register(app: typer.Typer) -> None:
         temperature: Optional[float] = typer.Option(None, help="Agent sampling temperature."),
         max_actions: int = typer.Option(5, "--max-actions", help="Cap on agent actions per turn."),
         base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint."),
+        decoding: str = typer.Option(
+            "auto", help="Agent actions: auto (grounded for local models, free for API models) | "
+            "grounded | grammar | free.",
+        ),
         max_turns: int = typer.Option(15, "--max-turns", help="Max agent turns per conversation."),
         seed: int = typer.Option(0, help="Run seed."),
         concurrency: int = typer.Option(1, help="Conversations played at the same time."),
@@ -208,8 +212,10 @@ def register(app: typer.Typer) -> None:
                 if resume is not None:
                     evaluation = resume_evaluation(db_path, resume, observer=observer, resamples=resamples)
                 else:
+                    constrained, grounded = decoding_flags(decoding)
                     config = RolloutConfig(
                         josh=False, agent=agent, user=user, style=style, temperature=temperature,
+                        constrained=constrained, grounded=grounded,
                         max_actions_per_turn=max_actions, base_url=base_url, max_turns=max_turns,
                         seed=seed, concurrency=concurrency,
                         split=None if scenario_file else split, limit=limit,

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from josh_core.extract import ExportOptions, export_dataset
 from josh_core.paths import default_db_path
-from josh_core.policies.factory import DEFAULT_AGENT_SPEC, DEFAULT_USER_SPEC
+from josh_core.policies.factory import DEFAULT_AGENT_SPEC, DEFAULT_USER_SPEC, decoding_flags
 from josh_core.rollout import (
     ConversationResult,
     RolloutConfig,
@@ -115,6 +115,10 @@ def register(app: typer.Typer) -> None:
         temperature: Optional[float] = typer.Option(None, help="Agent sampling temperature."),
         max_actions: int = typer.Option(5, "--max-actions", help="Cap on agent actions per turn."),
         base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint."),
+        decoding: str = typer.Option(
+            "auto", help="Agent actions: auto (grounded for local models, free for API models) | "
+            "grounded | grammar | free.",
+        ),
         beam: int = typer.Option(8, help="JOSH max beam."),
         branching: int = typer.Option(2, help="JOSH branching factor."),
         max_turns: int = typer.Option(15, "--max-turns", help="Max agent turns per conversation."),
@@ -140,8 +144,13 @@ def register(app: typer.Typer) -> None:
                 if scenario_file is None:
                     split = split or (DEFAULT_JOSH_SPLIT if josh else DEFAULT_PLAIN_SPLIT)
                 try:
+                    constrained, grounded = decoding_flags(decoding)
+                except ValueError as error:
+                    _fail(f"--decoding: {error}")
+                try:
                     config = RolloutConfig(
                         josh=josh, agent=agent, user=user, style=style, temperature=temperature,
+                        constrained=constrained, grounded=grounded,
                         max_actions_per_turn=max_actions, base_url=base_url, max_turns=max_turns,
                         beam=beam, branching=branching, seed=seed, concurrency=concurrency,
                         split=split if scenario_file is None else None, limit=limit,

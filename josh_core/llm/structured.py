@@ -61,9 +61,9 @@ COMMAND_SEPARATOR = "\n"
 # token cap is cut where it stands, so the one space before <COMMAND_END> may be missing then
 # (parsers accept optional whitespace there). llama.cpp cannot count tokens, so the GBNF twin
 # caps the same lines in characters (about the same length for ordinary text).
-PLAN_MAX_TOKENS = 64
+PLAN_MAX_TOKENS = 40
 SPEAK_MAX_TOKENS = 96
-PLAN_MAX_CHARS = 240
+PLAN_MAX_CHARS = 160
 SPEAK_MAX_CHARS = 360
 VALUE_MAX_CHARS = 48  # longest string value of an API parameter (longest ToolWOZ name: 36)
 CONTENT_MAX_CHARS = 600  # longest function-calling text reply

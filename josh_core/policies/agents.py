@@ -16,7 +16,8 @@ def build_model_agent(backend: ChatBackend, options: Any = None) -> Agent:
     """A ReACT (default) or function-calling agent over `backend`.
 
     `options` is an AgentOptions: style, temperature (None: appendix B's default for the
-    backend), max_actions_per_turn, constrained (None: on for local models); `extra` may set
+    backend), max_actions_per_turn, constrained (None: on for local models),
+    grounded (None: with constrained); `extra` may set
     max_tokens and, for ReACT, demonstrate=False to drop the demonstration conversation.
     """
     style = getattr(options, "style", "react") or "react"
@@ -25,6 +26,7 @@ def build_model_agent(backend: ChatBackend, options: Any = None) -> Agent:
         "temperature": getattr(options, "temperature", None),
         "max_actions_per_turn": getattr(options, "max_actions_per_turn", 5) or 5,
         "constrained": getattr(options, "constrained", None),
+        "grounded": getattr(options, "grounded", None),
         "max_tokens": extra.get("max_tokens"),
     }
     if style == "react":

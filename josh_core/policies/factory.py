@@ -24,8 +24,36 @@ class AgentOptions:
     temperature: float | None = None  # None: the backend's default (appendix B)
     max_actions_per_turn: int = 5  # cap on generations in one agent turn
     constrained: bool | None = None  # structured action decoding; None: on for local models
+    grounded: bool | None = None  # free-text values only from the conversation; None: = constrained
     base_url: str | None = None  # OpenAI-compatible endpoint (else OPENAI_BASE_URL)
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+# How agent actions are decoded (`--decoding`): (constrained, grounded) per mode.
+# auto: the grammar with grounded values for local models, free text for API models.
+DECODING_MODES: dict[str, tuple[bool | None, bool | None]] = {
+    "auto": (None, None),
+    "grounded": (True, True),  # action grammar + free-text values taken from the conversation
+    "grammar": (True, False),  # action grammar over the API schemas only
+    "free": (False, False),  # unconstrained text (the paper's "incorrect API format" stays measurable)
+}
+
+
+def decoding_flags(mode: str) -> tuple[bool | None, bool | None]:
+    """`"grounded"` -> `(constrained, grounded)`; raises ValueError for an unknown mode."""
+    if mode not in DECODING_MODES:
+        raise ValueError(f"unknown decoding mode {mode!r}: expected one of {', '.join(DECODING_MODES)}")
+    return DECODING_MODES[mode]
+
+
+def decoding_mode(constrained: bool | None, grounded: bool | None) -> str:
+    """The `--decoding` mode of a (constrained, grounded) pair (inverse of decoding_flags)."""
+    for mode, flags in DECODING_MODES.items():
+        if flags == (constrained, grounded):
+            return mode
+    if constrained is False:
+        return "free"
+    return "grounded" if grounded or (grounded is None and constrained) else "grammar"
 
 
 def split_spec(spec: str) -> tuple[str, str]:

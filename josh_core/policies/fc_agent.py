@@ -37,15 +37,15 @@ class FunctionCallingAgent(ModelAgent):
         env = ctx.env
         tools = env.tools()
         system = Message(role="system", content=self.system_prompt(env))
-        constraint = self._constraint_or_none(tools)
         turn = AgentTurn()
         call_serial = 0
         for index in range(self.max_actions_per_turn):
+            conversation = [*ctx.agent_memory, *turn.internal]
             request = ChatRequest(
-                messages=[system, *ctx.agent_memory, *turn.internal],
+                messages=[system, *conversation],
                 tools=tools,
                 sampling=self.sampling(generation_seed(ctx.seed, index)),
-                constraint=constraint if self.constrained else None,
+                constraint=self._constraint_or_none(tools, conversation),
             )
             start = time.perf_counter()
             response = await self.generate(request)

@@ -46,7 +46,7 @@ class ModelAgent:
 
     def __init__(self, backend: ChatBackend, *, temperature: float | None = None,
                  max_actions_per_turn: int = 5, constrained: bool | None = None,
-                 max_tokens: int | None = None):
+                 grounded: bool | None = None, max_tokens: int | None = None):
         self.backend = backend
         self.name = f"{self.style}:{backend.name}"
         defaults = LOCAL_MODEL_SAMPLING if backend.is_local else API_MODEL_SAMPLING
@@ -55,6 +55,8 @@ class ModelAgent:
         # Structured decoding is on by default for local models (appendix B's sampling at
         # temperature 1.5 breaks a small model's format otherwise); API models stay free.
         self.constrained = backend.is_local if constrained is None else constrained
+        # Grounded values (policies/grounding.py) ride on the grammar: on with it by default.
+        self.grounded = self.constrained if grounded is None else grounded
         self.max_tokens = max_tokens
 
     # -- to override ------------------------------------------------------------------------
@@ -72,9 +74,16 @@ class ModelAgent:
             "stop": stop,
         })
 
-    def _constraint_or_none(self, tools: list[dict[str, Any]]) -> OutputConstraint | None:
+    def _constraint_or_none(self, tools: list[dict[str, Any]],
+                            conversation: list[Message] | None = None) -> OutputConstraint | None:
+        """The output constraint of one generation; `conversation` (the path's messages so far)
+        supplies the grounded values."""
         if not self.constrained:
             return None
+        if self.grounded and conversation is not None:
+            from josh_core.policies.grounding import conversation_values, grounded_tools
+
+            tools = grounded_tools(tools, conversation_values(conversation))
         try:
             return self.constraint(tools)
         except ImportError as exc:  # structured decoding not installed: run unconstrained
@@ -127,13 +136,13 @@ class ReactAgent(ModelAgent):
         env = ctx.env
         tools = env.tools()
         prefix = self.prompt_messages(env)
-        constraint = self._constraint_or_none(tools)
         turn = AgentTurn()
         for index in range(self.max_actions_per_turn):
-            if constraint is not None and not self.constrained:
-                constraint = None  # dropped after the backend refused it
+            conversation = list(ctx.agent_memory) + turn.internal
+            # Per generation: an APIRETURN within the turn adds grounded values.
+            constraint = self._constraint_or_none(tools, conversation)
             request = ChatRequest(
-                messages=prefix + list(ctx.agent_memory) + turn.internal,
+                messages=prefix + conversation,
                 sampling=self.sampling(generation_seed(ctx.seed, index), REACT_STOP),
                 constraint=constraint,
             )
