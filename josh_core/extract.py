@@ -1,6 +1,9 @@
 """Training data from stored trees (paper section 2.2 and appendix B): SFT, KTO and DPO.
 
-- SFT: the ideal path as one conversation: the agent's system prompt, then every turn, agent
+Every prompt starts with what the agent sent before the conversation (ReACT: system prompt,
+demonstration turns and fence; `ExportOptions.prompt="system"` keeps the system prompt alone).
+
+- SFT: the ideal path as one conversation: the agent's prompt messages, then every turn, agent
   turns in the agent's internal format (ReACT: PLAN/APICALL/SPEAK generations and APIRETURN
   messages; function calling: assistant tool calls and tool messages).
 - KTO: every agent generation of an ideal-path turn is desirable; every generation of a
@@ -48,6 +51,11 @@ class ExportOptions(BaseModel):
     kind: ExportKind
     format: ExportFormat = "trl"
     min_reward: float | None = 1.0  # None: every finished conversation
+    # "agent": every prompt starts with exactly what the agent sent before the conversation
+    # (ReACT: system prompt, demonstration turns, fence), so training and inference prefixes
+    # match; "system": the system prompt alone (shorter rows; a model trained so is then run
+    # without the demonstration, e.g. agent option demonstrate=False).
+    prompt: Literal["agent", "system"] = "agent"
     drop_errors: bool = True
     use_annotations: bool = True
 
@@ -58,6 +66,7 @@ class ConversationSource(BaseModel):
     conversation_id: str
     tree: ConversationTree
     system_prompt: str | None = None
+    prompt_messages: list[Message] | None = None  # None: the system prompt alone
     tools: list[dict[str, Any]] | None = None
     uses_tools: bool = False  # function-calling agent: include `tools` in every row
     reward: float = 0.0
@@ -87,6 +96,9 @@ Example = SFTExample | KTOExample | DPOExample
 
 
 def _system(source: ConversationSource) -> list[Message]:
+    """The messages every prompt of this conversation starts with."""
+    if source.prompt_messages is not None:
+        return list(source.prompt_messages)
     if source.system_prompt is None:
         return []
     return [Message(role="system", content=source.system_prompt)]
@@ -342,6 +354,7 @@ def load_sources(
     use_annotations: bool = True,
     min_reward: float | None = None,
     chunk: int = 50,
+    prompt: str = "agent",
 ) -> Iterator[ConversationSource]:
     """Finished conversations (of one run, or all; at least `min_reward`) ready for
     extraction, loaded `chunk` trees at a time."""
@@ -366,6 +379,11 @@ def load_sources(
                 conversation_id=conversation.id,
                 tree=tree,
                 system_prompt=conversation.system_prompt,
+                # Conversations stored before prompt_messages existed fall back to the system prompt.
+                prompt_messages=(
+                    [Message.model_validate(m) for m in conversation.prompt_messages]
+                    if prompt == "agent" and conversation.prompt_messages else None
+                ),
                 tools=conversation.tools,
                 uses_tools=style == "fc" or has_tool_calls,
                 reward=conversation.reward or 0.0,
@@ -383,7 +401,8 @@ def export_dataset(
     from josh_core.storage import writes
 
     sources = load_sources(
-        db, run_id=run_id, use_annotations=options.use_annotations, min_reward=options.min_reward
+        db, run_id=run_id, use_annotations=options.use_annotations, min_reward=options.min_reward,
+        prompt=options.prompt,
     )
     stats = ExtractStats()
     count = write_jsonl(iter_rows(sources, options, stats), out)

@@ -38,7 +38,7 @@ from josh_core.storage import reads, writes
 from josh_core.storage.db import Database
 from josh_core.storage.models import ConversationRecord
 from josh_core.toolwoz.types import Scenario
-from josh_core.types import ToolEnvironment
+from josh_core.types import Message, ToolEnvironment
 
 EnvFactory = Callable[[Scenario], ToolEnvironment]
 
@@ -162,6 +162,15 @@ def toolwoz_env(scenario: Scenario) -> ToolEnvironment:
 
     ensure_prepared()
     return ToolWOZEnv(scenario)
+
+
+def agent_prompt_messages(agent: Agent, env: ToolEnvironment) -> list[Message]:
+    """What the agent sends before the conversation: its own `prompt_messages` (ReACT: system
+    prompt, demonstration, fence) or else just its system prompt."""
+    if hasattr(agent, "prompt_messages"):
+        return list(agent.prompt_messages(env))
+    system = agent.system_prompt(env)
+    return [Message(role="system", content=system)] if system else []
 
 
 def build_policies(config: RolloutConfig) -> tuple[Agent, UserSimulator]:
@@ -292,6 +301,7 @@ async def play_conversation(
             db,
             record.id,
             system_prompt=agent.system_prompt(env),
+            prompt_messages=[m.model_dump(exclude_none=True) for m in agent_prompt_messages(agent, env)],
             tools=env.tools(),
             seed=search_config.seed,
             goals=list(env.goal_ids()),

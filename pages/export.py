@@ -22,16 +22,20 @@ kind = cols[0].radio("Kind", EXPORT_KINDS, horizontal=True,
 fmt = cols[1].radio("Format", EXPORT_FORMATS, horizontal=True,
                     help="trl: TRL conversational datasets; openai: OpenAI fine-tuning (`messages`, `tools`)")
 only_full = cols[2].checkbox("Only conversations with reward 1.0", value=True)
-cols = st.columns(2)
+cols = st.columns(3)
 drop_errors = cols[0].checkbox("Drop turns with errors", value=True)
 use_annotations = cols[1].checkbox("Apply annotators' label overrides", value=True)
+system_only = cols[2].checkbox("System prompt only", value=False,
+                               help="Default: prompts start with everything the agent sent (ReACT: "
+                                    "system prompt and demonstration), exactly as at inference.")
 out_dir = Path(st.text_input("Folder", value=str(Path(db.path).resolve().parent / "exports")))
 
 if st.button("Export", type="primary"):
     out = out_dir / f"{kind}-{fmt}-{run_id or 'all'}.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     options = ExportOptions(kind=kind, format=fmt, min_reward=1.0 if only_full else None,
-                            drop_errors=drop_errors, use_annotations=use_annotations)
+                            drop_errors=drop_errors, use_annotations=use_annotations,
+                            prompt="system" if system_only else "agent")
     summary = export_dataset(db, options, out, run_id=run_id)
     st.success(f"{summary.rows} rows from {summary.conversations} of {summary.considered} "
                f"finished conversations written to {summary.path}")

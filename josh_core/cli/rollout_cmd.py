@@ -182,6 +182,11 @@ def register(app: typer.Typer) -> None:
         no_annotations: bool = typer.Option(
             False, "--no-annotations", help="Ignore label overrides from annotations."
         ),
+        system_only: bool = typer.Option(
+            False, "--system-only",
+            help="Start prompts with the system prompt alone (default: everything the agent sent, "
+            "demonstration included).",
+        ),
     ) -> None:
         """Turn stored trees into SFT / KTO / DPO training data (JSONL)."""
         options = ExportOptions(
@@ -190,6 +195,7 @@ def register(app: typer.Typer) -> None:
             min_reward=None if all_rewards else 1.0,
             drop_errors=not keep_errors,
             use_annotations=not no_annotations,
+            prompt="system" if system_only else "agent",
         )
         try:
             summary = export_dataset(Database(db), options, out, run_id=run)

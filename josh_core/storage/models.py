@@ -40,6 +40,7 @@ class ConversationRecord(BaseModel):
     goals_reached: list[str] = Field(default_factory=list)
     score: dict[str, Any] | None = None
     system_prompt: str | None = None
+    prompt_messages: list[dict[str, Any]] | None = None  # the agent's messages before the conversation
     tools: list[dict[str, Any]] | None = None
     seed: int | None = None
     steps: int | None = None

@@ -27,7 +27,7 @@ from josh_core.storage.db import Database
 from josh_core.storage.models import AnnotationRecord, ConversationRecord, ExportRecord, RunRecord
 
 _RUN_JSON = ("config",)
-_CONVERSATION_JSON = ("scenario", "goals", "goals_reached", "score", "tools")
+_CONVERSATION_JSON = ("scenario", "goals", "goals_reached", "score", "tools", "prompt_messages")
 
 
 def _dicts(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> list[dict]:

@@ -138,6 +138,18 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        2,
+        "conversations.prompt_messages: everything the agent sends before the conversation",
+        (
+            # JSON list of messages (system prompt, demonstration turns, fence), so exported
+            # prompts are exactly what the agent saw at inference, demonstration included.
+            "ALTER TABLE conversations ADD COLUMN prompt_messages VARCHAR",
+        ),
+    ),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version
 
 

@@ -109,6 +109,7 @@ def start_conversation(
     *,
     system_prompt: str | None,
     tools: list[dict[str, Any]] | None,
+    prompt_messages: list[dict[str, Any]] | None = None,
     seed: int,
     goals: list[str],
 ) -> None:
@@ -120,9 +121,9 @@ def start_conversation(
         con.execute(
             "UPDATE conversations SET status = 'running', stop_reason = NULL, reward = 0, "
             "success = NULL, goals = ?, goals_reached = '[]', score = NULL, system_prompt = ?, "
-            "tools = ?, seed = ?, steps = 0, node_count = 0, started_at = ?, finished_at = NULL, "
+            "prompt_messages = ?, tools = ?, seed = ?, steps = 0, node_count = 0, started_at = ?, finished_at = NULL, "
             "seconds = NULL, error = NULL WHERE id = ?",
-            [dumps(goals), system_prompt, dumps(tools), seed, _now(), conversation_id],
+            [dumps(goals), system_prompt, dumps(prompt_messages), dumps(tools), seed, _now(), conversation_id],
         )
 
     db.write(write)
