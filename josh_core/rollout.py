@@ -36,6 +36,7 @@ from josh_core.search.labels import ideal_path
 from josh_core.search.tree import derive_seed
 from josh_core.storage import reads, writes
 from josh_core.storage.db import Database
+from josh_core.storage.locks import run_lock
 from josh_core.storage.models import ConversationRecord
 from josh_core.toolwoz.types import Scenario
 from josh_core.types import Message, ToolEnvironment
@@ -210,7 +211,8 @@ def start_run(
         code_revision=code_revision(),
         run_id=run_id,
     )
-    return _play(db, run_id, config, agent, user, make_env, observer)
+    with run_lock(db.path, run_id):
+        return _play(db, run_id, config, agent, user, make_env, observer)
 
 
 def resume_run(
@@ -228,11 +230,13 @@ def resume_run(
     config = RolloutConfig.model_validate(
         {k: v for k, v in run.config.items() if k in RolloutConfig.model_fields}
     )
-    if agent is None or user is None:
-        built_agent, built_user = build_policies(config)
-        agent, user = agent or built_agent, user or built_user
-    writes.set_run_status(db, run_id, "running")
-    return _play(db, run_id, config, agent, user, make_env, observer)
+    # RunBusy if another process is playing this run: checked before any model is loaded.
+    with run_lock(db.path, run_id):
+        if agent is None or user is None:
+            built_agent, built_user = build_policies(config)
+            agent, user = agent or built_agent, user or built_user
+        writes.set_run_status(db, run_id, "running")
+        return _play(db, run_id, config, agent, user, make_env, observer)
 
 
 def _play(
@@ -244,6 +248,7 @@ def _play(
     make_env: EnvFactory,
     observer: RolloutObserver | None,
 ) -> RunResult:
+    """Play the run's unfinished conversations (the caller holds the run's lock)."""
     observer = observer or RolloutObserver()
     conversations = reads.list_conversations(db, run_id=run_id)
     todo = [c for c in conversations if c.status != "done"]

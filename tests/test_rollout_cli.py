@@ -100,3 +100,39 @@ def test_killed_rollout_resumes_to_the_same_database(tmp_path, scripts):
 
     assert partial < reads.get_conversation(db, f"{run.id}:1").node_count
     assert run_contents(killed_db, run.id) == run_contents(reference_db, reference_run.run_id)
+
+
+def test_a_run_in_play_cannot_be_resumed_by_a_second_process(tmp_path, scripts):
+    """While one process plays a run, `--resume` from another is refused (nothing is touched);
+    once the first is gone, the resume goes ahead."""
+    from josh_core.storage.locks import RunBusy, run_lock
+
+    scenario_file, agent_file, user_file = scripts
+    db_path = tmp_path / "busy.duckdb"
+    config = RolloutConfig(josh=True, agent=f"script:{agent_file}", user=f"script:{user_file}", max_turns=3,
+                           seed=5, scenario_file=str(scenario_file))
+    from josh_core.toolwoz.scenarios import load_scenario_file
+
+    run = start_run(db_path, load_scenario_file(scenario_file)[:1], config)
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from josh_core.storage.locks import run_lock\n"
+         "with run_lock(sys.argv[1], sys.argv[2]):\n    print('held', flush=True); time.sleep(120)",
+         str(db_path), run.run_id],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        refused = josh("rollout", "--resume", run.run_id, "--db", str(db_path))
+        assert refused.returncode == 1
+        assert f"run {run.run_id} is being played by process {holder.pid}" in refused.stderr
+        with pytest.raises(RunBusy):
+            with run_lock(db_path, run.run_id):
+                pass
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert reads.get_run(Database(db_path), run.run_id).status == "done"  # untouched
+    resumed = josh("rollout", "--resume", run.run_id, "--db", str(db_path))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "1 already done" in resumed.stdout

@@ -22,6 +22,7 @@ from josh_core.analysis.metrics import MetricsReport, metrics_report, records
 from josh_core.evaluate import DEFAULT_EVAL_SPLIT, Evaluation, evaluate, load_scenarios, resume_evaluation
 from josh_core.paths import default_db_path
 from josh_core.policies.factory import DEFAULT_AGENT_SPEC, DEFAULT_USER_SPEC, decoding_flags
+from josh_core.storage.locks import RunBusy
 from josh_core.rollout import RolloutConfig
 from josh_core.storage.db import Database
 
@@ -225,7 +226,7 @@ def register(app: typer.Typer) -> None:
                     if not scenarios:
                         _fail("no scenarios selected")
                     evaluation = evaluate(db_path, scenarios, config, observer=observer, resamples=resamples)
-            except (KeyError, FileNotFoundError, ValueError) as error:
+            except (KeyError, FileNotFoundError, ValueError, RunBusy) as error:
                 _fail(str(error).strip("'\""))
         if as_json:
             _print_json(evaluation.model_dump(mode="json"))

@@ -24,6 +24,7 @@ from josh_core.rollout import (
 )
 from josh_core.search.engine import StepEvent
 from josh_core.storage.db import Database
+from josh_core.storage.locks import RunBusy
 
 Kind = Enum("Kind", {"sft": "sft", "kto": "kto", "dpo": "dpo"}, type=str)
 Format = Enum("Format", {"trl": "trl", "openai": "openai"}, type=str)
@@ -138,7 +139,7 @@ def register(app: typer.Typer) -> None:
             if resume is not None:
                 try:
                     result = resume_run(db_path, resume, observer=observer)
-                except (KeyError, FileNotFoundError) as error:
+                except (KeyError, FileNotFoundError, RunBusy) as error:
                     _fail(str(error).strip("'\""))
             else:
                 if scenario_file is None:
