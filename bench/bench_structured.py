@@ -419,28 +419,25 @@ async def agent_prompts(n_scenarios: int) -> list[tuple[str, list[Any], list[dic
 
 
 def build_backend(kind: str) -> Any:
-    if kind == "hf":
-        from josh_core.llm.embedded import embedded_model_dir
-        from josh_core.llm.hf_backend import HFBackend
+    """The embedded model on one backend, built from its SPEC as the CLI does (so with the
+    embedded model's default sampling)."""
+    from josh_core.llm.specs import build_backend as from_spec
 
-        backend = HFBackend(embedded_model_dir(), None, name="embedded")
+    spec = {"hf": "embedded", "llamacpp": "llamacpp:embedded"}[kind]
+    backend = from_spec(spec, shared=False)
+    if hasattr(backend, "load"):
         backend.load()
-        return backend
-    if kind == "llamacpp":
-        from josh_core.llm.llamacpp_backend import LlamaCppBackend
-
-        return LlamaCppBackend("embedded")
-    raise ValueError(kind)
+    return backend
 
 
 async def raw_generations(backend: Any, prompts, samples: int, constrained: bool, seed: int):
-    from josh_core.llm.base import LOCAL_MODEL_SAMPLING, ChatRequest
+    from josh_core.llm.base import EMBEDDED_MODEL_SAMPLING, ChatRequest
     from josh_core.policies.parse import parse_react
     from josh_core.policies.react_agent import REACT_STOP, UNCONSTRAINED_MAX_TOKENS
 
     requests = []
     for i, (_, messages, tools) in enumerate(prompts):
-        sampling = LOCAL_MODEL_SAMPLING.model_copy(update={
+        sampling = EMBEDDED_MODEL_SAMPLING.model_copy(update={
             "seed": seed + i,
             "max_tokens": REACT_MAX_TOKENS if constrained else UNCONSTRAINED_MAX_TOKENS,
             "stop": REACT_STOP,
@@ -483,8 +480,8 @@ def run_raw(args: argparse.Namespace) -> str:
     return (
         "# Raw ReACT generations of the embedded model, constrained vs unconstrained\n\n"
         f"Machine: {machine()}. Prompts: the ReACT agent's prompt + the agenda user's opener for the "
-        f"first {len(prompts)} train scenarios; {args.samples} samples each, appendix B's local sampling "
-        "(temperature 1.5, top_k 50, top_p 0.75). Requests are sent together, as the engine does. "
+        f"first {len(prompts)} train scenarios; {args.samples} samples each, the embedded model's "
+        "default sampling (temperature 0.7, top_k 50, top_p 0.75). Requests are sent together, as the engine does. "
         f"Command: `python bench/bench_structured.py raw --scenarios {args.scenarios} --samples {args.samples} "
         f"--backends {args.backends}`.\n\n" + "\n".join(lines) + "\n\nExamples:\n\n" + "\n".join(examples) + "\n"
     )
@@ -560,7 +557,7 @@ def run_josh(args: argparse.Namespace) -> str:
     return (
         "# JOSH with the embedded model: constrained vs unconstrained actions\n\n"
         f"Machine: {machine()}. {len(scenarios)} train scenarios, agenda user, JOSH beam {args.beam}, "
-        f"branching 2, at most {args.max_turns} turns, appendix B's local sampling; constrained = the ReACT action "
+        f"branching 2, at most {args.max_turns} turns, the embedded model's default sampling (temperature 0.7, top_k 50, top_p 0.75); constrained = the ReACT action "
         "grammar with grounded values (`--decoding grounded`, the default for local models). "
         "parse: share of agent generations the ReACT parser reads as an APICALL or SPEAK; "
         "exact layout: share written exactly in the grammar's layout (a constrained line cut at its "

@@ -170,12 +170,14 @@ def test_function_calling_output_becomes_tool_calls(backend):
 @needs_llama_cpp
 @pytest.mark.slow
 def test_spec_builds_the_backend():
+    from josh_core.llm.base import EMBEDDED_MODEL_SAMPLING
     from josh_core.llm.llamacpp_backend import LlamaCppBackend
     from josh_core.llm.specs import build_backend
 
     b = build_backend("llamacpp:embedded", None, shared=False)
     try:
         assert isinstance(b, LlamaCppBackend) and b.is_local
+        assert b.default_sampling == EMBEDDED_MODEL_SAMPLING  # the embedded model's own default
     finally:
         asyncio.run(b.aclose())
 

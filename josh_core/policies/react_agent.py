@@ -49,7 +49,9 @@ class ModelAgent:
                  grounded: bool | None = None, max_tokens: int | None = None):
         self.backend = backend
         self.name = f"{self.style}:{backend.name}"
-        defaults = LOCAL_MODEL_SAMPLING if backend.is_local else API_MODEL_SAMPLING
+        # The backend's own default (the embedded model has one), else appendix B's by kind.
+        defaults = getattr(backend, "default_sampling", None) or (
+            LOCAL_MODEL_SAMPLING if backend.is_local else API_MODEL_SAMPLING)
         self.base_sampling = defaults.model_copy(update={"temperature": temperature} if temperature is not None else {})
         self.max_actions_per_turn = max_actions_per_turn
         # Structured decoding is on by default for local models (appendix B's sampling at
