@@ -84,6 +84,7 @@ def test_leaderboard_json(planted):
     best = rows[0]
     assert (best["n"], best["average_reward"], best["success_rate"], best["seed"]) == (1, 1.0, 1.0, 7)
     assert best["kind"] == "plain" and best["agent_spec"].startswith("script:")
+    assert best["decoding"] == "auto"  # no --decoding given
     assert best["user_spec"].startswith("script:") and best["split"].endswith("perfect.scenarios.json")
     hotel = rows[2]
     assert (hotel["n"], hotel["bad_api_use"], hotel["incorrect_format"]) == (2, 1.0, 0.0)

@@ -16,12 +16,13 @@ import pandas as pd
 from josh_core.analysis.conversations import load_conversations
 from josh_core.analysis.errors import error_rates
 from josh_core.analysis.metrics import summarize
+from josh_core.policies.factory import decoding_mode
 from josh_core.storage import reads
 from josh_core.storage.db import Database
 
 LEADERBOARD_COLUMNS = [
     "run_id", "created_at", "kind", "status", "agent_spec", "agent_name", "style", "temperature",
-    "user_spec", "seed", "split", "n", "not_done", "average_reward", "success_rate",
+    "decoding", "user_spec", "seed", "split", "n", "not_done", "average_reward", "success_rate",
     "bad_api_use", "incorrect_format", "code_revision",
 ]  # fmt: skip
 
@@ -54,6 +55,7 @@ def leaderboard(
                 "agent_name": run.agent_name,
                 "style": config.get("style"),
                 "temperature": config.get("temperature"),
+                "decoding": decoding_mode(config.get("constrained"), config.get("grounded")),
                 "user_spec": run.user_spec,
                 "seed": run.seed,
                 "split": config.get("split") or config.get("scenario_file"),

@@ -295,7 +295,7 @@ def register(app: typer.Typer) -> None:
         if frame.empty:
             Console(highlight=False).print("no evaluations stored")
             return
-        headers = {"run_id": "run", "kind": "kind", "agent_spec": "agent", "user_spec": "user",
+        headers = {"run_id": "run", "kind": "kind", "agent_spec": "agent", "decoding": "decoding", "user_spec": "user",
                    "seed": "seed", "split": "split", "n": "n", "average_reward": "avg reward",
                    "success_rate": "success", "bad_api_use": "bad API use",
                    "incorrect_format": "bad format"}  # fmt: skip
