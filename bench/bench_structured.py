@@ -10,15 +10,17 @@ Three parts (run one, or all with `all`):
         agenda user's opener for a few train scenarios), constrained vs unconstrained, per
         backend (transformers, llama.cpp): share that parse, share that are exactly the
         grammar's text, seconds per generation. Writes bench/results/structured_raw.md.
-  josh  The issue's check: N train scenarios (default 100), embedded model, agenda user, JOSH
-        at beam 8, constrained vs unconstrained, per backend: share of generations that parse,
-        share of conversations that reach at least one goal, wall clock per conversation.
-        Writes bench/results/structured_josh.md.
+  josh  N train scenarios (default 100), embedded model, agenda user, JOSH at beam 8, grounded
+        action grammar vs free text, per backend: share of generations that parse, share of
+        conversations that reach at least one goal, wall clock per conversation. Numbers are
+        read back from each run's database (kept with --db-dir); Ctrl-C ends the current run
+        and reports what finished. Writes bench/results/structured_josh.md.
 
 Usage:
   python bench/bench_structured.py libs
   python bench/bench_structured.py raw [--scenarios 4] [--samples 8] [--backends hf,llamacpp]
   python bench/bench_structured.py josh [--limit 100] [--beam 8] [--max-turns 15] [--backends hf,llamacpp]
+                                        [--db-dir DIR]
 """
 
 from __future__ import annotations
@@ -492,30 +494,48 @@ def run_raw(args: argparse.Namespace) -> str:
 # =============================================================================================
 
 
-class CountingAgent:
-    """Wraps an agent and counts its generations (what parsed, what is exact grammar text)."""
+def josh_row(db_path: Path, run_id: str | None = None) -> dict[str, Any]:
+    """The bench's numbers for one stored JOSH run, read back from its database: every agent
+    generation of every finished conversation (the parser's verdict is stored with each one;
+    the exact-layout check reruns on its text)."""
+    from josh_core.storage import reads
+    from josh_core.storage.db import Database
 
-    def __init__(self, inner: Any):
-        self.inner = inner
-        self.name = inner.name
-        self.generations = 0
-        self.parsed = 0
-        self.exact = 0
+    db = Database(db_path)
+    conversations = [c for c in reads.list_conversations(db, run_id=run_id) if c.status == "done"]
+    trees = reads.load_trees(db, [c.id for c in conversations]) if conversations else {}
+    generations = parsed = exact = 0
+    for tree in trees.values():
+        for node in tree.agent_nodes():
+            for g in node.generations:
+                generations += 1
+                parsed += g.action != "format_error"
+                exact += check_react(g.text, TOOLS).canonical
+    n = len(conversations)
+    return {
+        "conversations": n, "generations": generations,
+        "parse": parsed / max(1, generations), "exact": exact / max(1, generations),
+        "reached": sum((c.reward or 0) > 0 for c in conversations) / max(1, n),
+        "reward": sum(c.reward or 0 for c in conversations) / max(1, n),
+        "seconds": sum(c.seconds or 0 for c in conversations) / max(1, n),
+    }
 
-    def system_prompt(self, env: Any) -> str:
-        return self.inner.system_prompt(env)
 
-    async def act(self, ctx: Any) -> Any:
-        turn = await self.inner.act(ctx)
-        tools = ctx.env.tools()
-        for g in turn.generations:
-            self.generations += 1
-            self.parsed += g.action != "format_error"
-            self.exact += check_react(g.text, tools).canonical
-        return turn
+JOSH_HEADER = [
+    "| backend | decoding | conversations | generations | parse | exact layout "
+    "| ≥1 goal reached | mean reward | s / conversation |",
+    "|---|---|---|---|---|---|---|---|---|",
+]
+
+
+def josh_line(kind: str, decoding: str, row: dict[str, Any], note: str = "") -> str:
+    return (f"| {kind} | {decoding}{note} | {row['conversations']} | {row['generations']} | {row['parse']:.1%} "
+            f"| {row['exact']:.1%} | {row['reached']:.0%} | {row['reward']:.3f} | {row['seconds']:.1f} |")
 
 
 def run_josh(args: argparse.Namespace) -> str:
+    """JOSH runs, grounded grammar then free text, per backend. Each run's database is kept in
+    --db-dir; Ctrl-C ends the current run and reports its finished conversations."""
     from josh_core.llm.specs import clear_shared_backends
     from josh_core.policies.agents import build_model_agent
     from josh_core.policies.factory import AgentOptions, build_user
@@ -523,46 +543,48 @@ def run_josh(args: argparse.Namespace) -> str:
     from josh_core.toolwoz.scenarios import load_split
 
     scenarios = load_split("train", limit=args.limit)
-    lines = [
-        "| backend | decoding | conversations | generations | parse | exact layout "
-        "| ≥1 goal reached | mean reward | s / conversation |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    db_dir = args.db_dir or Path(tempfile.mkdtemp(prefix="bench-structured-"))
+    db_dir.mkdir(parents=True, exist_ok=True)
+    lines = list(JOSH_HEADER)
+    stop = False
     for kind in args.backends.split(","):
         backend = build_backend(kind)
-        for constrained in (True, False):
+        for decoding, constrained in (("grounded", True), ("free", False)):
+            if stop:
+                break
             options = AgentOptions(constrained=constrained)
-            agent = CountingAgent(build_model_agent(backend, options))
+            agent = build_model_agent(backend, options)
             config = RolloutConfig(josh=True, agent="embedded" if kind == "hf" else "llamacpp:embedded",
                                    user="agenda", beam=args.beam, branching=2, max_turns=args.max_turns,
-                                   constrained=constrained, seed=args.seed, split="train", limit=args.limit)
-            with tempfile.TemporaryDirectory() as tmp:
-                start = time.perf_counter()
-                result = start_run(Path(tmp) / "bench.duckdb", scenarios, config, agent=agent,
-                                   user=build_user("agenda"))
-                wall = time.perf_counter() - start
-            done = [c for c in result.conversations if c.status == "done"]
-            reached = sum(c.reward > 0 for c in done)
-            failed = [c.error for c in result.conversations if c.status != "done"]
-            lines.append(
-                f"| {kind} | {'constrained (grounded)' if constrained else 'unconstrained'} | {len(done)}"
-                f"{f' (+{len(failed)} failed)' if failed else ''} | {agent.generations} "
-                f"| {agent.parsed / max(1, agent.generations):.1%} | {agent.exact / max(1, agent.generations):.1%} "
-                f"| {reached / max(1, len(done)):.0%} | {result.average_reward:.3f} | {wall / max(1, len(scenarios)):.1f} |"
-            )
-            print(lines[-1], flush=True)
-            if failed:
-                print("failed:", failed[:3], flush=True)
+                                   constrained=constrained, grounded=constrained, seed=args.seed,
+                                   split="train", limit=args.limit)
+            db_path = db_dir / f"{kind}-{decoding}.duckdb"
+            db_path.unlink(missing_ok=True)
+            note = ""
+            try:
+                start_run(db_path, scenarios, config, agent=agent, user=build_user("agenda"))
+            except KeyboardInterrupt:
+                stop, note = True, " (interrupted)"
+            row = josh_row(db_path)
+            lines.append(josh_line(kind, decoding, row, note))
+            print(lines[-1], f"[{db_path}]", flush=True)
         clear_shared_backends()
+    return josh_report(args, lines, len(scenarios))
+
+
+def josh_report(args: argparse.Namespace, lines: list[str], n_scenarios: int) -> str:
     return (
-        "# JOSH with the embedded model: constrained vs unconstrained actions\n\n"
-        f"Machine: {machine()}. {len(scenarios)} train scenarios, agenda user, JOSH beam {args.beam}, "
-        f"branching 2, at most {args.max_turns} turns, the embedded model's default sampling (temperature 0.7, top_k 50, top_p 0.75); constrained = the ReACT action "
-        "grammar with grounded values (`--decoding grounded`, the default for local models). "
+        "# JOSH with the embedded model: grounded action grammar vs free text\n\n"
+        f"Machine: {machine()}. {n_scenarios} train scenarios, agenda user, JOSH beam {args.beam}, "
+        f"branching 2, at most {args.max_turns} agent turns, the embedded model's default sampling "
+        "(temperature 0.7, top_k 50, top_p 0.75), at most 5 generations per agent turn. "
+        "grounded: the ReACT action grammar with values from the conversation (`--decoding grounded`, "
+        "the default for local models); free: unconstrained text. "
         "parse: share of agent generations the ReACT parser reads as an APICALL or SPEAK; "
-        "exact layout: share written exactly in the grammar's layout (a constrained line cut at its "
-        "token cap loses the space before <COMMAND_END>); "
-        "≥1 goal reached: share of conversations whose tree reached at least one goal. "
+        "exact layout: share written exactly in the grammar's layout (a line cut at its token cap "
+        "loses the space before <COMMAND_END>); "
+        "≥1 goal reached: share of finished conversations whose tree reached at least one goal; "
+        "an interrupted run counts its finished conversations only. "
         f"Command: `python bench/bench_structured.py josh --limit {args.limit} --beam {args.beam} "
         f"--max-turns {args.max_turns} --backends {args.backends}`.\n\n" + "\n".join(lines) + "\n"
     )
@@ -579,6 +601,8 @@ def main() -> None:
     parser.add_argument("--backends", default="hf,llamacpp")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="results file (one part only)")
+    parser.add_argument("--db-dir", type=Path, default=None,
+                        help="josh: keep each run's DuckDB here (default: a new temporary folder)")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     parts = ["libs", "raw", "josh"] if args.part == "all" else [args.part]
