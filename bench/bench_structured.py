@@ -495,15 +495,17 @@ def run_raw(args: argparse.Namespace) -> str:
 
 
 def josh_row(db_path: Path, run_id: str | None = None) -> dict[str, Any]:
-    """The bench's numbers for one stored JOSH run, read back from its database: every agent
-    generation of every finished conversation (the parser's verdict is stored with each one;
-    the exact-layout check reruns on its text)."""
+    """The bench's numbers for one stored JOSH run, read back from its database. Generation
+    shares count every stored agent generation, including those of a conversation an interrupt
+    left unfinished (the parser's verdict is stored with each one; the exact-layout check reruns
+    on its text); conversation shares and times count finished conversations."""
     from josh_core.storage import reads
     from josh_core.storage.db import Database
 
     db = Database(db_path)
-    conversations = [c for c in reads.list_conversations(db, run_id=run_id) if c.status == "done"]
-    trees = reads.load_trees(db, [c.id for c in conversations]) if conversations else {}
+    stored = [c for c in reads.list_conversations(db, run_id=run_id) if c.status in ("done", "running")]
+    finished = [c for c in stored if c.status == "done"]
+    trees = reads.load_trees(db, [c.id for c in stored]) if stored else {}
     generations = parsed = exact = 0
     for tree in trees.values():
         for node in tree.agent_nodes():
@@ -511,13 +513,13 @@ def josh_row(db_path: Path, run_id: str | None = None) -> dict[str, Any]:
                 generations += 1
                 parsed += g.action != "format_error"
                 exact += check_react(g.text, TOOLS).canonical
-    n = len(conversations)
+    n = len(finished)
     return {
-        "conversations": n, "generations": generations,
+        "conversations": n, "unfinished": len(stored) - n, "generations": generations,
         "parse": parsed / max(1, generations), "exact": exact / max(1, generations),
-        "reached": sum((c.reward or 0) > 0 for c in conversations) / max(1, n),
-        "reward": sum(c.reward or 0 for c in conversations) / max(1, n),
-        "seconds": sum(c.seconds or 0 for c in conversations) / max(1, n),
+        "reached": sum((c.reward or 0) > 0 for c in finished) / n if n else None,
+        "reward": sum(c.reward or 0 for c in finished) / n if n else None,
+        "seconds": sum(c.seconds or 0 for c in finished) / n if n else None,
     }
 
 
@@ -529,8 +531,13 @@ JOSH_HEADER = [
 
 
 def josh_line(kind: str, decoding: str, row: dict[str, Any], note: str = "") -> str:
-    return (f"| {kind} | {decoding}{note} | {row['conversations']} | {row['generations']} | {row['parse']:.1%} "
-            f"| {row['exact']:.1%} | {row['reached']:.0%} | {row['reward']:.3f} | {row['seconds']:.1f} |")
+    def fmt(value: float | None, spec: str) -> str:
+        return "–" if value is None else format(value, spec)
+
+    unfinished = f" (+{row['unfinished']} unfinished)" if row["unfinished"] else ""
+    return (f"| {kind} | {decoding}{note} | {row['conversations']}{unfinished} | {row['generations']} "
+            f"| {row['parse']:.1%} | {row['exact']:.1%} | {fmt(row['reached'], '.0%')} | {fmt(row['reward'], '.3f')} "
+            f"| {fmt(row['seconds'], '.1f')} |")
 
 
 def run_josh(args: argparse.Namespace) -> str:
@@ -583,8 +590,9 @@ def josh_report(args: argparse.Namespace, lines: list[str], n_scenarios: int) ->
         "parse: share of agent generations the ReACT parser reads as an APICALL or SPEAK; "
         "exact layout: share written exactly in the grammar's layout (a line cut at its token cap "
         "loses the space before <COMMAND_END>); "
-        "≥1 goal reached: share of finished conversations whose tree reached at least one goal; "
-        "an interrupted run counts its finished conversations only. "
+        "≥1 goal reached: share of finished conversations whose tree reached at least one goal. "
+        "After an interrupt, generation shares also count the unfinished conversation's generations; "
+        "conversation columns count finished conversations only. "
         f"Command: `python bench/bench_structured.py josh --limit {args.limit} --beam {args.beam} "
         f"--max-turns {args.max_turns} --backends {args.backends}`.\n\n" + "\n".join(lines) + "\n"
     )
