@@ -27,7 +27,7 @@ class SamplingParams(BaseModel):
 API_MODEL_SAMPLING = SamplingParams(temperature=1.0)
 LOCAL_MODEL_SAMPLING = SamplingParams(temperature=1.5, top_k=50, top_p=0.75)
 # The embedded SmolLM2-135M at 1.5 writes noise and rarely acts: on 8 train openers (32 samples,
-# grounded action grammar) it chose APICALL in 12% of generations at 1.5 and 47% at 0.7. Appendix
+# grounded action grammar, PLAN cap 64 tokens) it chose APICALL in 4 of them at 1.5, 10 at 0.7. Appendix
 # B's setting is for an 8B model; the embedded model (`embedded`, `llamacpp:embedded`) uses this.
 EMBEDDED_MODEL_SAMPLING = SamplingParams(temperature=0.7, top_k=50, top_p=0.75)
 
