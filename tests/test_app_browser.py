@@ -162,3 +162,26 @@ def test_pair_annotation_is_stored(page, app_url, rollout_db):
             break
         time.sleep(0.5)
     assert [a.comment for a in notes] == ["too vague"]
+
+
+def test_launch_page_starts_a_rollout_with_the_chosen_decoding(page, app_url, rollout_db):
+    """Last in this module: it adds a run to the shared database."""
+    folder = rollout_db.parent
+    before = {run.id for run in reads.list_runs(Database(rollout_db))}
+    _open(page, app_url + "/launch", "Launch a rollout")
+    page.get_by_role("textbox", name="Agent SPEC").fill(f"script:{folder / 'agent.json'}")
+    page.get_by_role("textbox", name="User SPEC").fill(f"script:{folder / 'user.json'}")
+    page.locator('[data-testid="stSelectbox"]').filter(has_text="Decoding").click()
+    page.get_by_role("option", name="free").click()
+    page.get_by_role("button", name="Start").click()
+    page.get_by_text("--decoding free", exact=False).first.wait_for(timeout=30_000)
+    deadline = time.monotonic() + 90
+    new = []
+    while time.monotonic() < deadline:
+        new = [r for r in reads.list_runs(Database(rollout_db)) if r.id not in before and r.status == "done"]
+        if new:
+            break
+        time.sleep(1)
+    assert len(new) == 1
+    assert (new[0].config["constrained"], new[0].config["grounded"]) == (False, False)
+    page.get_by_text(f"run {new[0].id}: 1/1 conversations").first.wait_for(timeout=30_000)
