@@ -192,7 +192,21 @@ class XGrammarRunner(LibRunner):
         return self.mask_allows(m, self.eos)
 
 
-class LMFormatEnforcerRunner(LibRunner):
+class AllowedSetRunner(LibRunner):
+    """A library that answers with the set of allowed token ids (`compute` fills self.allowed)."""
+
+    allowed: set[int] = set()
+    eos: int = 0
+
+    def mask_allows(self, state, token):
+        return token in self.allowed
+
+    def accepts_eos(self, state):
+        self.compute(state)
+        return self.eos in self.allowed
+
+
+class LMFormatEnforcerRunner(AllowedSetRunner):
     name = "lm-format-enforcer"
     max_texts = 4  # a Python trie walk per token: the whole corpus takes most of an hour
     grammar_form = "regex + JSON-schema parsers in sequence (flexible JSON whitespace)"
@@ -242,18 +256,12 @@ class LMFormatEnforcerRunner(LibRunner):
     def compute(self, seq):
         self.allowed = set(self.enforcer.get_allowed_tokens(list(seq)).allowed_tokens)
 
-    def mask_allows(self, seq, token):
-        return token in self.allowed
-
     def advance(self, seq, token):
         seq.append(token)
 
-    def accepts_eos(self, seq):
-        self.compute(seq)
-        return self.eos in self.allowed
 
 
-class OutlinesCoreRunner(LibRunner):
+class OutlinesCoreRunner(AllowedSetRunner):
     name = "outlines-core"
     grammar_form = "one regex (JSON part from build_regex_from_schema, optional spaces, no string caps)"
 
@@ -294,15 +302,9 @@ class OutlinesCoreRunner(LibRunner):
     def compute(self, guide):
         self.allowed = set(guide.get_tokens())
 
-    def mask_allows(self, guide, token):
-        return token in self.allowed
-
     def advance(self, guide, token):
         guide.advance(token)
 
-    def accepts_eos(self, guide):
-        self.compute(guide)
-        return self.eos in self.allowed
 
 
 def run_libs(args: argparse.Namespace) -> str:

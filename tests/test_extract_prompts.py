@@ -78,8 +78,22 @@ def test_system_only_prompts(react_run, tmp_path):
     assert first[1]["role"] == "user" and not first[1]["content"].startswith("Hi! I am looking for a cheap guesthouse")
 
 
+def test_conversations_without_prompt_messages_export_the_system_prompt(react_run, tmp_path):
+    """What a conversation stored before schema version 2 looks like: no prompt_messages."""
+    db_path, backend = react_run
+    con = duckdb.connect(str(db_path))
+    try:
+        con.execute("UPDATE conversations SET prompt_messages = NULL")
+    finally:
+        con.close()
+    rows = _rows(db_path, tmp_path, kind="kto")
+    first = rows[0]["prompt"]
+    assert first[0] == {"role": "system", "content": backend.requests[0].messages[0].content}
+    assert not any("example lodge" in m["content"] for m in first)
+
+
 def test_a_database_from_before_prompt_messages_is_upgraded(tmp_path):
-    """Version-1 databases gain the column; their conversations export the system prompt."""
+    """Version-1 databases gain the prompt_messages column when opened."""
     path = tmp_path / "old.duckdb"
     con = duckdb.connect(str(path))
     try:

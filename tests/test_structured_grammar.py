@@ -279,3 +279,19 @@ def test_request_fields_for_servers():
     assert constraint_for_openai(fc, "vllm")["extra_body"]["structured_outputs"]["json"]["anyOf"]
     with pytest.raises(ValueError):
         constraint_for_openai(fc, "tgi")
+
+
+def test_gbnf_twins_are_built_on_demand_and_bounded():
+    """Grounded grammars are new for every generation: their twins are built only when a
+    backend asks, and only the newest few hundred sources are remembered."""
+    from josh_core.llm import structured
+    from josh_core.policies.grounding import grounded_tools
+
+    first = react_constraint(grounded_tools(TOOLS, ["value 0"]))
+    assert 'value 0' in gbnf_for(first)
+    for i in range(1, structured._TWIN_SOURCES_MAX + 1):
+        react_constraint(grounded_tools(TOOLS, [f"value {i}"]))
+    assert len(structured._TWIN_SOURCES) == structured._TWIN_SOURCES_MAX
+    with pytest.raises(ConstraintUnsupported):
+        gbnf_for(first)
+    assert gbnf_for(react_constraint(TOOLS))  # a constraint made again has its twin again

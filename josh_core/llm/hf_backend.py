@@ -166,14 +166,15 @@ class HFBackend:
 
     def __init__(self, model_path: str | Path, adapter: str | Path | None = None, *,
                  name: str | None = None, max_batch_rows: int = 32, device: str | None = None,
-                 dtype: str | None = None, collect_s: float = 0.0):
+                 dtype: str | None = None, collect_s: float = 0.0,
+                 default_sampling: SamplingParams | None = None):
         self.model_path = str(model_path)
         self.adapter = str(adapter) if adapter else None
         self.name = name or f"hf:{self.model_path}" + (f"@{self.adapter}" if self.adapter else "")
         self.max_batch_rows = max_batch_rows
         self.device = device
         self.dtype = dtype
-        self.default_sampling = LOCAL_MODEL_SAMPLING
+        self.default_sampling = default_sampling or LOCAL_MODEL_SAMPLING
         self._model = None
         self._tokenizer = None
         self._load_lock = threading.Lock()

@@ -34,7 +34,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from josh_core.llm.base import ChatRequest, ChatResponse, Choice, ConstraintUnsupported, OutputConstraint
+from josh_core.llm.base import (
+    EMBEDDED_MODEL_SAMPLING,
+    LOCAL_MODEL_SAMPLING,
+    ChatRequest,
+    ChatResponse,
+    Choice,
+    ConstraintUnsupported,
+    OutputConstraint,
+)
 from josh_core.llm.local_chat import cut_at_stop, parse_tool_calls, to_template_messages
 from josh_core.llm.structured import gbnf_for
 
@@ -99,6 +107,9 @@ class LlamaCppBackend:
 
         self.model_path = resolve_model_path(str(model_path))
         self.name = f"llamacpp:{model_path}"
+        # The embedded model samples at its own default (see EMBEDDED_MODEL_SAMPLING).
+        self.default_sampling = (EMBEDDED_MODEL_SAMPLING if str(model_path) in ("", "embedded")
+                                 else LOCAL_MODEL_SAMPLING)
         self.grammar_engine = grammar_engine
         # Half the cores, for generation and prompt alike: llama.cpp's worker threads spin while
         # they wait, so on shared cores (tests, other jobs) more threads than free cores is

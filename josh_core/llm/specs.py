@@ -75,10 +75,8 @@ def _build_local(kind: str, rest: str, options: Any) -> ChatBackend:
         from josh_core.llm.hf_backend import HFBackend
 
         adapter = rest[1:] if rest.startswith("@") else None
-        backend = HFBackend(embedded_model_dir(), adapter, name="embedded" + (f"@{adapter}" if adapter else ""),
-                            **_hf_kwargs(options))
-        backend.default_sampling = EMBEDDED_MODEL_SAMPLING
-        return backend
+        return HFBackend(embedded_model_dir(), adapter, name="embedded" + (f"@{adapter}" if adapter else ""),
+                         default_sampling=EMBEDDED_MODEL_SAMPLING, **_hf_kwargs(options))
     if kind == "hf":
         from josh_core.llm.hf_backend import HFBackend
 
@@ -94,18 +92,10 @@ def _build_local(kind: str, rest: str, options: Any) -> ChatBackend:
             raise ValueError("vllm SPEC needs a model: vllm:MODEL[@ADAPTER_DIR]")
         return VLLMBackend(model, adapter, engine_kwargs=_option(options, "engine_kwargs"))
     if kind == "llamacpp":
-        # Written beside this module by the llama.cpp work; imported only when asked for.
-        from josh_core.llm import llamacpp_backend
+        # Imported only when asked for: llama-cpp-python is an optional extra.
+        from josh_core.llm.llamacpp_backend import build_llamacpp_backend
 
-        path = rest
-        if path in ("", "embedded"):
-            from josh_core.llm.embedded import embedded_gguf_path
-
-            path = str(embedded_gguf_path())
-        backend = llamacpp_backend.build_llamacpp_backend(path, options)
-        if rest in ("", "embedded"):
-            backend.default_sampling = EMBEDDED_MODEL_SAMPLING
-        return backend
+        return build_llamacpp_backend(rest or "embedded", options)
     raise ValueError(
         f"unknown model SPEC kind {kind!r}: expected embedded[@ADAPTER], openai:MODEL, "
         "hf:PATH[@ADAPTER], vllm:MODEL or llamacpp:GGUF"

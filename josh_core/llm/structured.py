@@ -203,7 +203,11 @@ def fc_schema(tools: Sequence[dict[str, Any]]) -> dict[str, Any]:
 # Constraints (Lark for llguidance) and their GBNF twins
 # --------------------------------------------------------------------------------------------
 
-_GBNF_TWINS: dict[str, str] = {}  # Lark grammar text -> the same language in GBNF
+# Lark grammar text -> (tools key, actions) it was built from, so `gbnf_for` can build its GBNF
+# twin when a backend asks for one. Built lazily: with grounded values every generation has a
+# new grammar, and the llguidance backends never need the twin. Bounded, newest kept.
+_TWIN_SOURCES: OrderedDict[str, tuple[str, tuple[str, ...]]] = OrderedDict()
+_TWIN_SOURCES_MAX = 256
 _TWINS_LOCK = threading.Lock()
 
 
@@ -253,10 +257,14 @@ def react_constraint(tools: Sequence[dict[str, Any]], actions: Sequence[str] = A
 
     `actions` narrows the second command: ("apicall",) forces a call, ("speak",) a message.
     """
-    grammar = react_lark(tools, actions)
+    chosen = _check_actions(actions)
+    key = _tools_key(tools)
+    grammar = _react_lark_cached(key, chosen)
     with _TWINS_LOCK:
-        if grammar not in _GBNF_TWINS:
-            _GBNF_TWINS[grammar] = react_gbnf(tools, actions)
+        _TWIN_SOURCES[grammar] = (key, chosen)
+        _TWIN_SOURCES.move_to_end(grammar)
+        while len(_TWIN_SOURCES) > _TWIN_SOURCES_MAX:
+            _TWIN_SOURCES.popitem(last=False)
     return OutputConstraint(kind="lark", grammar=grammar)
 
 
@@ -399,6 +407,11 @@ def react_gbnf(tools: Sequence[dict[str, Any]], actions: Sequence[str] = ACTIONS
     return g.render(root)
 
 
+@lru_cache(maxsize=64)
+def _react_gbnf_cached(key: str, actions: tuple[str, ...]) -> str:
+    return react_gbnf(json.loads(key), actions)
+
+
 def json_schema_gbnf(schema: dict[str, Any]) -> str:
     """GBNF for the JSON-schema subset used here (objects in key order, strings, enums)."""
     g = _Gbnf()
@@ -411,10 +424,11 @@ def gbnf_for(constraint: OutputConstraint) -> str:
         return json_schema_gbnf(constraint.json_schema)
     if constraint.kind == "lark" and constraint.grammar is not None:
         with _TWINS_LOCK:
-            twin = _GBNF_TWINS.get(constraint.grammar)
-        if twin is not None:
-            return twin
-        raise ConstraintUnsupported("this Lark grammar was not built by react_constraint(); no GBNF twin")
+            source = _TWIN_SOURCES.get(constraint.grammar)
+        if source is not None:
+            return _react_gbnf_cached(*source)
+        raise ConstraintUnsupported("this Lark grammar was not built by react_constraint() (or is long "
+                                    "forgotten); no GBNF twin")
     if constraint.kind == "gbnf" and constraint.grammar is not None:
         return constraint.grammar
     raise ConstraintUnsupported(f"unknown constraint kind {constraint.kind!r}")
@@ -520,6 +534,11 @@ def _is_line(text: str) -> bool:
 def _is_value(value: Any) -> bool:
     if not isinstance(value, str):
         return not isinstance(value, (list, dict))
+    return is_writable_value(value)
+
+
+def is_writable_value(value: str) -> bool:
+    """Whether the grammars can write this string value (no escapes, within VALUE_MAX_CHARS)."""
     return len(value) <= VALUE_MAX_CHARS and bool(_VALUE_RE.fullmatch(value))
 
 

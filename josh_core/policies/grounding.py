@@ -20,23 +20,19 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from typing import Any, Iterable, Sequence
 
+from josh_core.llm.structured import is_writable_value
+from josh_core.policies.prompts import APIRETURN, FORMAT_FEEDBACK_PREFIX
 from josh_core.types import Message
 
 MAX_NGRAM = 4
 # A conversation offers a few hundred values; the newest are kept if a long one offers more
 # (each is a branch of the grammar, and the grammar is compiled for every generation).
 MAX_VALUES = 2000
-VALUE_MAX_CHARS = 48  # the grammar's cap on a string value (structured.VALUE_MAX_CHARS)
 
 # Punctuation trimmed from both ends of a word (":" stays inside times such as 10:45).
 _WORD_EDGES = ".,!?;:\"'()[]{}*"
-# JSON strings in the grammar are written without escapes: such values cannot be expressed.
-_UNWRITABLE = re.compile(r'["\\\x00-\x1f\x7f]')
-APIRETURN_PREFIX = "APIRETURN"
-FEEDBACK_PREFIX = "ERROR:"
 
 
 def word_ngrams(text: str, max_n: int = MAX_NGRAM) -> list[str]:
@@ -64,7 +60,7 @@ def result_values(content: Any) -> list[str]:
 
 
 def _apireturn_content(text: str) -> Any:
-    body = text[len(APIRETURN_PREFIX) :].strip()
+    body = text[len(APIRETURN) :].strip()
     try:
         return json.loads(body)
     except json.JSONDecodeError:
@@ -76,15 +72,15 @@ def conversation_values(messages: Iterable[Message]) -> list[str]:
     found: list[str] = []
     for message in messages:
         content = message.content or ""
-        if message.role == "tool" or (message.role == "user" and content.startswith(APIRETURN_PREFIX)):
+        if message.role == "tool" or (message.role == "user" and content.startswith(APIRETURN)):
             # An API result (ReACT: a user message "APIRETURN <json>"; function calling: a tool
             # message). Error texts are not JSON: their words count as seen.
-            parsed = _apireturn_content(content if message.role == "user" else f"{APIRETURN_PREFIX} {content}")
+            parsed = _apireturn_content(content if message.role == "user" else f"{APIRETURN} {content}")
             found += word_ngrams(parsed) if isinstance(parsed, str) else result_values(parsed)
-        elif message.role == "user" and not content.startswith(FEEDBACK_PREFIX):
+        elif message.role == "user" and not content.startswith(FORMAT_FEEDBACK_PREFIX):
             found += word_ngrams(content)
     values = list(dict.fromkeys(v.strip() for v in found))
-    values = [v for v in values if v and len(v) <= VALUE_MAX_CHARS and not _UNWRITABLE.search(v)]
+    values = [v for v in values if v and is_writable_value(v)]
     return values[-MAX_VALUES:]
 
 

@@ -22,6 +22,8 @@ from josh_core.types import Message
 
 END_CONVERSATION = "END_CONVERSATION"
 APIRETURN = "APIRETURN"
+# How every format-error feedback message starts (grounding skips them: not the customer's words).
+FORMAT_FEEDBACK_PREFIX = "ERROR:"
 
 # ---------------------------------------------------------------------------------------------
 # ReACT agent
@@ -121,7 +123,7 @@ def react_prompt_messages(tools: list[dict[str, Any]], examples: list[dict[str, 
 
 def react_format_feedback(reason: str) -> str:
     """The message the agent gets after output that is not a valid command pair."""
-    return (f"ERROR: your last output was not valid ({reason}). Reply with PLAN <plan> {COMMAND_END} "
+    return (f"{FORMAT_FEEDBACK_PREFIX} your last output was not valid ({reason}). Reply with PLAN <plan> {COMMAND_END} "
             f"followed by APICALL {{\"name\": ..., \"parameters\": {{...}}}} {COMMAND_END} "
             f"or SPEAK <message> {COMMAND_END}.")
 
@@ -137,7 +139,7 @@ FC_SYSTEM_PROMPT = """You are the assistant of a travel desk in Cambridge. You h
 - When a search returns [], tell the customer nothing matched and ask what to change. Do not repeat a call that failed.
 - Your text replies go to the customer. Keep them short."""
 
-FC_FORMAT_FEEDBACK = "ERROR: your last reply was empty or not readable. Call a function or answer the customer."
+FC_FORMAT_FEEDBACK = f"{FORMAT_FEEDBACK_PREFIX} your last reply was empty or not readable. Call a function or answer the customer."
 
 
 # ---------------------------------------------------------------------------------------------
