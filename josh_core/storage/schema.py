@@ -150,6 +150,42 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        3,
+        "trainings (one row per trainer run, metrics streamed) and selftrain stages",
+        (
+            """CREATE TABLE trainings (
+                id VARCHAR PRIMARY KEY,
+                created_at TIMESTAMP NOT NULL,
+                finished_at TIMESTAMP,
+                kind VARCHAR NOT NULL,          -- 'sft' | 'kto' | 'dpo'
+                base VARCHAR NOT NULL,          -- the base agent SPEC (may carry @ADAPTER)
+                data_path VARCHAR NOT NULL,
+                data_hash VARCHAR NOT NULL,     -- sha256 of the training JSONL
+                examples INTEGER NOT NULL,
+                config VARCHAR NOT NULL,        -- JSON: the resolved trainer config
+                adapter_path VARCHAR NOT NULL,
+                status VARCHAR NOT NULL,        -- 'running' | 'done' | 'failed'
+                error VARCHAR,
+                seconds DOUBLE,
+                metrics VARCHAR                 -- JSON list of logged dicts (step, loss, ...)
+            )""",
+            """CREATE TABLE selftrain_stages (
+                experiment VARCHAR NOT NULL,    -- the selftrain experiment's name
+                round INTEGER NOT NULL,         -- 0: the base agent's evaluation
+                stage VARCHAR NOT NULL,         -- 'rollout' | 'export' | 'train' | 'eval'
+                status VARCHAR NOT NULL,        -- 'running' | 'done' | 'failed'
+                started_at TIMESTAMP NOT NULL,
+                finished_at TIMESTAMP,
+                seconds DOUBLE,
+                result VARCHAR,                 -- JSON: run ids, paths, counts, metrics
+                PRIMARY KEY (experiment, round, stage)
+            )""",
+        ),
+    ),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version
 
 
