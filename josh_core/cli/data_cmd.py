@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from josh_core.cli.output import fail, plain
 from josh_core.toolwoz.data import DataUnavailableError, prepare
 from josh_core.toolwoz.official import prepare_official
 
@@ -19,7 +20,7 @@ def _counts_table(title: str, counts: dict[str, int]) -> Table:
     table.add_column("split")
     table.add_column("scenarios", justify="right")
     for split, count in counts.items():
-        table.add_row(split, str(count))
+        table.add_row(plain(split), str(count))
     return table
 
 
@@ -44,7 +45,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fetch, verify and convert MultiWOZ data, generate toolwoz-synth, print split counts."""
         console = Console()
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         try:
             with Progress(*columns, console=console, transient=True) as progress:
                 tasks: dict[str, int] = {}
@@ -60,7 +61,6 @@ def register(app: typer.Typer) -> None:
                 official_counts = prepare_official(official)
                 console.print(_counts_table("official ToolWOZ", official_counts))
         except (DataUnavailableError, FileNotFoundError) as error:
-            Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {error}", highlight=False)
-            raise typer.Exit(1) from None
+            fail(error)
 
     app.add_typer(data_app, name="data")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import pandas as pd
 import typer
@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from josh_core.analysis.bootstrap import DEFAULT_RESAMPLES
+from josh_core.cli.output import fail, plain
 from josh_core.analysis.errors import DEFAULT_TOP, ErrorReport, error_report
 from josh_core.analysis.leaderboard import leaderboard as leaderboard_frame
 from josh_core.analysis.metrics import MetricsReport, metrics_report, records
@@ -29,9 +30,8 @@ from josh_core.storage.db import Database
 Nodes = Enum("Nodes", {"ideal": "ideal", "all": "all"}, type=str)
 
 
-def _fail(message: str) -> None:
-    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(1)
+def _fail(message: str) -> NoReturn:
+    fail(message)
 
 
 def _print_json(value: object) -> None:
@@ -75,8 +75,9 @@ def _table(title: str, frame: pd.DataFrame, columns: dict[str, str], formats: di
         width = min(48, max([len(str(v)) for v in frame[column]] + [len(header)])) if i == 0 else None
         table.add_column(header, justify="right" if numeric else "left", min_width=width)
     for row in records(frame[list(columns)]):
+        # Cells hold names from outside (API names an agent made up, specs): plain text.
         table.add_row(
-            *[formats[c](v) if c in formats and v is not None else ("" if v is None else str(v))
+            *[plain(formats[c](v) if c in formats and v is not None else ("" if v is None else str(v)))
               for c, v in row.items()]
         )  # fmt: skip
     return table
@@ -96,7 +97,7 @@ def print_metrics(console: Console, report: MetricsReport) -> None:
     console.print(summary)
     if report.not_done:
         left = ", ".join(f"{count} {status}" for status, count in sorted(report.not_done.items()))
-        console.print(f"not counted: {left}")
+        console.print(plain(f"not counted: {left}"))
     rate = {"average_reward": _num, "success_rate": _pct, "completion_rate": _pct,
             "domain_success_rate": _pct}  # fmt: skip
     if report.per_domain:
@@ -138,7 +139,7 @@ def print_errors(console: Console, report: ErrorReport) -> None:
     )
     console.print(table)
     kinds = ", ".join(f"{kind} {count}" for kind, count in rates.error_kinds.items())
-    console.print(f"rejected calls by kind: {kinds}; unreadable generations: {rates.format_error_generations}")
+    console.print(plain(f"rejected calls by kind: {kinds}; unreadable generations: {rates.format_error_generations}"))
     if report.per_api:
         headers = {"api": "API", "calls": "calls", "failed_calls": "rejected",
                    "unknown_parameter": "unknown param", "invalid_value": "invalid value",
@@ -164,10 +165,10 @@ def print_errors(console: Console, report: ErrorReport) -> None:
 def print_evaluation(console: Console, evaluation: Evaluation) -> None:
     print_metrics(console, evaluation.metrics)
     print_errors(console, evaluation.errors)
-    console.print(
+    console.print(plain(
         f"run {evaluation.run_id} in {evaluation.db_path}: {evaluation.played} conversations in "
         f"{evaluation.seconds:.1f} s" + (f", {evaluation.failed} failed" if evaluation.failed else "")
-    )
+    ))
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -184,9 +185,9 @@ def register(app: typer.Typer) -> None:
         ),  # fmt: skip
         agent: str = typer.Option(DEFAULT_AGENT_SPEC, help="Agent SPEC."),
         user: str = typer.Option(DEFAULT_USER_SPEC, help="User simulator SPEC."),
-        style: str = typer.Option("react", help="Agent style: react | fc."),
+        style: str = typer.Option("auto", help="Agent style: auto (compact for the embedded model, react otherwise) | react | compact | fc."),
         temperature: Optional[float] = typer.Option(None, help="Agent sampling temperature."),
-        max_actions: int = typer.Option(5, "--max-actions", help="Cap on agent actions per turn."),
+        max_actions: Optional[int] = typer.Option(None, "--max-actions", help="Cap on agent actions per turn (default: 5 for react/fc, 3 for compact)."),
         base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint."),
         decoding: str = typer.Option(
             "auto", help="Agent actions: auto (grounded for local models, free for API models) | "
@@ -206,7 +207,8 @@ def register(app: typer.Typer) -> None:
         console = Console(stderr=True, highlight=False)
         from josh_core.cli.rollout_cmd import ProgressObserver
 
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn())
         with Progress(*columns, console=console, transient=as_json) as progress:
             observer = ProgressObserver(progress, console)
             try:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from josh_core.cli.output import fail, plain, styled
 from josh_core.extract import ExportOptions, export_dataset
 from josh_core.paths import default_db_path
 from josh_core.policies.factory import DEFAULT_AGENT_SPEC, DEFAULT_USER_SPEC, decoding_flags
@@ -40,9 +41,8 @@ def _flag(field: object) -> str:
     return {"max_actions_per_turn": "--max-actions"}.get(str(field), "--" + str(field).replace("_", "-"))
 
 
-def _fail(message: str) -> None:
-    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(1)
+def _fail(message: str) -> NoReturn:
+    fail(message)
 
 
 class ProgressObserver(RolloutObserver):
@@ -57,7 +57,7 @@ class ProgressObserver(RolloutObserver):
         self.nodes: dict[str, int] = {}
 
     def run_started(self, run_id: str, total: int, already_done: int) -> None:
-        self.console.print(f"run {run_id}: {total} conversations, {already_done} already done")
+        self.console.print(plain(f"run {run_id}: {total} conversations, {already_done} already done"))
         self.run_task = self.progress.add_task(f"run {run_id}", total=total, completed=already_done)
 
     def conversation_started(self, conversation_id: str, scenario_id: str, max_steps: int) -> None:
@@ -74,13 +74,16 @@ class ProgressObserver(RolloutObserver):
         task = self.tasks.pop(result.conversation_id, None)
         if task is not None:
             self.progress.remove_task(task)
+        # Scenario ids and error messages come from outside: plain text, never markup.
         if result.status == "done":
-            line = (
+            line = plain(
                 f"{result.scenario_id:<24} reward {result.reward:.2f}  nodes {result.nodes:4d}  "
                 f"{result.seconds:7.1f} s  ({result.stop_reason})"
             )
         else:
-            line = f"{result.scenario_id:<24} [red]FAILED[/red] after {result.seconds:.1f} s: {result.error}"
+            line = styled(
+                f"{result.scenario_id:<24} ", ("FAILED", "red"), f" after {result.seconds:.1f} s: {result.error}"
+            )
         self.console.print(line, highlight=False)
         if self.run_task is not None:
             self.progress.advance(self.run_task)
@@ -112,9 +115,9 @@ def register(app: typer.Typer) -> None:
         ),
         agent: str = typer.Option(DEFAULT_AGENT_SPEC, help="Agent SPEC."),
         user: str = typer.Option(DEFAULT_USER_SPEC, help="User simulator SPEC."),
-        style: str = typer.Option("react", help="Agent style: react | fc."),
+        style: str = typer.Option("auto", help="Agent style: auto (compact for the embedded model, react otherwise) | react | compact | fc."),
         temperature: Optional[float] = typer.Option(None, help="Agent sampling temperature."),
-        max_actions: int = typer.Option(5, "--max-actions", help="Cap on agent actions per turn."),
+        max_actions: Optional[int] = typer.Option(None, "--max-actions", help="Cap on agent actions per turn (default: 5 for react/fc, 3 for compact)."),
         base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint."),
         decoding: str = typer.Option(
             "auto", help="Agent actions: auto (grounded for local models, free for API models) | "
@@ -132,7 +135,7 @@ def register(app: typer.Typer) -> None:
         db_path = db or default_db_path()
         console = Console(highlight=False, soft_wrap=True)
         columns = (
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+            TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
         )
         with Progress(*columns, console=console, transient=False) as progress:
             observer = ProgressObserver(progress, console)
@@ -221,4 +224,4 @@ def _summary(console: Console, result: RunResult) -> None:
         )
     elif failed:
         console.print(f"{failed} conversations failed")
-    console.print(f"run {result.run_id} in {result.db_path}")
+    console.print(plain(f"run {result.run_id} in {result.db_path}"))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import NoReturn, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from josh_core.cli.output import fail, plain, styled
 from josh_core.toolwoz.data import DataUnavailableError, load_goal_model
 from josh_core.toolwoz.env import score_calls
 from josh_core.toolwoz.scenarios import get_scenario, load_scenario_file, load_split
@@ -22,9 +23,8 @@ SplitChoice = Enum("SplitChoice", {s.replace("-", "_"): s for s in SPLITS}, type
 SourceChoice = Enum("SourceChoice", {"synth": "synth", "official": "official"}, type=str)
 
 
-def _fail(message: str) -> None:
-    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(1)
+def _fail(message: str) -> NoReturn:
+    fail(message)
 
 
 def _source(source: Optional[SourceChoice]) -> Optional[str]:
@@ -71,7 +71,7 @@ def _stats_tables(stats: list[SplitStats], expected) -> list[Table]:
         combos.add_column(s.split, justify="right")
     combos.add_column("goal model", justify="right")
     for key, p in expected.combinations.items():
-        combos.add_row(key, *[_pct(s.combinations.get(key, 0) / max(s.scenarios, 1)) for s in stats], _pct(p))
+        combos.add_row(plain(key), *[_pct(s.combinations.get(key, 0) / max(s.scenarios, 1)) for s in stats], _pct(p))
 
     goals = Table(title="Goal calls per scenario")
     goals.add_column("goal calls")
@@ -128,14 +128,14 @@ def register(app: typer.Typer) -> None:
             _print_json(scenario.model_dump(mode="json"))
             return
         console = Console()
-        console.print(f"[bold]{scenario.id}[/bold]  ({scenario.source}; {', '.join(scenario.domains)})")
+        console.print(styled((scenario.id, "bold"), f"  ({scenario.source}; {', '.join(scenario.domains)})"))
         for sentence in scenario.instructions:
-            console.print(f"  {sentence}", highlight=False)
+            console.print(plain(f"  {sentence}"), highlight=False)
         table = Table(title="Goal calls")
         table.add_column("id")
         table.add_column("parameters")
         for goal_id, call in zip(scenario.goal_call_ids(), scenario.goal_calls):
-            table.add_row(goal_id, json.dumps(call.parameters, ensure_ascii=False))
+            table.add_row(plain(goal_id), plain(json.dumps(call.parameters, ensure_ascii=False)))
         console.print(table)
 
     @toolwoz.command("score")
