@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -325,14 +326,42 @@ def extract_rows(
 
 
 def write_jsonl(rows: Iterable[dict[str, Any]], path: str | Path) -> int:
+    """Write rows as JSONL through a temporary file beside `path`, moved into place only
+    once every row is written: a failure leaves an old `path` as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     count = 0
-    with path.open("w", encoding="utf-8") as out:
-        for row in rows:
-            out.write(json.dumps(row, ensure_ascii=False) + "\n")
-            count += 1
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            for row in rows:
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                count += 1
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return count
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def check_output_path(out: str | Path, db_path: str | Path) -> None:
+    """Refuse an output that is the database itself (or its WAL): ValueError."""
+    out, db_path = Path(out), Path(db_path)
+    for protected in (db_path, db_path.with_name(db_path.name + ".wal")):
+        if _same_file(out, protected):
+            raise ValueError(f"--out {out} is the database {protected}: choose another output file")
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder: give a file name")
 
 
 # -- from the database ------------------------------------------------------------------------
@@ -346,6 +375,8 @@ class ExportSummary(BaseModel):
     rows: int
     conversations: int  # conversations that gave at least one row
     considered: int  # finished conversations that passed the reward filter
+    recorded: bool = True  # the export was recorded in the database's `exports` table
+    note: str | None = None  # why it was not
 
 
 def load_sources(
@@ -397,26 +428,41 @@ def export_dataset(
     out: str | Path,
     run_id: str | None = None,
 ) -> ExportSummary:
-    """Extract, write JSONL and record the export in the database."""
-    from josh_core.storage import writes
+    """Extract, write JSONL and record the export in the database.
 
+    The output is refused if it is the database; it is written aside and moved into place
+    when complete. A `run_id` that is not in the database is a KeyError. The export is
+    recorded without creating or migrating the schema; when the database cannot be written
+    (read-only file, lock held) the JSONL stands and the summary says it was not recorded."""
+    from josh_core.storage import reads, writes
+    from josh_core.storage.db import Database, DatabaseError
+
+    check_output_path(out, db.path)
+    if run_id is not None:
+        reads.get_run(db, run_id)  # KeyError: no such run
     sources = load_sources(
         db, run_id=run_id, use_annotations=options.use_annotations, min_reward=options.min_reward,
         prompt=options.prompt,
     )
     stats = ExtractStats()
     count = write_jsonl(iter_rows(sources, options, stats), out)
-    export_id = writes.record_export(
-        db,
-        kind=options.kind,
-        format=options.format,
-        path=str(Path(out).resolve()),
-        run_id=run_id,
-        options=options.model_dump(),
-        rows=count,
-        conversations=stats.conversations,
-    )
+    export_id, note = "", None
+    try:
+        export_id = writes.record_export(
+            Database(db.path, migrate=False),
+            kind=options.kind,
+            format=options.format,
+            path=str(Path(out).resolve()),
+            run_id=run_id,
+            options=options.model_dump(),
+            rows=count,
+            conversations=stats.conversations,
+        )
+    except DatabaseError as error:
+        note = f"the export was not recorded in the database: {error}"
     return ExportSummary(
+        recorded=note is None,
+        note=note,
         export_id=export_id,
         path=str(out),
         kind=options.kind,

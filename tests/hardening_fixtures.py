@@ -103,3 +103,38 @@ def simple_scripts(folder: Path, scenarios: list[dict], goal: bool = True) -> tu
     user = write_json(folder / "user.json", {"turns": ["Hello, I need help.", "Thanks, that is all."]})
     scenario_file = write_json(folder / "scenarios.json", scenarios)
     return scenario_file, agent, user
+
+
+def stored_run(folder: Path, name: str = "runs.duckdb", limit: int = 2) -> tuple[Path, str]:
+    """A database with one finished plain run of real scenarios played by script policies
+    (the first scenario's first goal is reached, so exports have rows)."""
+    from josh_core.rollout import RolloutConfig, start_run
+    from josh_core.toolwoz.scenarios import load_split
+
+    scenarios = load_split("train", limit=limit)
+    _, agent, user = simple_scripts(folder, [s.model_dump(mode="json") for s in scenarios])
+    db_path = folder / name
+    config = RolloutConfig(josh=True, agent=f"script:{agent}", user=f"script:{user}", max_turns=2)
+    result = start_run(db_path, scenarios, config)
+    return db_path, result.run_id
+
+
+def foreign_duckdb(path: Path) -> Path:
+    """A DuckDB file that is not a JOSH database (someone else's table)."""
+    import duckdb
+
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE measurements (x INTEGER)")
+    con.execute("INSERT INTO measurements VALUES (1), (2)")
+    con.close()
+    return path
+
+
+def tables_of(path: Path) -> list[str]:
+    import duckdb
+
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return sorted(r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall())
+    finally:
+        con.close()

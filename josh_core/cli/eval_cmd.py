@@ -25,7 +25,7 @@ from josh_core.paths import default_db_path
 from josh_core.policies.factory import DEFAULT_AGENT_SPEC, DEFAULT_USER_SPEC, decoding_flags
 from josh_core.storage.locks import RunBusy
 from josh_core.rollout import RolloutConfig
-from josh_core.storage.db import Database
+from josh_core.storage.db import Database, DatabaseError
 
 Nodes = Enum("Nodes", {"ideal": "ideal", "all": "all"}, type=str)
 
@@ -51,10 +51,19 @@ def _sizes(text: Optional[str]) -> Optional[list[int]]:
 
 
 def _existing_db(db: Optional[Path]) -> Database:
+    """The database a read command reads: opened read-only (never created or migrated), and
+    checked now so that a file that is not a JOSH database fails with a plain message."""
     path = db or default_db_path()
     if not Path(path).exists():
         _fail(f"no database at {path}")
-    return Database(path)
+    if Path(path).is_dir():
+        _fail(f"{path} is a folder, not a database file")
+    database = Database(path, read_only=True)
+    try:
+        database.read(lambda con: None)
+    except DatabaseError as error:
+        _fail(str(error))
+    return database
 
 
 def _pct(value: float | None) -> str:
@@ -254,8 +263,10 @@ def register(app: typer.Typer) -> None:
             report = metrics_report(
                 database, run, bootstrap_sizes=_sizes(bootstrap_sizes), resamples=resamples, seed=seed
             )
-        except (KeyError, ValueError) as error:
-            _fail(str(error).strip("'\""))
+        except KeyError as error:
+            _fail(str(error.args[0]) if error.args else str(error))
+        except (ValueError, DatabaseError) as error:
+            _fail(str(error))
         if as_json:
             _print_json(report.model_dump(mode="json"))
         else:
@@ -275,8 +286,10 @@ def register(app: typer.Typer) -> None:
         database = _existing_db(db)
         try:
             report = error_report(database, run, nodes=nodes.value, top=top or None)
-        except (KeyError, ValueError) as error:
-            _fail(str(error).strip("'\""))
+        except KeyError as error:
+            _fail(str(error.args[0]) if error.args else str(error))
+        except (ValueError, DatabaseError) as error:
+            _fail(str(error))
         if as_json:
             _print_json(report.model_dump(mode="json"))
         else:
@@ -290,7 +303,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Compare the evaluations stored in a database, best Average Reward first."""
         database = _existing_db(db)
-        frame = leaderboard_frame(database, kinds=("plain", "josh") if include_josh else ("plain",))
+        try:
+            frame = leaderboard_frame(database, kinds=("plain", "josh") if include_josh else ("plain",))
+        except DatabaseError as error:
+            _fail(str(error))
         if as_json:
             _print_json(records(frame))
             return

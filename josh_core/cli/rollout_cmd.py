@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from josh_core.cli.output import fail, plain, styled
+from josh_core.cli.output import fail, plain, styled, warn
 from josh_core.extract import ExportOptions, export_dataset
 from josh_core.paths import default_db_path
 from josh_core.policies.factory import DEFAULT_AGENT_SPEC, DEFAULT_USER_SPEC, decoding_flags
@@ -24,7 +24,7 @@ from josh_core.rollout import (
     start_run,
 )
 from josh_core.search.engine import StepEvent
-from josh_core.storage.db import Database
+from josh_core.storage.db import Database, DatabaseError
 from josh_core.storage.locks import RunBusy
 
 Kind = Enum("Kind", {"sft": "sft", "kto": "kto", "dpo": "dpo"}, type=str)
@@ -202,9 +202,14 @@ def register(app: typer.Typer) -> None:
             prompt="system" if system_only else "agent",
         )
         try:
-            summary = export_dataset(Database(db), options, out, run_id=run)
-        except ValueError as error:
+            # Export only reads: a read-only handle never creates or migrates a schema.
+            summary = export_dataset(Database(db, read_only=True), options, out, run_id=run)
+        except KeyError as error:
+            _fail(str(error.args[0]) if error.args else str(error))
+        except (ValueError, DatabaseError, OSError) as error:
             _fail(str(error))
+        if summary.note:
+            warn(summary.note)
         typer.echo(
             f"wrote {summary.rows} {summary.kind} rows ({summary.format}) from "
             f"{summary.conversations} of {summary.considered} finished conversations to {out}"

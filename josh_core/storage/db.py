@@ -23,6 +23,15 @@ while the app (another process) must read the same file. So nobody keeps a file 
 - Within a process a lock serialises operations on the shared instance (threads, the app's
   sessions, the async writer).
 
+Schema guard. A database records its schema version (`schema_migrations`). A handle opened
+for writing migrates a database older than the code (`LATEST_VERSION`, the last of
+`MIGRATIONS`); every handle refuses a database newer than the code (`SchemaTooNew`) and a
+DuckDB file that holds other tables but no JOSH schema (`NotAJoshDatabase`), before reading or
+writing anything. A `read_only` handle (the read commands: export, metrics, errors,
+leaderboard) never writes: it reads an older schema as it is and refuses a file with no JOSH
+schema at all. Files DuckDB cannot open (not DuckDB, empty) and files that cannot be written
+raise `DatabaseError` subclasses with a plain message instead of DuckDB's exceptions.
+
 bench/bench_engine.py measures the cost (bench/results/engine.md).
 """
 
@@ -50,8 +59,24 @@ _instance_lock = threading.RLock()
 _instance: duckdb.DuckDBPyConnection | None = None
 
 
-class DatabaseBusy(RuntimeError):
+class DatabaseError(RuntimeError):
+    """A database file the workbench cannot use; the message says why, for people."""
+
+
+class DatabaseBusy(DatabaseError):
     """Another process kept the database file locked for longer than the lock timeout."""
+
+
+class NotAJoshDatabase(DatabaseError):
+    """The file is not a DuckDB database, is empty, or holds no JOSH schema."""
+
+
+class SchemaTooNew(DatabaseError):
+    """The database was written by a newer version of the workbench than this code."""
+
+
+class DatabaseReadOnly(DatabaseError):
+    """The database file (or its folder) cannot be written."""
 
 
 def _shared_instance() -> duckdb.DuckDBPyConnection:
@@ -75,12 +100,52 @@ def lock_timeout() -> float:
     return float(os.environ.get("JOSH_DB_LOCK_TIMEOUT", "60"))
 
 
+def _open_error(path: Path, error: duckdb.Error, read_only: bool) -> DatabaseError:
+    """A plain error for a file DuckDB could not attach (not a lock conflict)."""
+    text = str(error)
+    lowered = text.lower()
+    if "not a valid duckdb database" in lowered:
+        try:
+            empty = path.stat().st_size == 0
+        except OSError:
+            empty = False
+        what = "an empty file" if empty else "not a DuckDB database file"
+        return NotAJoshDatabase(f"{path} is {what}, not a JOSH database; give another --db")
+    if not read_only and any(
+        word in lowered for word in ("permission denied", "read-only", "read only", "readonly")
+    ):
+        return DatabaseReadOnly(f"{path} cannot be written ({text.splitlines()[0]})")
+    return DatabaseError(f"{path} could not be opened: {text.splitlines()[0] if text else type(error).__name__}")
+
+
+def _schema_state(con: duckdb.DuckDBPyConnection, path: Path) -> int:
+    """The attached database's schema version; raises for a foreign or too new database."""
+    version = current_version(con)
+    if version == 0:
+        tables = con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_catalog = current_database()"
+        ).fetchone()[0]
+        if tables:
+            raise NotAJoshDatabase(f"{path} is a DuckDB file without the JOSH schema: not a JOSH database")
+    if version > LATEST_VERSION:
+        raise SchemaTooNew(
+            f"{path} has schema version {version}, newer than this code's {LATEST_VERSION}: it was "
+            "written by a newer JOSH Workbench; upgrade to read or write it"
+        )
+    return version
+
+
 class Database:
     """A DuckDB file used through short attach/detach operations (see module docstring)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, read_only: bool = False, migrate: bool = True):
+        """`read_only`: never write (refuse writes, never migrate). `migrate=False`: write
+        into an existing JOSH database without creating or migrating its schema."""
         self.path = Path(path)
-        self._schema_checked = False
+        self.read_only = read_only
+        self.migrate = migrate and not read_only
+        self._schema_checked = False  # read side: the version was checked
+        self._write_checked = False  # write side: the schema was checked (and migrated)
         self.stats = {"writes": 0, "reads": 0, "lock_waits": 0, "checkpoints": 0}
 
     def __repr__(self) -> str:
@@ -105,7 +170,7 @@ class Database:
                 except duckdb.Error as error:
                     if not _is_lock_error(error):
                         con.close()
-                        raise
+                        raise _open_error(self.path, error, read_only) from error
                     if time.monotonic() >= deadline:
                         con.close()
                         raise DatabaseBusy(
@@ -128,12 +193,22 @@ class Database:
 
     def write(self, fn: Callable[[duckdb.DuckDBPyConnection], T], checkpoint: bool = False) -> T:
         """Run `fn` in one write transaction (migrating the schema first if needed)."""
+        if self.read_only:
+            raise DatabaseReadOnly(f"{self.path} was opened read-only")
         if not self.path.parent.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise DatabaseReadOnly(f"{self.path.parent} cannot be created ({error.strerror})") from error
         with self._attached(read_only=False) as con:
-            if not self._schema_checked:
-                migrate(con)
-                self._schema_checked = True
+            if not self._write_checked:
+                version = _schema_state(con, self.path)
+                if version < LATEST_VERSION:
+                    if not self.migrate and version == 0:
+                        raise NotAJoshDatabase(f"{self.path} holds no JOSH schema: not a JOSH database")
+                    if self.migrate:
+                        migrate(con)
+                self._write_checked = self._schema_checked = True
             con.execute("BEGIN TRANSACTION")
             try:
                 result = fn(con)
@@ -163,8 +238,10 @@ class Database:
 
     def _check_schema(self) -> None:
         with self._attached(read_only=True) as con:
-            version = current_version(con)
-        if version < LATEST_VERSION:
+            version = _schema_state(con, self.path)
+        if version == 0 and (self.read_only or not self.migrate):
+            raise NotAJoshDatabase(f"{self.path} holds no JOSH data: not a JOSH database")
+        if version < LATEST_VERSION and self.migrate:
             self.ensure_schema()  # migrations need a write attachment
         self._schema_checked = True
 
