@@ -1,0 +1,342 @@
+"""One training: data -> TRL trainer (SFT / KTO / DPO) with LoRA -> an adapter an agent SPEC loads.
+
+`train(kind, data, base, out, ...)` is the entry point the CLI, the self-training loop and the
+app call. It
+
+1. reads and checks the exported JSONL (`TrainingDataError` when it cannot be used),
+2. resolves the configuration (defaults < config file < overrides; `TrainingConfigError`),
+3. records a `trainings` row (status 'running') when a database is given,
+4. loads the base of the agent SPEC with a fresh LoRA adapter, or continues `@ADAPTER_DIR`,
+5. trains, streaming every log (step, loss, learning rate, ...) to `<out>/metrics.jsonl`, to the
+   row's `metrics` and to `on_log`,
+6. saves the adapter, the tokenizer and `josh_training.json` into `out`, so `embedded@OUT` or
+   `hf:PATH@OUT` plays the trained agent, and closes the row ('done', or 'failed' with the error).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from josh_core.train.config import (
+    DPOTrainConfig,
+    KTOTrainConfig,
+    TrainConfig,
+    TrainingConfigError,
+    build_config,
+    check_kind,
+)
+from josh_core.train.data import TrainingData, TrainingDataError, load_training_data
+from josh_core.train.model import BaseModelSpec, Precision, choose_precision, load_model, load_tokenizer, resolve_base
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+TRAINING_FILE = "josh_training.json"
+
+LogCallback = Callable[[dict[str, Any]], None]
+
+
+class TrainingResult(BaseModel):
+    training_id: str
+    kind: str
+    base: str  # the agent SPEC trained from (may carry @ADAPTER_DIR)
+    base_model: str  # the transformers model it resolved to
+    adapter_dir: str  # load it as embedded@DIR / hf:PATH@DIR
+    data_path: str
+    data_hash: str  # sha256 of the JSONL
+    examples: int  # rows in the JSONL
+    steps: int  # optimiser steps taken
+    losses: list[float] = Field(default_factory=list)  # the loss of every logged step
+    final_loss: float | None = None
+    seconds: float
+    status: Literal["done", "failed"] = "done"
+    metrics_path: str
+    notes: list[str] = Field(default_factory=list)  # e.g. "load_in_4bit ignored: no CUDA device"
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _finite(value: Any) -> Any:
+    """JSON-safe metrics: NaN / inf become None (DuckDB's JSON and browsers reject them)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _trainer_callback_class():
+    from transformers import TrainerCallback
+
+    class MetricsRecorder(TrainerCallback):
+        """Streams every log to metrics.jsonl, the trainings row and `on_log`."""
+
+        def __init__(self, metrics_path: Path, db: Any, training_id: str, on_log: LogCallback | None,
+                     started: float):
+            self.metrics_path = metrics_path
+            self.db = db
+            self.training_id = training_id
+            self.log_fn = on_log  # not `on_log`: that name is the callback method
+            self.started = started
+            self.records: list[dict[str, Any]] = []
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            record = {
+                "step": state.global_step,
+                "max_steps": state.max_steps,
+                "epoch": _finite(state.epoch),
+                "seconds": round(time.perf_counter() - self.started, 3),
+                **{k: _finite(v) for k, v in (logs or {}).items()},
+            }
+            self.records.append(record)
+            with self.metrics_path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+            if self.db is not None:
+                from josh_core.storage.trainings import update_training_metrics
+
+                try:
+                    update_training_metrics(self.db, self.training_id, self.records)
+                except Exception as error:  # a busy database must not stop the training
+                    log.warning("could not update training %s in %s: %s", self.training_id, self.db.path, error)
+            if self.log_fn is not None:
+                self.log_fn(dict(record))
+
+    return MetricsRecorder
+
+
+def _checkpointing_argument() -> str:
+    """transformers 5.x renamed `gradient_checkpointing` to `activation_checkpointing` (the old
+    name warns); older 5.x releases know only the old one."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
+def trl_arguments(config: TrainConfig, precision: Precision, out: Path) -> dict[str, Any]:
+    """The TrainingArguments shared by the three TRL configs."""
+    args: dict[str, Any] = {
+        "output_dir": str(out),
+        "learning_rate": config.learning_rate,
+        "num_train_epochs": config.num_train_epochs,
+        "max_steps": config.max_steps,
+        "per_device_train_batch_size": config.per_device_train_batch_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "max_length": config.max_length,
+        "seed": config.seed,
+        "warmup_steps": config.warmup_steps,
+        "lr_scheduler_type": config.lr_scheduler_type,
+        "weight_decay": config.weight_decay,
+        "logging_steps": config.logging_steps,
+        "bf16": precision.bf16,
+        "fp16": precision.fp16,
+        _checkpointing_argument(): precision.gradient_checkpointing,
+        "report_to": "none",
+        "save_strategy": "no",  # the adapter is saved once at the end (trl_args may change this)
+        "disable_tqdm": True,  # progress goes through callbacks (the CLI draws a rich bar)
+    }
+    args.update(config.trl_args)
+    return args
+
+
+def _build_trainer(kind: str, model, tokenizer, data: TrainingData, config: TrainConfig,
+                   args: dict[str, Any], callbacks: list):
+    if kind == "sft":
+        from josh_core.train.sft import build_sft_trainer
+
+        return build_sft_trainer(model, tokenizer, data, args, callbacks)
+    if kind == "kto":
+        from josh_core.train.kto import build_kto_trainer
+
+        assert isinstance(config, KTOTrainConfig)
+        return build_kto_trainer(model, tokenizer, data, args, callbacks, config)
+    from josh_core.train.dpo import build_dpo_trainer
+
+    assert isinstance(config, DPOTrainConfig)
+    return build_dpo_trainer(model, tokenizer, data, args, callbacks, config)
+
+
+def _resolved_config(config: TrainConfig, precision: Precision, data: TrainingData) -> dict[str, Any]:
+    resolved = config.to_dict()
+    if isinstance(config, KTOTrainConfig):
+        from josh_core.train.kto import kto_weights
+
+        desirable, undesirable = kto_weights(config, data)
+        n_desirable, n_undesirable = data.label_counts()
+        resolved.update(desirable_weight=desirable, undesirable_weight=undesirable,
+                        desirable_rows=n_desirable, undesirable_rows=n_undesirable)
+    resolved["precision"] = {
+        "bf16": precision.bf16, "fp16": precision.fp16, "load_in_4bit": precision.four_bit,
+        "gradient_checkpointing": precision.gradient_checkpointing, "dtype": str(precision.dtype),
+    }
+    return resolved
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for package in ("trl", "peft", "transformers", "torch"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _save_adapter(trainer, tokenizer, out: Path) -> None:
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    # Only the trained adapter: KTO / DPO add a frozen "ref" copy when continuing an adapter.
+    model.save_pretrained(str(out), selected_adapters=["default"])
+    tokenizer.save_pretrained(str(out))
+
+
+def run_training(
+    kind: str,
+    data: str | Path,
+    base: str,
+    out: str | Path,
+    *,
+    overrides: dict[str, Any] | None = None,
+    config_file: str | Path | None = None,
+    db: str | Path | None = None,
+    on_log: LogCallback | None = None,
+    callbacks: list | None = None,
+) -> TrainingResult:
+    """`train` with extra transformers `TrainerCallback`s (the CLI's progress bar)."""
+    from josh_core.storage import trainings
+    from josh_core.storage.db import Database
+
+    started = time.perf_counter()
+    kind = check_kind(kind)
+    training_data = load_training_data(data, kind)
+    config = build_config(kind, config_file, overrides)
+    base_spec: BaseModelSpec = resolve_base(base)
+    out = Path(out)
+    if base_spec.adapter is not None and out.resolve() == Path(base_spec.adapter).resolve():
+        raise TrainingConfigError("--out must differ from the adapter being continued")
+    out.mkdir(parents=True, exist_ok=True)
+    metrics_path = out / METRICS_FILE
+    metrics_path.write_text("")
+    precision = choose_precision(config)
+    for note in precision.notes:
+        log.warning(note)
+    resolved = _resolved_config(config, precision, training_data)
+
+    database = Database(db) if db is not None else None
+    training_id = trainings.new_training_id()
+    created_at = _now()
+    if database is not None:
+        trainings.create_training(
+            database, kind=kind, base=base, data_path=str(training_data.path.resolve()),
+            data_hash=training_data.sha256, examples=training_data.examples, config=resolved,
+            adapter_path=str(out.resolve()), training_id=training_id,
+        )
+    recorder = _trainer_callback_class()(metrics_path, database, training_id, on_log, started)
+    try:
+        tokenizer = load_tokenizer(base_spec.model_path)
+        model = load_model(base_spec, config, precision)
+        args = trl_arguments(config, precision, out)
+        trainer = _build_trainer(kind, model, tokenizer, training_data, config, args,
+                                 [recorder, *(callbacks or [])])
+        from transformers import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(PrinterCallback)  # logs reach callers through on_log instead
+        trainer.remove_callback(ProgressCallback)
+        if len(trainer.train_dataset) == 0:
+            raise TrainingDataError(
+                f"no example of {training_data.path} fits in max_length={config.max_length} tokens "
+                "(prompts alone are longer); raise max_length"
+            )
+        trainer.train()
+        _save_adapter(trainer, tokenizer, out)
+        steps = trainer.state.global_step
+    except BaseException as error:
+        if database is not None:
+            try:
+                trainings.finish_training(
+                    database, training_id, status="failed", seconds=time.perf_counter() - started,
+                    metrics=recorder.records, error=f"{type(error).__name__}: {error}",
+                )
+            except Exception as db_error:
+                log.warning("could not record the failure of training %s: %s", training_id, db_error)
+        raise
+
+    seconds = time.perf_counter() - started
+    losses = [float(r["loss"]) for r in recorder.records if r.get("loss") is not None]
+    summary = next((r for r in reversed(recorder.records) if "train_loss" in r), {})
+    result = TrainingResult(
+        training_id=training_id,
+        kind=kind,
+        base=base,
+        base_model=base_spec.model_path,
+        adapter_dir=str(out.resolve()),
+        data_path=str(training_data.path.resolve()),
+        data_hash=training_data.sha256,
+        examples=training_data.examples,
+        steps=steps,
+        losses=losses,
+        final_loss=losses[-1] if losses else None,
+        seconds=round(seconds, 3),
+        metrics_path=str(metrics_path.resolve()),
+        notes=precision.notes,
+    )
+    manifest = {
+        "training_id": training_id,
+        "kind": kind,
+        "base": base,
+        "base_model": base_spec.model_path,
+        "continued_from": base_spec.adapter,
+        "data": {"path": result.data_path, "sha256": training_data.sha256, "examples": training_data.examples},
+        "config": resolved,
+        "metrics": {
+            "steps": steps, "final_loss": result.final_loss, "train_loss": summary.get("train_loss"),
+            "losses": losses, "seconds": result.seconds,
+        },
+        "versions": _versions(),
+        "created_at": created_at.isoformat(),
+        "finished_at": _now().isoformat(),
+    }
+    (out / TRAINING_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    if database is not None:
+        trainings.finish_training(database, training_id, status="done", seconds=seconds, metrics=recorder.records)
+    return result
+
+
+def train(
+    kind: str,
+    data: str | Path,
+    base: str,
+    out: str | Path,
+    *,
+    overrides: dict | None = None,
+    config_file: str | Path | None = None,
+    db: str | Path | None = None,
+    on_log: Callable[[dict], None] | None = None,
+) -> TrainingResult:
+    """Train a LoRA adapter on exported JSONL and save it where an agent SPEC loads it.
+
+    kind: "sft" | "kto" | "dpo"; data: a `josh export` JSONL of that kind; base: the agent SPEC
+    to start from (`embedded`, `hf:PATH`, either with `@ADAPTER_DIR` to continue an adapter);
+    out: the adapter directory to write (then `embedded@OUT` / `hf:PATH@OUT` is the trained
+    agent). overrides / config_file: settings over the kind's defaults (see
+    `josh_core.train.config`). db: a DuckDB file to record the training in (`trainings` table,
+    metrics updated as logs arrive); None records nothing. on_log: called with every logged
+    dict (step, max_steps, loss, learning_rate, ...).
+
+    Raises TrainingDataError / TrainingConfigError (plain messages) for unusable data or
+    settings; other errors propagate after the row is marked 'failed'.
+    """
+    return run_training(kind, data, base, out, overrides=overrides, config_file=config_file, db=db,
+                        on_log=on_log)
