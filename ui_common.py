@@ -1,92 +1,399 @@
-"""Helpers shared by the Streamlit pages (the only Streamlit code beside app.py and pages/).
+"""The app's frame and the helpers its pages share (the only Streamlit code beside app.py and
+app_pages/).
 
-Pages read storage through `josh_core.storage` and never write SQL; every model-generated
-string shown as HTML goes through `html.escape` here.
+The frame (`frame()`, called by app.py before any page runs) owns the database choice: one
+sidebar field for every page, kept in `st.session_state` and in the URL (`?db=PATH`), so
+moving between pages, reloading, or opening a link in a new tab keeps it. Pages read storage
+through `josh_core` functions and never write SQL.
+
+Model text is untrusted. It is shown with `st.text`, or as HTML built here with every value
+through `html.escape`, or in Markdown contexts (labels, captions) through `md()`, which
+escapes every Markdown control character so `![](http://x/y.png)` stays text.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import os
+import re
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
 
 import streamlit as st
 
+from josh_core.analysis.transcript import CallView, GoalRow, TurnView, goal_word
 from josh_core.paths import default_db_path
 from josh_core.storage.db import Database
-from josh_core.treeviz import LABEL_COLORS, LABEL_MEANINGS
+from josh_core.treeviz import LABEL_COLORS, LABEL_HELP, LABEL_WORDS
+
+ROOT = Path(__file__).resolve().parent
+ASSETS = ROOT / "assets"
+
+DB_KEY = "josh_db"  # the chosen database path (a plain session key: survives page changes)
+DB_FIELD = "josh_db_field"  # the sidebar field (drawn by app.py, so one widget on every page)
+DB_IN_URL = "josh_db_in_url"  # the value this session last wrote to the URL
+
+
+# -- Markdown and HTML safety ------------------------------------------------------------------
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&=^\"'])")
+
+
+def md(text: Any) -> str:
+    """Untrusted text for a Markdown context (labels, captions): every control character
+    escaped, line breaks folded, so it renders as the same characters and nothing else."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(text).split()))
+
+
+def esc(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+# -- the frame: one database for every page --------------------------------------------------
+
+
+def frame() -> None:
+    """Styles and the database field; app.py calls it on every run before the page."""
+    st.html(ASSETS / "app.css")
+    _choose_database()
+
+
+def _adopt_field() -> None:
+    st.session_state[DB_KEY] = st.session_state[DB_FIELD].strip()
+
+
+def _choose_database() -> None:
+    linked = st.query_params.get("db")
+    if DB_KEY not in st.session_state:
+        st.session_state[DB_KEY] = linked or os.environ.get("JOSH_DB") or str(default_db_path())
+    elif linked and linked != st.session_state.get(DB_IN_URL):
+        # A link or a pasted URL naming a database (not the value this session wrote).
+        st.session_state[DB_KEY] = linked
+    if st.session_state.get(DB_FIELD) != st.session_state[DB_KEY]:
+        st.session_state[DB_FIELD] = st.session_state[DB_KEY]
+    st.sidebar.text_input(
+        "Database", key=DB_FIELD, on_change=_adopt_field,
+        help="A DuckDB file written by `josh rollout` / `josh eval`. Kept for every page and in the URL.",
+    )  # fmt: skip
+    path = st.session_state[DB_KEY]
+    if st.query_params.get("db") != path:
+        st.query_params["db"] = path
+    st.session_state[DB_IN_URL] = path
+    state, message = check_database(path)
+    if state != "ok":
+        st.sidebar.caption(message)
+
+
+def check_database(path: str) -> tuple[str, str]:
+    """("ok" | "empty" | "missing" | "folder" | "invalid", message for a person)."""
+    if not path.strip():
+        return "empty", "Enter the path of a DuckDB file."
+    target = Path(path).expanduser()
+    if target.is_dir():
+        return "folder", f"{path} is a folder, not a database file."
+    if not target.exists():
+        return "missing", f"No database at {path} yet: the Launch page creates it."
+    stamp = target.stat().st_mtime_ns
+    return _probe(str(target), stamp)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _probe(path: str, stamp: int) -> tuple[str, str]:
+    from josh_core.storage import reads
+
+    try:
+        reads.schema_version(Database(path))
+    except Exception as error:  # noqa: BLE001 - any failure means "not a usable database"
+        return "invalid", f"{path} could not be opened as a JOSH database: {error}"
+    return "ok", ""
 
 
 def database_path() -> str:
-    """The database path chosen in the sidebar (default: $JOSH_DB, set by `josh ui --db`)."""
-    if "db_path" not in st.session_state:
-        st.session_state["db_path"] = os.environ.get("JOSH_DB") or str(default_db_path())
-    return st.sidebar.text_input("Database", key="db_path")
+    """The chosen path, whether or not a file is there yet (the Launch page creates it)."""
+    return st.session_state.get(DB_KEY) or os.environ.get("JOSH_DB") or str(default_db_path())
 
 
-def database() -> Database | None:
-    """The chosen database, or None (with a hint) when the file does not exist yet."""
+def require_database() -> Database:
+    """The chosen database, or a message in the page and a stop."""
     path = database_path()
-    if not Path(path).exists():
-        st.info(
-            f"No database at `{path}` yet. Run a rollout first, e.g. "
-            "`josh rollout --josh --split train --limit 1 --db josh.duckdb`."
-        )
-        return None
-    return Database(path)
+    state, message = check_database(path)
+    if state == "ok":
+        return Database(Path(path).expanduser())
+    if state == "missing":
+        st.info(message + " Start a rollout there, e.g. `josh rollout --josh --split train --limit 1 --db "
+                + md(path) + "`.")
+    else:
+        st.error(message)
+    st.stop()
 
 
-def legend() -> None:
-    chips = " ".join(
-        f'<span style="background:{fill};border:1px solid {border};border-radius:4px;'
-        f'padding:1px 6px;margin-right:6px" title="{html.escape(LABEL_MEANINGS[label])}">'
-        f"{html.escape(label)}</span>"
-        for label, (fill, border) in LABEL_COLORS.items()
-    )
-    st.markdown(chips, unsafe_allow_html=True)
+def page_url(page: str, **params: Any) -> str:
+    """A link to another page that keeps the database (`page` as in its URL, e.g. "trees")."""
+    query = {"db": database_path(), **{k: v for k, v in params.items() if v is not None}}
+    return f"/{page}?{urlencode(query)}"
 
 
-def escaped_block(text: str) -> None:
-    """Show untrusted text verbatim (no markdown, no HTML)."""
-    st.text(text)
+def page_link(page_file: str, label: str, **params: Any) -> None:
+    query = {"db": database_path(), **{k: str(v) for k, v in params.items() if v is not None}}
+    st.page_link(page_file, label=label, query_params=query)
+
+
+# -- shared pickers and numbers ----------------------------------------------------------------
 
 
 def fmt_reward(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
-def pick_conversation(db: Database):
-    """Sidebar pickers for a run and one of its conversations (None when there is none)."""
+def share(count: int, total: int) -> str:
+    """"2 of 18 (11%)" for a count-like metric."""
+    if not total:
+        return f"{count} of 0"
+    return f"{count} of {total} ({100 * count / total:.0f}%)"
+
+
+def pick_run(db: Database, label: str = "Run", allow_all: bool = True, key: str = "run") -> str | None:
+    """A run id, or None for every run of the database (kept in the URL as `?run=`)."""
+    from josh_core.storage import reads
+
+    runs = reads.list_runs(db)
+    ids = [r.id for r in runs]
+    options = ([None] if allow_all else []) + ids
+    if not ids:
+        return None
+    linked = st.query_params.get("run")
+    index = options.index(linked) if linked in options else (0 if allow_all else len(options) - 1)
+    describe = {r.id: f"{r.id} · {r.kind} · {r.agent_spec or ''}" for r in runs}
+    chosen = st.sidebar.selectbox(label, options, index=index, key=key,
+                                  format_func=lambda r: "every run" if r is None else describe[r])  # fmt: skip
+    if chosen is None:
+        st.query_params.pop("run", None)
+    else:
+        st.query_params["run"] = chosen
+    return chosen
+
+
+def pick_conversation(db: Database, key: str = "conv"):
+    """Sidebar pickers for a run and one of its conversations (None, with a note, when none).
+    A link may name a conversation (`?conversation=ID`): it is preselected."""
     from josh_core.storage import reads
 
     runs = reads.list_runs(db)
     if not runs:
         st.info("No runs in this database yet. Start one on the Launch page.")
         return None
-    # A link may name a conversation (`?conversation=ID`): preselect its run and itself.
+    conversations = reads.list_conversations(db)
+    by_id = {c.id: c for c in conversations}
     linked = st.query_params.get("conversation")
-    linked_run = next((c.run_id for c in reads.list_conversations(db) if c.id == linked), None) if linked else None
     run_ids = [r.id for r in runs]
-    run = st.sidebar.selectbox(
-        "Run", runs, index=run_ids.index(linked_run) if linked_run else len(runs) - 1,
-        format_func=lambda r: f"{r.id} · {r.kind} · {r.agent_spec or ''}",
-    )
-    conversations = reads.list_conversations(db, run_id=run.id)
-    if not conversations:
+    linked_run = by_id[linked].run_id if linked in by_id else None
+    run_key, conv_key = f"{key}-run", f"{key}-conversation"
+    if linked_run and st.session_state.get(conv_key) is not None and st.session_state[conv_key].id != linked:
+        # The URL changed (a link was followed): it wins over the pickers' remembered values.
+        st.session_state.pop(run_key, None)
+        st.session_state.pop(conv_key, None)
+    describe = {r.id: f"{r.id} · {r.kind} · {r.agent_spec or ''}" for r in runs}
+    run_id = st.sidebar.selectbox(
+        "Run", run_ids, index=run_ids.index(linked_run) if linked_run else len(runs) - 1,
+        format_func=lambda r: describe[r], key=run_key,
+    )  # fmt: skip
+    in_run = [c for c in conversations if c.run_id == run_id]
+    if not in_run:
         st.info("This run has no conversations yet.")
         return None
-    ids = [c.id for c in conversations]
-    return st.sidebar.selectbox(
-        "Conversation", conversations, index=ids.index(linked) if linked in ids else 0,
+    index = next((i for i, c in enumerate(in_run) if c.id == linked), 0)
+    conversation = st.sidebar.selectbox(
+        "Conversation", in_run, index=index, key=conv_key,
         format_func=lambda c: f"{c.scenario_id} · reward {fmt_reward(c.reward)} · {c.status}",
+    )  # fmt: skip
+    if st.query_params.get("conversation") != conversation.id:
+        st.query_params["conversation"] = conversation.id
+        st.query_params.pop("node", None)
+    return conversation
+
+
+# -- the tree explorer component ---------------------------------------------------------------
+
+_TREE_GRAPH = st.components.v2.component(
+    "josh_tree_graph",
+    css=(ASSETS / "tree_graph.css").read_text(),
+    js=(ASSETS / "tree_graph.js").read_text(),
+)
+
+
+def tree_graph(data: dict, key: str) -> str | None:
+    """Draw the tree (zoom, pan, click, hover, keyboard); returns the selected node path."""
+    result = _TREE_GRAPH(key=key, data=data, default={"selected": data.get("selected")},
+                         height="content", on_selected_change=lambda: None)  # fmt: skip
+    return result.get("selected") if hasattr(result, "get") else getattr(result, "selected", None)
+
+
+# -- HTML renderings (every value escaped) -----------------------------------------------------
+
+
+def label_badge(label: str) -> str:
+    return f'<span class="jw-badge jw-l-{esc(label)}" title="{esc(LABEL_HELP[label])}">{esc(LABEL_WORDS[label])}</span>'
+
+
+def legend() -> None:
+    st.html(" ".join(label_badge(label) for label in LABEL_COLORS))
+
+
+def _json(value: Any, limit: int = 4000) -> str:
+    text = json.dumps(value, ensure_ascii=False, indent=1, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _inline_params(parameters: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={json.dumps(v, ensure_ascii=False, default=str)}" for k, v in parameters.items())
+
+
+def _result_summary(call: CallView) -> str:
+    if not call.ok:
+        return f"error ({call.error_kind}): {call.error or ''}"
+    content = call.content
+    if isinstance(content, list):
+        return f"{len(content)} row" + ("" if len(content) == 1 else "s")
+    if isinstance(content, dict):
+        return ", ".join(f"{k}={v}" for k, v in list(content.items())[:4])
+    return str(content)
+
+
+def call_html(call: CallView) -> str:
+    name = call.name if call.name is not None else "unreadable call"
+    goals = "".join(f'<span class="jw-badge jw-goal">✓ {esc(goal_word(g))}</span>' for g in call.goals)
+    params = _inline_params(call.parameters) if call.name is not None else (call.raw or "")
+    return (
+        f'<div class="jw-call{"" if call.ok else " jw-bad"}"><div class="jw-call-head">'
+        f'<span class="jw-muted">API call</span><span class="jw-api">{esc(name)}</span>'
+        f'<span class="jw-params">({esc(params)})</span> {goals}</div>'
+        f'<details><summary>result: {esc(_result_summary(call)[:160])}</summary>'
+        f'<div class="jw-pre">{esc(_json(call.content if call.ok else {"error_kind": call.error_kind, "error": call.error}))}</div>'
+        "</details></div>"
     )
 
 
-def pick_run(db: Database, label: str = "Run", allow_all: bool = True) -> str | None:
-    """A run id, or None for every run of the database."""
+def _turn_badges(view: TurnView) -> str:
+    out = [label_badge(view.label)]
+    out += [f'<span class="jw-badge jw-goal">★ {esc(goal_word(g))}</span>' for g in view.goals_hit]
+    out += [f'<span class="jw-badge jw-partial">partial {esc(goal_word(r.goal_id))}</span>'
+            for r in view.rewards if r.kind == "partial"]  # fmt: skip
+    if view.new_root:
+        out.append('<span class="jw-badge jw-root">▶ new root</span>')
+    if view.format_errors:
+        out.append(f'<span class="jw-badge jw-err">{view.format_errors} format error(s)</span>')
+    if view.api_errors:
+        out.append(f'<span class="jw-badge jw-err">{view.api_errors} failed call(s)</span>')
+    if view.status == "pruned":
+        out.append('<span class="jw-badge">pruned</span>')
+    if view.ended:
+        out.append('<span class="jw-badge">hung up</span>')
+    return " ".join(out)
+
+
+def turn_html(view: TurnView, selected: bool = False) -> str:
+    who = "User" + (" (opener)" if view.opener else "") if view.kind == "user" else f"Agent turn {view.turn}"
+    calls = "".join(call_html(c) for c in view.calls)
+    text = f'<div class="jw-bubble">{esc(view.text)}</div>' if view.text else '<div class="jw-bubble jw-empty">(no spoken text)</div>'
+    classes = f"jw-turn jw-{view.kind} jw-l-{esc(view.label)}" + (" jw-selected" if selected else "")
+    return (
+        f'<div class="{classes}" data-path="{esc(view.path)}"><div class="jw-who"><b>{esc(who)}</b>'
+        f'<span class="jw-muted">{esc(view.path)}</span> {_turn_badges(view)}</div>{calls}{text}</div>'
+    )
+
+
+def conversation_html(views: list[TurnView], selected: str | None = None) -> str:
+    if not views:
+        return '<div class="jw-muted">No turns.</div>'
+    return '<div class="jw-chat">' + "".join(turn_html(v, v.path == selected) for v in views) + "</div>"
+
+
+def node_panel_html(view: TurnView) -> str:
+    who = "user turn" if view.kind == "user" else f"agent turn {view.turn}"
+    parts = [
+        '<div class="jw-panel">',
+        f'<div class="jw-head">Node {esc(view.path)} · {esc(who)}</div>',
+        f"<div>{_turn_badges(view)}</div>",
+        f'<div class="jw-muted">step {view.step} · {esc(view.status)} · {view.children} children</div>',
+        "<h4>Spoken</h4>",
+        f'<div class="jw-bubble">{esc(view.text)}</div>' if view.text else '<div class="jw-muted">(nothing)</div>',
+    ]
+    if view.kind == "agent":
+        parts.append(f"<h4>Generations ({len(view.generations)})</h4>")
+        for i, generation in enumerate(view.generations, 1):
+            error = (f'<div class="jw-badge jw-err">format error: {esc(generation.format_error)}</div>'
+                     if generation.format_error else "")  # fmt: skip
+            parts.append(
+                f'<div class="jw-gen"><div class="jw-gen-head"><b>#{i}</b><span class="jw-badge">'
+                f'{esc(generation.action)}</span></div><div class="jw-pre">{esc(generation.text)}</div>{error}</div>'
+            )
+        parts.append(f"<h4>API calls and results ({len(view.calls)})</h4>")
+        if not view.calls:
+            parts.append('<div class="jw-muted">No API calls in this turn.</div>')
+        for call in view.calls:
+            name = call.name if call.name is not None else "unreadable call"
+            status = "ok" if call.ok else f"error: {call.error_kind}"
+            goals = "".join(f'<span class="jw-badge jw-goal">✓ {esc(goal_word(g))}</span>' for g in call.goals)
+            parts.append(
+                f'<div class="jw-call{"" if call.ok else " jw-bad"}"><div class="jw-call-head">'
+                f'<span class="jw-api">{esc(name)}</span><span class="jw-badge">{esc(status)}</span>{goals}</div>'
+                f'<div class="jw-muted">call</div><div class="jw-pre">'
+                f'{esc(_json(call.parameters) if call.name is not None else (call.raw or ""))}</div>'
+                f'<div class="jw-muted">result</div><div class="jw-pre">'
+                f'{esc(_json(call.content) if call.ok else (call.error or ""))}</div></div>'
+            )
+        parts.append("<h4>Reward events</h4>")
+        if view.rewards:
+            for reward in view.rewards:
+                kind = "goal reached, new root" if reward.kind == "goal" else "partial credit (no reward)"
+                parts.append(f"<div>{esc(goal_word(reward.goal_id))}: {esc(kind)}, reward {reward.reward:.2f} "
+                             f"(step {reward.step})</div>")  # fmt: skip
+        else:
+            parts.append('<div class="jw-muted">None.</div>')
+        parts.append(f'<div class="jw-muted">format errors: {view.format_errors} · failed API calls: {view.api_errors}</div>')
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def goals_html(rows: list[GoalRow]) -> str:
+    if not rows:
+        return '<div class="jw-muted">This conversation stores no goal calls.</div>'
+    body = []
+    for row in rows:
+        state = ('<span class="jw-badge jw-ok">✓ hit</span>' if row.reached
+                 else '<span class="jw-badge jw-miss">✗ missed</span>')  # fmt: skip
+        where = f"node {esc(row.node_path)}" if row.node_path else ""
+        if row.partial:
+            where += f" · {row.partial} partial"
+        body.append(
+            f"<tr><td>{state}</td><td>{esc(row.word)}</td>"
+            f'<td class="jw-params">{esc(_inline_params(row.parameters))}</td><td class="jw-muted">{where}</td></tr>'
+        )
+    return ('<table class="jw-goals"><tr><th></th><th>goal call</th><th>parameters</th><th>reached at</th></tr>'
+            + "".join(body) + "</table>")  # fmt: skip
+
+
+# -- cached reads ------------------------------------------------------------------------------
+
+
+@st.cache_resource(max_entries=12, show_spinner=False)
+def _tree(path: str, conversation_id: str, stamp: tuple):
     from josh_core.storage import reads
 
-    ids = [r.id for r in reads.list_runs(db)]
-    options = ([None] if allow_all else []) + ids
-    return st.sidebar.selectbox(label, options, index=len(options) - 1 if ids else 0,
-                                format_func=lambda r: "every run" if r is None else r)
+    return reads.load_tree(Database(path), conversation_id)
+
+
+def load_tree(db: Database, conversation) -> Any:
+    """The conversation's tree, read once per state of the conversation (a running one is
+    read again as it grows; a finished one comes from the cache)."""
+    stamp = (conversation.status, conversation.steps, conversation.node_count)
+    return _tree(str(db.path), conversation.id, stamp)
+
+
+def tree_labels(db: Database, tree) -> dict:
+    from josh_core.search.labels import compute_labels
+    from josh_core.storage import reads
+
+    return compute_labels(tree, reads.label_overrides(db, [tree.conversation_id]))

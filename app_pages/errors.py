@@ -9,12 +9,10 @@ import streamlit as st
 
 from josh_core.analysis.errors import error_report
 from josh_core.analysis.metrics import metrics_report
-from ui_common import database, pick_run
+from ui_common import require_database, pick_run
 
 st.title("Metrics and errors")
-db = database()
-if db is None:
-    st.stop()
+db = require_database()
 run_id = pick_run(db)
 scope = st.sidebar.radio("Nodes analysed", ["ideal", "all"], help="JOSH trees: the ideal path, or every node.")
 top = st.sidebar.slider("Parameter errors shown", 5, 30, 10)

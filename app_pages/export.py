@@ -8,12 +8,10 @@ import streamlit as st
 
 from josh_core.extract import EXPORT_FORMATS, EXPORT_KINDS, ExportOptions, export_dataset
 from josh_core.storage import reads
-from ui_common import database, pick_run
+from ui_common import require_database, pick_run
 
 st.title("Export training data")
-db = database()
-if db is None:
-    st.stop()
+db = require_database()
 run_id = pick_run(db)
 
 cols = st.columns(3)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from josh_core.storage import reads
-from ui_common import database, legend
+from ui_common import require_database, legend
 
 st.title("JOSH Workbench")
 st.caption(
@@ -13,9 +13,7 @@ st.caption(
     "the ideal path becomes SFT data, its alternatives KTO/DPO pairs."
 )
 
-db = database()
-if db is None:
-    st.stop()
+db = require_database()
 runs = reads.runs_frame(db)
 if runs.empty:
     st.info("This database has no runs yet. Start one on the Launch page.")

@@ -8,12 +8,10 @@ import streamlit as st
 
 from josh_core.search.labels import LABELS, compute_labels, ideal_path
 from josh_core.storage import reads, writes
-from ui_common import database, escaped_block, pick_conversation
+from ui_common import require_database, pick_conversation
 
-st.title("Good / bad turn pairs")
-db = database()
-if db is None:
-    st.stop()
+st.title("Pair annotator")
+db = require_database()
 conversation = pick_conversation(db)
 if conversation is None:
     st.stop()
@@ -30,7 +28,7 @@ if not branch_points:
 index = st.number_input("Pair", min_value=1, max_value=len(branch_points), value=1) - 1
 user_node = branch_points[index]
 st.markdown(f"**User turn {user_node.path}**")
-escaped_block(user_node.text)
+st.text(user_node.text)
 
 comments = {a.node_id: a for a in reads.list_annotations(db, conversation.id) if a.comment}
 
@@ -39,7 +37,7 @@ def show_turn(node, column) -> None:
     with column:
         st.markdown(f"**{labels[node.id]}** · agent turn {node.path}")
         for generation in node.generations:
-            escaped_block(generation.text)
+            st.text(generation.text)
         if node.goals_hit:
             st.success("reached: " + ", ".join(node.goals_hit))
         if node.id in comments:

@@ -1,66 +1,114 @@
-"""Tree explorer: one conversation tree, coloured by derived labels, and any node in detail."""
+"""Tree explorer: one conversation tree (zoom, pan, click a node), the selected node in detail,
+the conversation along the path to it, the scenario's goal calls, and two conversations side
+by side."""
 
 from __future__ import annotations
 
-import json
-
 import streamlit as st
 
-from josh_core.search.labels import compute_labels, ideal_path
+from josh_core.analysis.transcript import goal_rows, ideal_leaf, path_views, same_scenario, stop_word, turn_view
 from josh_core.storage import reads
-from josh_core.treeviz import tree_to_dot
-from ui_common import database, escaped_block, fmt_reward, legend, pick_conversation
+from josh_core.treeviz import graph_data
+from ui_common import (
+    conversation_html, fmt_reward, goals_html, load_tree, md, node_panel_html, pick_conversation,
+    require_database, tree_graph, tree_labels,
+)  # fmt: skip
 
 st.title("Conversation trees")
-db = database()
-if db is None:
-    st.stop()
+db = require_database()
 conversation = pick_conversation(db)
 if conversation is None:
     st.stop()
 
-tree = reads.load_tree(db, conversation.id)
-labels = compute_labels(tree, reads.label_overrides(db, [conversation.id]))
-
-cols = st.columns(5)
-cols[0].metric("Reward", fmt_reward(conversation.reward))
-cols[1].metric("Goals reached", f"{len(conversation.goals_reached)}/{len(conversation.goals)}")
-cols[2].metric("Nodes", len(tree.nodes))
-cols[3].metric("Steps", tree.step)
-cols[4].metric("Stop", conversation.stop_reason or conversation.status)
-legend()
-
-ordered = sorted(tree.nodes.values(), key=lambda n: n.path_key())
-paths = [n.path for n in ordered]
-linked_node = st.query_params.get("node")  # `?conversation=ID&node=PATH` links to one node
-selected = st.sidebar.selectbox(
-    "Node", [n.id for n in ordered], index=paths.index(linked_node) if linked_node in paths else 0,
-    format_func=lambda nid: f"{tree.nodes[nid].path} · {tree.nodes[nid].kind} · {labels[nid]}",
-)
-st.graphviz_chart(tree_to_dot(tree, labels, selected=selected), width="stretch")
-
-node = tree.nodes[selected]
-st.subheader(f"Node {node.path} · {node.kind} · {labels[selected]}")
-if node.kind == "user":
-    escaped_block(node.text)
+views = {"explore": "Explore the tree", "compare": "Compare two conversations"}
+linked_view = st.query_params.get("view", "explore")
+view = st.segmented_control("View", list(views), format_func=views.get, key="trees-view",
+                            default=linked_view if linked_view in views else "explore",
+                            label_visibility="collapsed") or "explore"  # fmt: skip
+if view == "compare":
+    st.query_params["view"] = "compare"
 else:
-    for i, generation in enumerate(node.generations):
-        st.markdown(f"**Generation {i + 1}** · `{generation.action}`")
-        escaped_block(generation.text)
-        if generation.format_error:
-            st.caption(f"format error: {generation.format_error}")
-    for record in node.api_calls:
-        name = record.call.name if record.call else "unparseable call"
-        status = "ok" if record.result.ok else record.result.error_kind
-        with st.expander(f"API call · {name} · {status}"):
-            st.json(record.call.model_dump() if record.call else {"raw": record.raw})
-            st.json(json.loads(json.dumps(record.result.model_dump(), default=str)))
-    if node.goals_hit:
-        st.success("Goals reached here: " + ", ".join(node.goals_hit))
+    st.query_params.pop("view", None)
 
-with st.expander("Ideal path transcript"):
-    for step in ideal_path(tree):
-        st.markdown(f"**{step.kind}** · {step.path}")
-        escaped_block(step.text or "∅")
-with st.expander("Scenario"):
-    st.json(conversation.scenario or {})
+tree = load_tree(db, conversation)
+rows = goal_rows(conversation, tree)
+
+if view == "explore":
+    cols = st.columns(6)
+    cols[0].metric("Reward", fmt_reward(conversation.reward))
+    cols[1].metric("Goal calls hit", f"{sum(r.reached for r in rows)} of {len(rows)}")
+    cols[2].metric("Nodes", len(tree.nodes))
+    cols[3].metric("Steps", tree.step)
+    cols[4].metric("Stopped", stop_word(conversation.stop_reason, conversation.status))
+    cols[5].metric("Run", conversation.run_id.split("-")[-1], help=conversation.run_id)
+    with st.expander("Scenario goal calls: " + ", ".join(("✓ " if r.reached else "✗ ") + md(r.word) for r in rows),
+                     expanded=False):  # fmt: skip
+        st.html(goals_html(rows))
+        instructions = (conversation.scenario or {}).get("instructions")
+        if instructions:
+            st.caption("User instructions")
+            st.text(instructions if isinstance(instructions, str) else "\n".join(map(str, instructions)))
+
+    @st.fragment
+    def explorer() -> None:
+        labels = tree_labels(db, tree)
+        paths = {n.path: n.id for n in tree.nodes.values()}
+        initial_key = f"trees-initial-{conversation.id}"
+        if initial_key not in st.session_state:
+            linked = st.query_params.get("node")
+            leaf = ideal_leaf(tree)
+            st.session_state[initial_key] = linked if linked in paths else (tree.nodes[leaf].path if leaf else None)
+        data = graph_data(tree, labels, selected=st.session_state[initial_key])
+        left, right = st.columns([3, 2], gap="small")
+        with left:
+            selected = tree_graph(data, key=f"graph-{conversation.id}") or data["selected"]
+        if selected not in paths:
+            return
+        if st.query_params.get("node") != selected:
+            st.query_params["node"] = selected
+        node_id = paths[selected]
+        with right:
+            with st.container(height=640, key="node-panel"):
+                st.html(node_panel_html(turn_view(tree, node_id, labels)))
+        st.subheader(f"Conversation to node {selected}")
+        st.caption("From the opener to the selected node, with the API calls and results of every agent turn.")
+        st.html(conversation_html(path_views(tree, node_id, labels), selected=selected))
+
+    explorer()
+else:
+    others = same_scenario(reads.list_conversations(db), conversation)
+    everything = [c for c in reads.list_conversations(db) if c.id != conversation.id]
+    choices = others + [c for c in everything if c not in others]
+    if not choices:
+        st.info("This database has only this conversation: nothing to compare it with.")
+        st.stop()
+    runs = {r.id: r for r in reads.list_runs(db)}
+    linked_other = st.query_params.get("other")
+    ids = [c.id for c in choices]
+
+    def describe(c) -> str:
+        run = runs.get(c.run_id)
+        agent = run.agent_spec if run else ""
+        same = "same scenario · " if c.scenario_id == conversation.scenario_id else ""
+        return f"{same}{c.scenario_id} · {c.run_id} · {agent} · reward {fmt_reward(c.reward)}"
+
+    other = st.selectbox("Compare with", choices, index=ids.index(linked_other) if linked_other in ids else 0,
+                         format_func=describe, key="trees-other")  # fmt: skip
+    st.query_params["other"] = other.id
+    columns = st.columns(2, gap="medium")
+    for column, record in zip(columns, (conversation, other)):
+        with column:
+            run = runs.get(record.run_id)
+            other_tree = tree if record.id == conversation.id else load_tree(db, record)
+            labels = tree_labels(db, other_tree)
+            goals = goal_rows(record, other_tree)
+            st.markdown(f"**{md(record.scenario_id)}** · run `{md(record.run_id)}`")
+            st.caption("agent " + md(run.agent_spec if run else "?"))
+            cols = st.columns(3)
+            cols[0].metric("Reward", fmt_reward(record.reward))
+            cols[1].metric("Goal calls hit", f"{sum(g.reached for g in goals)} of {len(goals)}")
+            cols[2].metric("Nodes", len(other_tree.nodes))
+            st.html(goals_html(goals))
+            leaf = ideal_leaf(other_tree)
+            st.caption("The ideal path (the conversation the search settled on).")
+            st.html(conversation_html(path_views(other_tree, leaf, labels) if leaf else []))

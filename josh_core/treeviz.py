@@ -7,6 +7,7 @@ goes through `dot_escape`, and the app escapes it again wherever it becomes HTML
 
 from __future__ import annotations
 
+from josh_core.analysis.transcript import goal_word
 from josh_core.search.labels import Label, compute_labels
 from josh_core.search.tree import ConversationTree, Node
 
@@ -88,3 +89,144 @@ def tree_to_dot(
             lines.append(f'  "{dot_escape(node.parent_id)}" -> "{dot_escape(node.id)}" [color="{edge_color}"];')
     lines.append("}")
     return "\n".join(lines)
+
+
+# -- the interactive tree explorer ----------------------------------------------------------
+#
+# The app draws trees in the browser with its own SVG component (assets/tree_graph.js): the
+# layout is computed here once per tree, so selecting a node never lays the graph out again.
+# Everything the browser gets is data (JSON); the component puts text into the page with
+# `textContent` only, so model text never becomes markup.
+
+NODE_W = 184  # node box in layout units (CSS pixels at zoom 1)
+NODE_H = 44
+GAP_X = 46  # between depths (edges run here)
+GAP_Y = 10  # between neighbours at one depth
+
+# Plain words for the legend and the side panel (the engine's label names stay in the data).
+LABEL_WORDS: dict[str, str] = {
+    "ideal": "ideal path",
+    "partial": "partial credit",
+    "negative": "negative",
+    "unexplored": "not used",
+}
+LABEL_HELP: dict[str, str] = {
+    "ideal": "the conversation the search settled on: SFT data, KTO/DPO positives",
+    "partial": "reached the same goal as the ideal turn of its step, off the ideal path: not used as data",
+    "negative": "an alternative to an ideal turn that earned nothing: KTO/DPO negatives",
+    "unexplored": "pruned, or below the last new root: not used as data",
+}
+
+
+def layout_tree(tree: ConversationTree) -> dict[str, tuple[float, float]]:
+    """Top-left corner of every node's box: depth left to right, siblings top to bottom in
+    child order, each parent centred on its children, subtrees packed as tight as their
+    neighbours allow (no overlap at any depth)."""
+    next_free: dict[int, float] = {}  # lowest free y at each depth
+    ys: dict[str, float] = {}
+
+    def shift(nid: str, delta: float) -> None:
+        stack = [nid]
+        while stack:
+            current = stack.pop()
+            ys[current] += delta
+            node = tree.nodes[current]
+            next_free[node.depth] = max(next_free.get(node.depth, 0.0), ys[current] + NODE_H + GAP_Y)
+            stack.extend(child.id for child in tree.children(current))
+
+    def place(node: Node) -> None:
+        # iterative post-order would avoid recursion; trees are at most 2 * max_turns + 1 deep
+        children = tree.children(node.id)
+        for child in children:
+            place(child)
+        floor = next_free.get(node.depth, 0.0)
+        if children:
+            y = (ys[children[0].id] + ys[children[-1].id]) / 2
+            if y < floor:
+                for child in children:
+                    shift(child.id, floor - y)
+                y = floor
+        else:
+            y = floor
+        ys[node.id] = y
+        next_free[node.depth] = y + NODE_H + GAP_Y
+
+    for root in [n for n in tree.nodes.values() if n.parent_id is None]:
+        place(root)
+    return {nid: (tree.nodes[nid].depth * (NODE_W + GAP_X), y) for nid, y in ys.items()}
+
+
+def _node_head(node: Node) -> str:
+    if node.kind == "user":
+        return "user" + (" · hung up" if node.ended else "") + (f" · opener" if node.parent_id is None else "")
+    calls = [r.call.name if r.call else "unreadable call" for r in node.api_calls]
+    head = f"agent turn {node.turn}"
+    if calls:
+        head += " · " + (calls[0] if len(calls) == 1 else f"{calls[0]} +{len(calls) - 1}")
+    return head
+
+
+def graph_data(
+    tree: ConversationTree,
+    labels: dict[str, Label] | None = None,
+    selected: str | None = None,
+) -> dict:
+    """What the tree explorer component draws: positioned nodes (by path), edges, legend.
+
+    `key` changes whenever anything drawn changes (new nodes, labels, reward events), so the
+    component lays out and draws only then; a new `selected` alone moves the highlight."""
+    import hashlib
+
+    labels = labels if labels is not None else compute_labels(tree)
+    positions = layout_tree(tree)
+    moved_roots = set(tree.roots[1:])
+    partial_goals: dict[str, list[str]] = {}
+    goal_events: dict[str, list[str]] = {}
+    for event in tree.reward_events:
+        target = partial_goals if event.kind == "partial" else goal_events
+        target.setdefault(event.node_id, []).append(event.goal_id)
+    nodes = []
+    for node in sorted(tree.nodes.values(), key=lambda n: n.path_key()):
+        label = labels.get(node.id, "unexplored")
+        fill, border = LABEL_COLORS[label]
+        x, y = positions[node.id]
+        errors = node.format_errors + node.api_errors
+        hover = [f"{_node_head(node)} · {LABEL_WORDS[label]} · path {node.path}"]
+        if node.id in goal_events:
+            hover.append("reached: " + ", ".join(goal_word(g) for g in goal_events[node.id]))
+        if node.id in partial_goals:
+            hover.append("partial credit: " + ", ".join(goal_word(g) for g in partial_goals[node.id]))
+        if node.id in moved_roots:
+            hover.append("the search moved its root here")
+        if node.status == "pruned":
+            hover.append("pruned from the beam")
+        if errors:
+            hover.append(f"{node.format_errors} format errors, {node.api_errors} failed API calls")
+        hover.append(shorten(node.text, 400) or "(no spoken text)")
+        nodes.append({
+            "id": node.path, "x": x, "y": y, "kind": node.kind, "label": label,
+            "fill": fill if node.kind == "agent" else "#ffffff", "border": border,
+            "head": shorten(_node_head(node), 34), "text": shorten(node.text, 32) or "∅",
+            "hover": "\n".join(hover), "goals": len(goal_events.get(node.id, [])),
+            "partial": len(partial_goals.get(node.id, [])), "root": node.id in moved_roots,
+            "pruned": node.status == "pruned", "errors": errors,
+            "parent": tree.nodes[node.parent_id].path if node.parent_id in tree.nodes else None,
+        })  # fmt: skip
+    width = max((n["x"] for n in nodes), default=0) + NODE_W
+    height = max((n["y"] for n in nodes), default=0) + NODE_H
+    signature = hashlib.sha1(
+        "|".join(f"{n['id']}{n['label']}{n['goals']}{n['partial']}{n['root']}{n['pruned']}{n['errors']}" for n in nodes).encode()
+    ).hexdigest()[:16]
+    legend = [{"label": k, "word": LABEL_WORDS[k], "help": LABEL_HELP[k], "fill": f, "border": b}
+              for k, (f, b) in LABEL_COLORS.items()]  # fmt: skip
+    paths = {n["id"] for n in nodes}
+    return {
+        "key": f"{tree.conversation_id}:{signature}",
+        "nodes": nodes,
+        "node_w": NODE_W,
+        "node_h": NODE_H,
+        "width": width,
+        "height": height,
+        "legend": legend,
+        "selected": selected if selected in paths else None,
+    }

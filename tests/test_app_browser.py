@@ -1,187 +1,162 @@
-"""The Streamlit app in headless Chromium, on a database made by a real (scripted) rollout.
+"""The Streamlit app in headless Chromium, moved through as a person does (sidebar, clicks,
+keys), on databases made by real rollouts with script policies (tests/app_fixtures.py).
 
-The agent's spoken text carries HTML/script payloads: they must show as text and never run.
+Model text carries payloads: HTML/script in spoken text and an API named like a Markdown image;
+they must show as text, never run, never load. Screenshots: test-artifacts/app/.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
-from engine_fixtures import speak
+from app_browser import chromium, no_exception, query, shot, sidebar_to, streamlit_app, visible_nodes, wait_idle
+from app_fixtures import IMAGE_API, make_app_db
 from josh_core.search.labels import compute_labels
 from josh_core.storage import reads
 from josh_core.storage.db import Database
-from rollout_fixtures import goal_call
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]  # fmt: skip
-PAYLOAD = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>"quoted"'
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+PAGES = [("Overview", "JOSH Workbench"), ("Trees", "Conversation trees"), ("Pairs", "Pair annotator"),
+         ("Export", "Export training data"), ("Launch", "Launch a rollout"), ("Errors", "Metrics and errors")]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def rollout_db(tmp_path_factory, toolwoz_data) -> Path:
-    from josh_core.toolwoz.scenarios import load_split
-
-    folder = tmp_path_factory.mktemp("app")
-    scenario = load_split("train", 1)[0]
-    turns = [
-        [[speak(PAYLOAD)], [speak("How can I help?")]],
-        [[goal_call(scenario, i) for i in range(len(scenario.goal_calls))] + [speak("All done.")],
-         [speak("Hmm.")]],
-    ]
-    (folder / "scenario.json").write_text(scenario.model_dump_json())
-    (folder / "agent.json").write_text(json.dumps({"turns": turns}))
-    (folder / "user.json").write_text(json.dumps({"turns": ["I need help.", "Please go ahead.", "Thanks."]}))
-    db = folder / "app.duckdb"
-    subprocess.run(
-        [sys.executable, "-m", "josh_core", "rollout", "--josh", "--scenario-file", str(folder / "scenario.json"),
-         "--agent", f"script:{folder / 'agent.json'}", "--user", f"script:{folder / 'user.json'}",
-         "--db", str(db)],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
-    return db
+def app_db(tmp_path_factory, toolwoz_data):
+    return make_app_db(tmp_path_factory.mktemp("app"))
 
 
 @pytest.fixture(scope="module")
-def app_url(rollout_db):
-    port = _free_port()
-    env = dict(os.environ, JOSH_DB=str(rollout_db))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port),
-         "--server.headless", "true"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://localhost:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url + "/_stcore/health", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("streamlit did not start within 60 s")
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
+def second_db(app_db, tmp_path_factory):
+    """A copy of the database under another name (to switch databases in the app)."""
+    other = tmp_path_factory.mktemp("other") / "other.duckdb"
+    shutil.copy(app_db, other)
+    return other
 
 
 @pytest.fixture(scope="module")
-def page(app_url):
-    from playwright.sync_api import sync_playwright
-
-    if not shutil.which(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (scripts/test.sh does)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        yield page
-        browser.close()
+def app_url(app_db):
+    with streamlit_app(app_db) as url:
+        yield url
 
 
-def _open(page, url: str, text: str) -> None:
-    page.goto(url)
-    page.get_by_text(text).first.wait_for(timeout=45_000)
+@pytest.fixture(scope="module")
+def browser():
+    with chromium() as new_page:
+        yield new_page
 
 
-def test_overview_lists_the_run(page, app_url, rollout_db):
-    run = reads.list_runs(Database(rollout_db))[0]
-    _open(page, app_url, "Runs")
-    # st.dataframe draws on a canvas; its accessible grid cells are in the DOM, not visible
-    page.get_by_text(run.id).first.wait_for(state="attached", timeout=30_000)
+@pytest.fixture
+def page(browser):
+    page = browser()
+    yield page
+    page.close()
 
 
-def test_tree_page_draws_every_node_and_keeps_model_text_inert(page, app_url, rollout_db):
-    db = Database(rollout_db)
+def _db_field(page):
+    return page.locator('[data-testid="stSidebar"]').get_by_role("textbox", name="Database")
+
+
+def test_sidebar_navigation_keeps_the_database_on_every_page(page, app_url, app_db, second_db):
+    page.goto(app_url)
+    page.get_by_role("heading", name="JOSH Workbench").wait_for(timeout=45_000)
+    # Twice around the sidebar: the bug lost the database on every second click.
+    for lap in range(2):
+        for title, heading in PAGES[1:] + PAGES[:1]:
+            sidebar_to(page, title, heading)
+            assert query(page).get("db") == str(app_db), (lap, title, page.url)
+            expect(_db_field(page)).to_have_value(str(app_db))
+            if lap == 0:
+                shot(page, f"nav-{title.lower()}")
+    # A database chosen on one page stays chosen on the next ones.
+    sidebar_to(page, "Errors", "Metrics and errors")
+    _db_field(page).fill(str(second_db))
+    _db_field(page).press("Enter")
+    page.wait_for_function(f"() => location.search.includes({str(second_db.name)!r})", timeout=30_000)
+    wait_idle(page)
+    for title, heading in PAGES:
+        sidebar_to(page, title, heading)
+        assert query(page).get("db") == str(second_db), title
+        expect(_db_field(page)).to_have_value(str(second_db))
+    # A folder or a missing file is a message, never an exception.
+    _db_field(page).fill(str(second_db.parent))
+    _db_field(page).press("Enter")
+    page.get_by_text("is a folder, not a database file").first.wait_for(timeout=30_000)
+    for title, heading in PAGES[1:3]:
+        sidebar_to(page, title, heading)
+        page.get_by_text("is a folder, not a database file").first.wait_for(timeout=30_000)
+    shot(page, "nav-folder-error")
+    _db_field(page).fill(str(second_db.parent / "nothing.duckdb"))
+    _db_field(page).press("Enter")
+    page.get_by_text("No database at").first.wait_for(timeout=30_000)
+    no_exception(page)
+    assert not page.errors
+
+
+def test_a_link_with_a_database_opens_it_in_a_new_session(browser, app_url, second_db):
+    page = browser()
+    page.goto(f"{app_url}/errors?db={second_db}")
+    page.get_by_role("heading", name="Metrics and errors").wait_for(timeout=45_000)
+    wait_idle(page)
+    expect(_db_field(page)).to_have_value(str(second_db))
+    sidebar_to(page, "Overview", "JOSH Workbench")
+    assert query(page)["db"] == str(second_db)
+    page.close()
+
+
+def test_tree_explorer_click_selects_a_node_and_the_url_follows(page, app_url, app_db):
+    db = Database(app_db)
+    page.goto(app_url)
+    page.get_by_role("heading", name="JOSH Workbench").wait_for(timeout=45_000)
+    sidebar_to(page, "Trees", "Conversation trees")
+    conversation = reads.get_conversation(db, query(page)["conversation"])
+    tree = reads.load_tree(db, conversation.id)
+    page.locator(".jg-node").first.wait_for(timeout=30_000)
+    assert page.locator(".jg-node").count() == len(tree.nodes)
+    labels = compute_labels(tree)
+    assert page.locator('.jg-node[data-label="ideal"]').count() == sum(1 for v in labels.values() if v == "ideal")
+    assert page.locator(".jg-legend .jg-chip").count() == 4
+    # click a node that is not selected yet
+    shown = [p for p in visible_nodes(page) if p != query(page).get("node")]
+    target = next(p for p in shown if p.count(".") >= 1)
+    page.locator(f'.jg-node[data-path="{target}"]').click()
+    page.locator(".jw-panel .jw-head", has_text=f"Node {target} ").wait_for(timeout=30_000)
+    page.wait_for_function(f"() => new URLSearchParams(location.search).get('node') === {target!r}", timeout=15_000)
+    node = next(n for n in tree.nodes.values() if n.path == target)
+    # the path view shows every turn from the opener to the node
+    assert page.locator(".jw-chat .jw-turn").count() == len(tree.path_to(node.id))
+    shot(page, "trees-clicked")
+    # the left arrow selects the parent, from the keyboard
+    page.locator(".jg-view").focus()
+    page.keyboard.press("ArrowLeft")
+    parent = tree.nodes[node.parent_id].path
+    page.wait_for_function(f"() => new URLSearchParams(location.search).get('node') === {parent!r}", timeout=15_000)
+    page.locator(".jw-panel .jw-head", has_text=f"Node {parent} ").wait_for(timeout=30_000)
+    no_exception(page)
+
+
+def test_model_text_stays_inert_in_the_tree_explorer(page, app_url, app_db):
+    db = Database(app_db)
     conversation = reads.list_conversations(db)[0]
     tree = reads.load_tree(db, conversation.id)
-    _open(page, app_url + "/trees", "Goals reached")
-    page.locator("svg g.node").first.wait_for(timeout=45_000)
-    assert page.locator("svg g.node").count() == len(tree.nodes)
-    # agent turns on the ideal path are drawn green (the treeviz fill for "ideal"), negatives red
-    labels = compute_labels(tree)
-    ideal_agents = sum(1 for nid, label in labels.items() if label == "ideal" and tree.nodes[nid].kind == "agent")
-    negatives = sum(1 for label in labels.values() if label == "negative")
-    assert ideal_agents >= 2 and negatives >= 1
-    assert page.locator('svg g.node [fill="#c8e6c9"]').count() == ideal_agents
-    assert page.locator('svg g.node [fill="#ffcdd2"]').count() == negatives
-    # pick the agent node that spoke the payload and show it in detail
-    payload_node = next(n for n in tree.nodes.values() if n.kind == "agent" and "onerror" in n.text)
-    _open(page, f"{app_url}/trees?conversation={conversation.id}&node={payload_node.path}",
-          f"Node {payload_node.path} · agent")
-    page.get_by_text('window.__xss=2</script>"quoted"', exact=False).first.wait_for(timeout=30_000)
+    payload = next(n for n in tree.nodes.values() if n.kind == "agent" and "onerror" in n.text)
+    image = next(n for n in tree.nodes.values() if any(r.call and r.call.name == IMAGE_API for r in n.api_calls))
+    page.goto(f"{app_url}/trees?db={app_db}&conversation={conversation.id}&node={payload.path}")
+    page.locator(".jw-panel .jw-head", has_text=f"Node {payload.path} ").wait_for(timeout=45_000)
+    page.locator(".jw-panel").get_by_text('window.__xss=2</script>"quoted"', exact=False).first.wait_for()
+    # hover text of the graph is text too
+    page.locator(f'.jg-node[data-path="{payload.path}"]').hover()
+    assert "onerror" in page.locator(".jg-tip").text_content()
+    # the image-named API in the side panel, the path view and the compare view
+    page.goto(f"{app_url}/trees?db={app_db}&conversation={conversation.id}&node={image.path}")
+    page.locator(".jw-panel .jw-head", has_text=f"Node {image.path} ").wait_for(timeout=45_000)
+    page.locator(".jw-panel").get_by_text(IMAGE_API).first.wait_for()
+    assert page.locator(".jw-chat").get_by_text(IMAGE_API).count() >= 1
+    wait_idle(page)
     assert page.evaluate("window.__xss") is None
-
-
-def test_errors_page_shows_the_paper_metrics(page, app_url):
-    _open(page, app_url + "/errors", "Average reward")
-    assert page.get_by_text("100% success rate").count() >= 1
-    assert page.get_by_text("Conversations with incorrect API format").count() == 1
-
-
-def test_export_page_writes_jsonl(page, app_url, rollout_db):
-    _open(page, app_url + "/export", "Export training data")
-    page.get_by_role("button", name="Export").click()
-    page.get_by_text("rows from").wait_for(timeout=30_000)
-    exports = reads.list_exports(Database(rollout_db))
-    assert exports and exports[-1].kind == "sft"
-    rows = [json.loads(line) for line in Path(exports[-1].path).read_text().splitlines()]
-    assert len(rows) == exports[-1].rows == 1
-    assert rows[0]["messages"][0]["role"] == "system"
-
-
-def test_pair_annotation_is_stored(page, app_url, rollout_db):
-    _open(page, app_url + "/pairs", "Good / bad turn pairs")
-    page.get_by_role("textbox", name="Comment").nth(1).fill("too vague")
-    page.get_by_role("button", name="Save").nth(1).click()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        notes = reads.list_annotations(Database(rollout_db))
-        if notes:
-            break
-        time.sleep(0.5)
-    assert [a.comment for a in notes] == ["too vague"]
-
-
-def test_launch_page_starts_a_rollout_with_the_chosen_decoding(page, app_url, rollout_db):
-    """Last in this module: it adds a run to the shared database."""
-    folder = rollout_db.parent
-    before = {run.id for run in reads.list_runs(Database(rollout_db))}
-    _open(page, app_url + "/launch", "Launch a rollout")
-    page.get_by_role("textbox", name="Agent SPEC").fill(f"script:{folder / 'agent.json'}")
-    page.get_by_role("textbox", name="User SPEC").fill(f"script:{folder / 'user.json'}")
-    page.locator('[data-testid="stSelectbox"]').filter(has_text="Decoding").click()
-    page.get_by_role("option", name="free").click()
-    page.get_by_role("button", name="Start").click()
-    page.get_by_text("--decoding free", exact=False).first.wait_for(timeout=30_000)
-    deadline = time.monotonic() + 90
-    new = []
-    while time.monotonic() < deadline:
-        new = [r for r in reads.list_runs(Database(rollout_db)) if r.id not in before and r.status == "done"]
-        if new:
-            break
-        time.sleep(1)
-    assert len(new) == 1
-    assert (new[0].config["constrained"], new[0].config["grounded"]) == (False, False)
-    page.get_by_text(f"run {new[0].id}: 1/1 conversations").first.wait_for(timeout=30_000)
+    assert page.locator("img[src*='pwn']").count() == 0
+    assert not [u for u in page.external if "127.0.0.1:9" in u or "x/y" in u]
+    shot(page, "trees-payloads")
