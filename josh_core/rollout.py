@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from josh_core.policies.base import Agent, UserSimulator
 from josh_core.policies.factory import (
@@ -50,9 +50,9 @@ class RolloutConfig(BaseModel):
     josh: bool = False
     agent: str = DEFAULT_AGENT_SPEC
     user: str = DEFAULT_USER_SPEC
-    style: str = "react"  # agent style: "react" | "fc"
+    style: str = "auto"  # agent style: auto | react | compact | fc (auto is resolved on creation)
     temperature: float | None = None
-    max_actions_per_turn: int = Field(5, ge=1)
+    max_actions_per_turn: int | None = Field(None, ge=1)  # None: the style's own cap
     constrained: bool | None = None
     grounded: bool | None = None
     base_url: str | None = None
@@ -65,6 +65,20 @@ class RolloutConfig(BaseModel):
     split: str | None = None
     limit: int | None = None
     scenario_file: str | None = None
+
+    @model_validator(mode="after")
+    def _resolve_defaults(self) -> "RolloutConfig":
+        # Stored runs record the concrete style and cap the agent played with, never "auto".
+        from josh_core.policies.agents import default_max_actions
+        from josh_core.policies.factory import resolve_style
+
+        if not self.agent.startswith("script:"):
+            self.style = resolve_style(self.style, self.agent)
+        elif self.style == "auto":
+            self.style = "react"
+        if self.max_actions_per_turn is None:
+            self.max_actions_per_turn = default_max_actions(self.style)
+        return self
 
     def agent_options(self) -> AgentOptions:
         return AgentOptions(
@@ -312,15 +326,19 @@ async def play_conversation(
             goals=list(env.goal_ids()),
         )
         observer.conversation_started(record.id, scenario.id, search_config.max_depth)
+        writer = writes.TreeWriter(db)
         search = JoshSearch(
             agent, user, env,
             config=search_config,
             conversation_id=record.id,
             scenario=scenario,
-            sink=writes.TreeWriter(db),
+            sink=writer,
         )
-        while not search.done:
-            observer.step(record.id, await search.step())
+        try:
+            while not search.done:
+                observer.step(record.id, await search.step())
+        finally:
+            await writer.flush()
         tree = search.tree
         score = None
         if hasattr(env, "score"):

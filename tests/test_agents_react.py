@@ -223,9 +223,30 @@ def test_embedded_react_turn_is_well_formed(env):
     """One constrained ReACT generation of the embedded model parses as a valid action."""
     from josh_core.llm.specs import build_backend
 
-    agent = build_model_agent(build_backend("embedded"), AgentOptions(max_actions_per_turn=1))
+    agent = build_model_agent(build_backend("embedded"), AgentOptions(style="react", max_actions_per_turn=1))
     turn = asyncio.run(agent.act(ctx_for(env, seed=1)))
     [generation] = turn.generations
     assert generation.action in ("apicall", "speak") and turn.format_errors == 0
     assert check_react(generation.text, env.tools()).ok
     assert generation.prompt_tokens > 500 and generation.completion_tokens > 0
+
+
+@pytest.mark.slow
+def test_embedded_default_is_the_compact_style_and_its_turns_are_well_formed(env):
+    """The embedded model plays the compact style by default: no PLAN, a short prompt, every
+    generation a valid action, and a turn always ends with SPEAK (its last generation is
+    constrained to it)."""
+    from josh_core.llm.specs import build_backend
+    from josh_core.policies.compact_agent import CompactAgent
+
+    agent = build_model_agent(build_backend("embedded"), AgentOptions())
+    assert isinstance(agent, CompactAgent) and agent.max_actions_per_turn == 3
+    for seed in (1, 2, 3):
+        turn = asyncio.run(agent.act(ctx_for(env, seed=seed)))
+        assert turn.format_errors == 0 and turn.speak
+        assert turn.generations[-1].action == "speak"
+        for generation in turn.generations:
+            check = check_react(generation.text, env.tools(), plan=False)
+            assert check.ok, (generation.text, check.error)
+            assert "PLAN" not in generation.text
+        assert turn.generations[0].prompt_tokens < 450

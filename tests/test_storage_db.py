@@ -67,14 +67,16 @@ def test_tree_round_trips_exactly(tmp_path):
     assert conversation.started_at.tzinfo is not None
 
 
-def test_every_node_is_on_disk_when_made(tmp_path):
-    """After each step, another reader sees exactly the nodes made so far."""
+def test_every_node_is_on_disk_with_its_step(tmp_path):
+    """After each step's write, another reader sees exactly the nodes made so far."""
     db = Database(tmp_path / "t.duckdb")
     cid = new_conversation(db)
-    search = JoshSearch(agent(), user(), ToyEnv(GOALS), conversation_id=cid, sink=writes.TreeWriter(db))
+    writer = writes.TreeWriter(db)
+    search = JoshSearch(agent(), user(), ToyEnv(GOALS), conversation_id=cid, sink=writer)
     reader = Database(db.path)
     while not search.done:
         asyncio.run(search.step())
+        writer.wait()  # a step's write runs beside the next step; it is on disk once waited for
         on_disk = reads.nodes_frame(reader, conversation_id=cid)
         assert sorted(on_disk["id"]) == sorted(search.tree.nodes)
         assert dict(zip(on_disk["id"], on_disk["status"])) == {
@@ -86,9 +88,11 @@ def test_every_node_is_on_disk_when_made(tmp_path):
 def test_restarting_a_conversation_replaces_its_nodes(tmp_path):
     db = Database(tmp_path / "t.duckdb")
     cid = new_conversation(db)
-    partial = JoshSearch(agent(), user(), ToyEnv(GOALS), conversation_id=cid, sink=writes.TreeWriter(db))
+    writer = writes.TreeWriter(db)
+    partial = JoshSearch(agent(), user(), ToyEnv(GOALS), conversation_id=cid, sink=writer)
     for _ in range(3):
         asyncio.run(partial.step())  # interrupted after the first goal
+    writer.wait()
     assert len(reads.nodes_frame(db, conversation_id=cid)) == 10
     env = ToyEnv(GOALS)
     writes.start_conversation(db, cid, system_prompt="SYSTEM", tools=env.tools(), seed=3, goals=env.goal_ids())

@@ -180,6 +180,9 @@ class HFBackend:
         self._load_lock = threading.Lock()
         self._gen_lock = threading.Lock()
         self._prefix_caches: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        from josh_core.llm.kv_store import KVStore
+
+        self.kv_store = KVStore()
         self._batcher = MicroBatcher(self.generate_batch, max_rows=max_batch_rows, collect_s=collect_s)
         self.load_seconds: float | None = None
 
@@ -249,6 +252,10 @@ class HFBackend:
     # prompts of a thousand tokens affordable on a CPU. Rows are packed as
     # [shared prefix][padding][own suffix]: positions come from the attention mask, so the
     # padding in the middle is invisible to the model.
+    # Per-sequence KV reuse (josh_core/llm/kv_store.py): each row starts from the stored
+    # sequence that shares its longest prefix, identical prompts are prefilled once, and every
+    # finished row's KV is stored for its next generation. False: the shared-prefix path below.
+    kv_reuse = True
     min_prefix_tokens = 16
     prefix_cache_entries = 6
     shared_prefix_attention = True  # False: one copy of the prefix KV per row (plain attention)
@@ -356,6 +363,108 @@ class HFBackend:
                             position_ids=next_positions, past_key_values=cache, use_cache=True, logits_to_keep=1)
                 next_positions = next_positions + 1
 
+    def _prefill_distinct(self, token_rows: list[list[int]]):
+        """Prefill each distinct prompt once from its longest stored prefix.
+
+        Returns {prompt: (layers, last-position logits)}; every prompt is stored as it goes.
+        """
+        import torch
+        from transformers import DynamicCache
+
+        model, store = self._model, self.kv_store
+        done: dict[tuple[int, ...], tuple[Any, Any]] = {}
+        for row in token_rows:
+            prompt = tuple(row)
+            if prompt in done:
+                continue
+            # Keep one token to compute: its logits start the generation.
+            layers, reused = store.longest_prefix(prompt, max_len=len(prompt) - 1)
+            cache = DynamicCache(config=model.config)
+            for index, (keys, values) in enumerate(layers or []):
+                cache.update(keys, values, index)
+            rest = torch.tensor([prompt[reused:]], dtype=torch.long, device=self._device)
+            positions = torch.arange(reused, len(prompt), device=self._device).unsqueeze(0)
+            with torch.inference_mode():
+                out = model(input_ids=rest, position_ids=positions, past_key_values=cache,
+                            use_cache=True, logits_to_keep=1)
+            layers = [(layer.keys, layer.values) for layer in cache.layers]
+            store.put(prompt, layers)
+            store.reused_tokens += reused
+            store.computed_tokens += len(prompt) - reused
+            done[prompt] = (layers, out.logits[0, -1].float())
+        return done
+
+    def _decode_reusing(self, token_rows: list[list[int]], processors, rows: list[_Row], max_new: int) -> None:
+        """Batched decoding over per-row caches (left-padded), storing each row's KV at its end."""
+        import torch
+        from transformers import DynamicCache
+
+        model, store = self._model, self.kv_store
+        prefilled = self._prefill_distinct(token_rows)
+        batch = len(token_rows)
+        lengths = [len(t) for t in token_rows]
+        width = max(lengths)
+        cache = DynamicCache(config=model.config)
+        n_layers = len(next(iter(prefilled.values()))[0])
+        for index in range(n_layers):
+            keys, values = [], []
+            for row in token_rows:
+                k, v = prefilled[tuple(row)][0][index]
+                pad = width - k.shape[-2]
+                if pad:
+                    k = torch.cat([k.new_zeros(1, k.shape[1], pad, k.shape[3]), k], dim=-2)
+                    v = torch.cat([v.new_zeros(1, v.shape[1], pad, v.shape[3]), v], dim=-2)
+                keys.append(k)
+                values.append(v)
+            cache.update(torch.cat(keys), torch.cat(values), index)
+        attention_mask = torch.zeros((batch, width), dtype=torch.long, device=self._device)
+        for i, n in enumerate(lengths):
+            attention_mask[i, width - n:] = 1
+        positions = torch.tensor(lengths, dtype=torch.long, device=self._device).unsqueeze(1)
+        logits = torch.stack([prefilled[tuple(row)][1] for row in token_rows])
+        fed = [list(row) for row in token_rows]  # the tokens each row's cache holds
+        full_ids = torch.zeros((batch, 1), dtype=torch.long)  # processors read the new columns
+        active = torch.arange(batch)
+
+        def store_row(position: int, index: int) -> None:
+            pad = width - lengths[index]
+            layers = [(layer.keys[position:position + 1, :, pad:].clone(),
+                       layer.values[position:position + 1, :, pad:].clone()) for layer in cache.layers]
+            store.put(tuple(fed[index]), layers)
+
+        with torch.inference_mode():
+            for _ in range(max_new):
+                scores = torch.zeros((batch, logits.shape[-1]), dtype=logits.dtype)
+                scores[active] = logits
+                for processor in processors:
+                    scores = processor(full_ids, scores)
+                tokens = torch.argmax(scores, dim=-1)
+                full_ids = torch.cat([full_ids, tokens[:, None]], dim=-1)
+                order = active.tolist()
+                alive = [pos for pos, idx in enumerate(order) if not rows[idx].finished]
+                for pos, idx in enumerate(order):
+                    if rows[idx].finished:
+                        store_row(pos, idx)
+                if not alive:
+                    break
+                if len(alive) < len(order):  # finished rows leave the batch
+                    keep = torch.tensor(alive)
+                    cache.batch_select_indices(keep)
+                    active = active[keep]
+                    attention_mask = attention_mask[keep]
+                    positions = positions[keep]
+                step_tokens = tokens[active]
+                for idx, token in zip(active.tolist(), step_tokens.tolist()):
+                    fed[idx].append(token)
+                attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], dim=-1)
+                out = model(input_ids=step_tokens[:, None], attention_mask=attention_mask,
+                            position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1)
+                positions = positions + 1
+                logits = out.logits[:, -1].float()
+            else:
+                for pos, idx in enumerate(active.tolist()):
+                    store_row(pos, idx)
+
     def generate_batch(self, requests: list[ChatRequest]) -> list[ChatResponse]:
         """Generate every sample of every request in one `generate` call."""
         self.load()
@@ -382,7 +491,9 @@ class HFBackend:
                 prompts.append(prompt)
                 row_constraints.append(request.constraint)
         token_rows = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        input_ids, attention_mask, prefix = self._pack(token_rows)
+        input_ids = attention_mask = prefix = None
+        if not self.kv_reuse:
+            input_ids, attention_mask, prefix = self._pack(token_rows)
         eos_id = tokenizer.eos_token_id
         pad_id = tokenizer.pad_token_id
         processors: list[Any] = []
@@ -392,7 +503,9 @@ class HFBackend:
         processors.append(RowSampler(rows, tokenizer, eos_id, pad_id))
         # One step beyond the largest budget so a row at its budget can still emit EOS.
         max_new = max(r.sampling.max_tokens for r in rows) + 1
-        if prefix is not None and self.shared_prefix_attention:
+        if self.kv_reuse:
+            self._decode_reusing(token_rows, processors, rows, max_new)
+        elif prefix is not None and self.shared_prefix_attention:
             self._decode_shared_prefix(input_ids, attention_mask, prefix, processors, rows, max_new)
         else:
             kwargs: dict[str, Any] = {}

@@ -226,42 +226,54 @@ def _check_actions(actions: Sequence[str]) -> tuple[str, ...]:
     return chosen
 
 
-def react_lark(tools: Sequence[dict[str, Any]], actions: Sequence[str] = ACTIONS) -> str:
-    """The llguidance Lark grammar of one ReACT generation."""
-    return _react_lark_cached(_tools_key(tools), _check_actions(actions))
+def react_lark(tools: Sequence[dict[str, Any]], actions: Sequence[str] = ACTIONS, *,
+               plan: bool = True, speak_max_tokens: int = SPEAK_MAX_TOKENS) -> str:
+    """The llguidance Lark grammar of one ReACT generation (`plan=False`: the action alone,
+    as the compact agent style writes it)."""
+    return _react_lark_cached(_tools_key(tools), _check_actions(actions), plan, speak_max_tokens)
 
 
 @lru_cache(maxsize=64)
-def _react_lark_cached(key: str, actions: tuple[str, ...]) -> str:
+def _react_lark_cached(key: str, actions: tuple[str, ...], plan: bool = True,
+                       speak_max_tokens: int = SPEAK_MAX_TOKENS) -> str:
     tools = json.loads(key)
     branches = []
     if "apicall" in actions:
         branches.append(f'"{APICALL_PREFIX}" call " {COMMAND_END}"')
     if "speak" in actions:
         branches.append(f'"{SPEAK_PREFIX}" speak "{COMMAND_END}"')
-    lines = [
-        "// One ReACT generation: a PLAN line, then one APICALL or SPEAK (josh_core/llm/structured.py)",
-        f'start: "{PLAN_PREFIX}" plan "{COMMAND_END}\\n" action',
-        f"action: {' | '.join(branches)}",
-        f"plan[max_tokens={PLAN_MAX_TOKENS}]: /{_LINE_LEXEME}/",
-    ]
+    if plan:
+        lines = [
+            "// One ReACT generation: a PLAN line, then one APICALL or SPEAK (josh_core/llm/structured.py)",
+            f'start: "{PLAN_PREFIX}" plan "{COMMAND_END}\\n" action',
+            f"action: {' | '.join(branches)}",
+            f"plan[max_tokens={PLAN_MAX_TOKENS}]: /{_LINE_LEXEME}/",
+        ]
+    else:
+        lines = [
+            "// One compact generation: one APICALL or SPEAK, no PLAN (josh_core/llm/structured.py)",
+            "start: action",
+            f"action: {' | '.join(branches)}",
+        ]
     if "speak" in actions:
-        lines.append(f"speak[max_tokens={SPEAK_MAX_TOKENS}]: /{_LINE_LEXEME}/")
+        lines.append(f"speak[max_tokens={speak_max_tokens}]: /{_LINE_LEXEME}/")
     if "apicall" in actions:
         lines.append(f"call: %json {json.dumps(api_call_schema(tools))}")
     return "\n".join(lines + [""])
 
 
-def react_constraint(tools: Sequence[dict[str, Any]], actions: Sequence[str] = ACTIONS) -> OutputConstraint:
+def react_constraint(tools: Sequence[dict[str, Any]], actions: Sequence[str] = ACTIONS, *,
+                     plan: bool = True, speak_max_tokens: int = SPEAK_MAX_TOKENS) -> OutputConstraint:
     """The ReACT action grammar for one generation over these tools (see module docstring).
 
     `actions` narrows the second command: ("apicall",) forces a call, ("speak",) a message.
+    `plan=False` drops the PLAN line (the compact agent style); `speak_max_tokens` caps SPEAK.
     """
     chosen = _check_actions(actions)
     key = _tools_key(tools)
-    grammar = _react_lark_cached(key, chosen)
+    grammar = _react_lark_cached(key, chosen, plan, speak_max_tokens)
     with _TWINS_LOCK:
-        _TWIN_SOURCES[grammar] = (key, chosen)
+        _TWIN_SOURCES[grammar] = (key, chosen, plan, speak_max_tokens)
         _TWIN_SOURCES.move_to_end(grammar)
         while len(_TWIN_SOURCES) > _TWIN_SOURCES_MAX:
             _TWIN_SOURCES.popitem(last=False)
@@ -386,7 +398,8 @@ def _gbnf_line(max_chars: int) -> str:
     return f'{_LINE_EDGE} ({_LINE_CHAR}{{0,{max_chars - 2}}} {_LINE_EDGE})? " "'
 
 
-def react_gbnf(tools: Sequence[dict[str, Any]], actions: Sequence[str] = ACTIONS) -> str:
+def react_gbnf(tools: Sequence[dict[str, Any]], actions: Sequence[str] = ACTIONS, *,
+               plan: bool = True, speak_max_tokens: int = SPEAK_MAX_TOKENS) -> str:
     """The ReACT action grammar in GBNF (llama.cpp, xgrammar): same text as `react_lark`.
 
     Lines are capped in characters (PLAN_MAX_CHARS, SPEAK_MAX_CHARS) where the Lark grammar
@@ -394,22 +407,27 @@ def react_gbnf(tools: Sequence[dict[str, Any]], actions: Sequence[str] = ACTIONS
     """
     g = _Gbnf()
     actions = _check_actions(actions)
-    plan = g.rule(_gbnf_line(PLAN_MAX_CHARS), "plan")
+    with_plan = plan
+    speak_chars = max(16, SPEAK_MAX_CHARS * speak_max_tokens // SPEAK_MAX_TOKENS)
+    plan = g.rule(_gbnf_line(PLAN_MAX_CHARS), "plan") if with_plan else None
     branches = []
     if "apicall" in actions:
         call = g.value(api_call_schema(tools), "call")
         branches.append(f"{_gbnf_literal(APICALL_PREFIX)} {call} {_gbnf_literal(' ' + COMMAND_END)}")
     if "speak" in actions:
-        speak = g.rule(_gbnf_line(SPEAK_MAX_CHARS), "speak")
+        speak = g.rule(_gbnf_line(speak_chars), "speak")
         branches.append(f"{_gbnf_literal(SPEAK_PREFIX)} {speak} {_gbnf_literal(COMMAND_END)}")
     action = g.rule(" | ".join(branches), "action")
+    if not with_plan:
+        return g.render(action)
     root = f"{_gbnf_literal(PLAN_PREFIX)} {plan} {_gbnf_literal(COMMAND_END + COMMAND_SEPARATOR)} {action}"
     return g.render(root)
 
 
 @lru_cache(maxsize=64)
-def _react_gbnf_cached(key: str, actions: tuple[str, ...]) -> str:
-    return react_gbnf(json.loads(key), actions)
+def _react_gbnf_cached(key: str, actions: tuple[str, ...], plan: bool = True,
+                       speak_max_tokens: int = SPEAK_MAX_TOKENS) -> str:
+    return react_gbnf(json.loads(key), actions, plan=plan, speak_max_tokens=speak_max_tokens)
 
 
 def json_schema_gbnf(schema: dict[str, Any]) -> str:
@@ -491,8 +509,14 @@ def check_call(call: Any, tools: Sequence[dict[str, Any]]) -> str | None:
     return f"missing required parameters {missing}" if missing else None
 
 
-def check_react(text: str, tools: Sequence[dict[str, Any]]) -> ReactCheck:
-    """Parse one ReACT generation leniently (whitespace around commands) and check the call."""
+def check_react(text: str, tools: Sequence[dict[str, Any]], *, plan: bool = True) -> ReactCheck:
+    """Parse one ReACT generation leniently (whitespace around commands) and check the call.
+
+    `plan=False` checks a compact generation (the action alone, no PLAN line)."""
+    if not plan:
+        if re.match(r"^\s*PLAN\b", text):
+            return ReactCheck(False, error="a compact generation has no PLAN")
+        text = f"{PLAN_PREFIX}- {COMMAND_END}{COMMAND_SEPARATOR}{text}"
     match = _REACT_RE.match(text)
     if not match:
         return ReactCheck(False, error="expected PLAN ... <COMMAND_END> then APICALL or SPEAK ... <COMMAND_END>")

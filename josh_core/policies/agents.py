@@ -6,10 +6,15 @@ from typing import Any
 
 from josh_core.llm.base import ChatBackend
 from josh_core.policies.base import Agent
+from josh_core.policies.compact_agent import COMPACT_MAX_ACTIONS, CompactAgent
 from josh_core.policies.fc_agent import FunctionCallingAgent
+from josh_core.policies.factory import AGENT_STYLES
 from josh_core.policies.react_agent import ReactAgent
 
-AGENT_STYLES = ("react", "fc")
+
+def default_max_actions(style: str) -> int:
+    """Cap on generations per agent turn: ReACT's 5 (the original code), compact's 3."""
+    return COMPACT_MAX_ACTIONS if style == "compact" else 5
 
 
 def build_model_agent(backend: ChatBackend, options: Any = None) -> Agent:
@@ -21,16 +26,20 @@ def build_model_agent(backend: ChatBackend, options: Any = None) -> Agent:
     max_tokens and, for ReACT, demonstrate=False to drop the demonstration conversation.
     """
     style = getattr(options, "style", "react") or "react"
+    if style == "auto":
+        style = "compact" if backend.name.startswith(("embedded", "llamacpp:embedded")) else "react"
     extra = dict(getattr(options, "extra", None) or {})
     common = {
         "temperature": getattr(options, "temperature", None),
-        "max_actions_per_turn": getattr(options, "max_actions_per_turn", 5) or 5,
+        "max_actions_per_turn": getattr(options, "max_actions_per_turn", None) or default_max_actions(style),
         "constrained": getattr(options, "constrained", None),
         "grounded": getattr(options, "grounded", None),
         "max_tokens": extra.get("max_tokens"),
     }
     if style == "react":
         return ReactAgent(backend, demonstrate=extra.get("demonstrate", True), **common)
+    if style == "compact":
+        return CompactAgent(backend, **common)
     if style == "fc":
         return FunctionCallingAgent(backend, **common)
     raise ValueError(f"unknown agent style {style!r}: expected one of {AGENT_STYLES}")

@@ -20,9 +20,9 @@ DEFAULT_USER_SPEC = "agenda"
 class AgentOptions:
     """How an agent is built beside its model SPEC (CLI flags and app widgets map onto this)."""
 
-    style: str = "react"  # "react" | "fc" (function calling)
+    style: str = "auto"  # "auto" | "react" | "compact" | "fc" (function calling); see default_style
     temperature: float | None = None  # None: the backend's default (appendix B)
-    max_actions_per_turn: int = 5  # cap on generations in one agent turn
+    max_actions_per_turn: int | None = None  # cap on generations in one agent turn; None: the style's
     constrained: bool | None = None  # structured action decoding; None: on for local models
     grounded: bool | None = None  # free-text values only from the conversation; None: = constrained
     base_url: str | None = None  # OpenAI-compatible endpoint (else OPENAI_BASE_URL)
@@ -56,6 +56,28 @@ def decoding_mode(constrained: bool | None, grounded: bool | None) -> str:
     return "grounded" if grounded or (grounded is None and constrained) else "grammar"
 
 
+AGENT_STYLES = ("auto", "react", "compact", "fc")
+
+
+def default_style(agent_spec: str) -> str:
+    """The agent style `auto` means for a SPEC: compact for the embedded model (a short prompt
+    and no PLAN measured several times faster and no worse for it; bench/bench_player.py),
+    ReACT (appendix E) for every other model."""
+    spec = agent_spec.strip()
+    if spec == "embedded" or spec.startswith("embedded@") or spec.startswith("llamacpp:embedded"):
+        return "compact"
+    return "react"
+
+
+def resolve_style(style: str | None, agent_spec: str) -> str:
+    """`auto`/None -> default_style(spec); a named style is checked and kept."""
+    if style in (None, "", "auto"):
+        return default_style(agent_spec)
+    if style not in AGENT_STYLES:
+        raise ValueError(f"unknown agent style {style!r}: expected one of {', '.join(AGENT_STYLES)}")
+    return style
+
+
 def split_spec(spec: str) -> tuple[str, str]:
     """`"openai:gpt-4o"` -> `("openai", "gpt-4o")`; `"embedded@dir"` -> `("embedded", "@dir")`."""
     spec = spec.strip()
@@ -80,9 +102,12 @@ def build_agent(spec: str = DEFAULT_AGENT_SPEC, options: AgentOptions | None = N
         from josh_core.policies.script import ScriptAgent
 
         return ScriptAgent.from_file(rest)
+    from dataclasses import replace
+
     from josh_core.llm.specs import build_backend
     from josh_core.policies.agents import build_model_agent
 
+    options = replace(options, style=resolve_style(options.style, spec))
     return build_model_agent(build_backend(spec, options), options)
 
 

@@ -129,6 +129,33 @@ def react_format_feedback(reason: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Compact agent (small local models)
+# ---------------------------------------------------------------------------------------------
+
+# A few hundred tokens instead of ReACT's ~1,600 (system prompt + demonstration): a 135M model
+# follows a short prompt no worse (measured in shared/notes: API name right 28% vs 20% on first
+# turns), and every token of prompt is paid again by every leaf on a CPU. No PLAN: it was about
+# half of all decoded tokens and a cut plan was usually followed by SPEAK.
+COMPACT_INSTRUCTIONS = f"""You are the assistant of a travel desk in Cambridge. You find and book restaurants, hotels and trains, and find attractions, with these APIs (every parameter is optional; where choices are listed, use one of them):"""
+
+COMPACT_RULES = f"""Reply with one line, either
+APICALL {{"name": "<api name>", "parameters": {{...}}}} {COMMAND_END}
+to search or book with values the customer said or an {APIRETURN} showed, or
+SPEAK <your message to the customer> {COMMAND_END}
+to answer the customer, which ends your turn. Search before you book, book only what a search returned, and tell the customer what you found."""
+
+
+def compact_system_prompt(tools: list[dict[str, Any]]) -> str:
+    """The compact style's whole prompt: instructions, one line per API, the reply format."""
+    return "\n".join([COMPACT_INSTRUCTIONS, *(api_line(t) for t in tools), COMPACT_RULES])
+
+
+def compact_format_feedback(reason: str) -> str:
+    return (f"{FORMAT_FEEDBACK_PREFIX} your last output was not valid ({reason}). Reply with "
+            f"APICALL {{\"name\": ..., \"parameters\": {{...}}}} {COMMAND_END} or SPEAK <message> {COMMAND_END}.")
+
+
+# ---------------------------------------------------------------------------------------------
 # Function-calling agent
 # ---------------------------------------------------------------------------------------------
 
