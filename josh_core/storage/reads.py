@@ -309,18 +309,12 @@ def list_annotations(db: Database, conversation_id: str | None = None) -> list[A
 
 
 def label_overrides(db: Database, conversation_ids: list[str] | None = None) -> dict[str, str]:
-    """The latest label override of every annotated node (node id -> label)."""
-    where, params = "", []
-    if conversation_ids is not None:
-        where, params = " AND list_contains(?, conversation_id)", [list(conversation_ids)]
-    rows = db.read(
-        lambda con: con.execute(
-            "SELECT node_id, arg_max(label, created_at) FROM annotations "
-            f"WHERE label IS NOT NULL{where} GROUP BY node_id",
-            params,
-        ).fetchall()
-    )
-    return {node_id: label for node_id, label in rows}
+    """The annotators' resolved label of every annotated node (node id -> label): each
+    annotator's latest word counts once, the most given label wins, a tie goes to the latest
+    (josh_core/storage/annotations.py)."""
+    from josh_core.storage.annotations import resolved_labels
+
+    return resolved_labels(db, conversation_ids)
 
 
 def list_exports(db: Database) -> list[ExportRecord]:

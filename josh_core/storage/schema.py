@@ -186,6 +186,19 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        4,
+        "annotations.verdict: the annotator's word for a pair (good, bad, dont_use, skip)",
+        (
+            # good -> label 'ideal', bad -> 'negative', dont_use -> 'unexplored', skip -> no
+            # label (the annotator saw the pair and passed); NULL for comments and for rows
+            # written before this column (their label alone counts).
+            "ALTER TABLE annotations ADD COLUMN verdict VARCHAR",
+        ),
+    ),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version
 
 
