@@ -378,6 +378,17 @@ def goals_html(rows: list[GoalRow]) -> str:
 # -- cached reads ------------------------------------------------------------------------------
 
 
+def db_stamp(db: Database) -> tuple[int, int]:
+    """Changes whenever the database file or its write-ahead log changes (cache keys)."""
+    def mtime(path: Path) -> int:
+        try:
+            return path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return 0
+
+    return mtime(db.path), mtime(db.wal_path)
+
+
 @st.cache_resource(max_entries=12, show_spinner=False)
 def _tree(path: str, conversation_id: str, stamp: tuple):
     from josh_core.storage import reads

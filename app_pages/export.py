@@ -1,46 +1,109 @@
-"""Export training data (SFT / KTO / DPO JSONL) in one click."""
+"""Export training data (SFT / KTO / DPO JSONL): what the filters let through and why, a preview
+of the rows, then one click to write a new file and download it."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import streamlit as st
 
+from josh_core.analysis.export_plan import export_file_name, plan_export
 from josh_core.extract import EXPORT_FORMATS, EXPORT_KINDS, ExportOptions, export_dataset
 from josh_core.storage import reads
-from ui_common import require_database, pick_run
+from ui_common import db_stamp, pick_run, require_database
 
 st.title("Export training data")
 db = require_database()
-run_id = pick_run(db)
+run_id = pick_run(db, key="export-run")
 
+KIND_HELP = {
+    "sft": "the ideal path of each conversation as one `messages` example",
+    "kto": "every generation of ideal turns (desirable) and of negative alternatives (undesirable)",
+    "dpo": "each ideal turn against each negative alternative after the same user turn",
+}
 cols = st.columns(3)
-kind = cols[0].radio("Kind", EXPORT_KINDS, horizontal=True,
-                     help="sft: ideal paths as `messages`; kto: prompt/completion/label; dpo: prompt/chosen/rejected")
-fmt = cols[1].radio("Format", EXPORT_FORMATS, horizontal=True,
-                    help="trl: TRL conversational datasets; openai: OpenAI fine-tuning (`messages`, `tools`)")
-only_full = cols[2].checkbox("Only conversations with reward 1.0", value=True)
+kind = cols[0].radio("Kind", EXPORT_KINDS, horizontal=True, key="export-kind", format_func=str.upper,
+                     help="; ".join(f"{k.upper()}: {v}" for k, v in KIND_HELP.items()))  # fmt: skip
+fmt = cols[1].radio("Format", EXPORT_FORMATS, horizontal=True, key="export-format",
+                    help="trl: TRL conversational datasets; openai: OpenAI fine-tuning (`messages`, `tools`)")  # fmt: skip
+only_full = cols[2].checkbox("Only conversations with reward 1.0", value=True, key="export-full",
+                             help="The paper trains on conversations that reached every goal (appendix B).")  # fmt: skip
 cols = st.columns(3)
-drop_errors = cols[0].checkbox("Drop turns with errors", value=True)
-use_annotations = cols[1].checkbox("Apply annotators' label overrides", value=True)
-system_only = cols[2].checkbox("System prompt only", value=False,
-                               help="Default: prompts start with everything the agent sent (ReACT: "
-                                    "system prompt and demonstration), exactly as at inference.")
-out_dir = Path(st.text_input("Folder", value=str(Path(db.path).resolve().parent / "exports")))
+drop_errors = cols[0].checkbox("Drop turns with errors", value=True, key="export-errors")
+use_annotations = cols[1].checkbox("Follow the annotators' labels", value=True, key="export-annotations",
+                                   help="Pairs page verdicts: good = positive, bad = negative, don't use = left out.")  # fmt: skip
+system_only = cols[2].checkbox("System prompt only", value=False, key="export-system",
+                               help="Default: prompts start with everything the agent sent (ReACT: system prompt "
+                                    "and demonstration), exactly as at inference.")  # fmt: skip
+options = ExportOptions(kind=kind, format=fmt, min_reward=1.0 if only_full else None, drop_errors=drop_errors,
+                        use_annotations=use_annotations, prompt="system" if system_only else "agent")  # fmt: skip
+if kind == "kto" and fmt == "openai":
+    st.error("OpenAI fine-tuning has no KTO format: choose TRL for KTO.")
+    st.stop()
 
-if st.button("Export", type="primary"):
-    out = out_dir / f"{kind}-{fmt}-{run_id or 'all'}.jsonl"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    options = ExportOptions(kind=kind, format=fmt, min_reward=1.0 if only_full else None,
-                            drop_errors=drop_errors, use_annotations=use_annotations,
-                            prompt="system" if system_only else "agent")
-    summary = export_dataset(db, options, out, run_id=run_id)
-    st.success(f"{summary.rows} rows from {summary.conversations} of {summary.considered} "
-               f"finished conversations written to {summary.path}")
-    st.download_button("Download JSONL", data=out.read_bytes(), file_name=out.name,
-                       mime="application/jsonl")
+
+@st.cache_data(max_entries=16, show_spinner="Counting what this export would write…")
+def _plan(path: str, options_json: str, run: str | None, stamp: tuple):
+    from josh_core.storage.db import Database
+
+    return plan_export(Database(path), ExportOptions.model_validate_json(options_json), run)
+
+
+plan = _plan(str(db.path), options.model_dump_json(), run_id, db_stamp(db))
+
+# -- what passes, and why the rest does not ----------------------------------------------------
+st.subheader("Before writing")
+cols = st.columns(3)
+cols[0].metric("Conversations in scope", plan.conversations)
+cols[1].metric("Conversations giving rows", f"{plan.giving_rows} of {plan.conversations}")
+cols[2].metric("Rows to write", plan.rows)
+left_out = []
+for status, n in sorted(plan.not_finished.items()):
+    left_out.append(f"{n} not finished ({status})")
+if plan.below_reward:
+    left_out.append(f"{plan.below_reward} finished below reward 1.0 (untick “Only conversations with reward 1.0” to include them)")
+for reason, n in sorted(plan.no_rows.items(), key=lambda kv: -kv[1]):
+    left_out.append(f"{n} give no {kind.upper()} rows: {reason}")
+if left_out:
+    st.markdown("**Left out:**\n" + "\n".join(f"- {line}" for line in left_out))
+if plan.rows == 0:
+    st.warning("This export would write no rows. See what is left out above and change the filters.")
+
+with st.expander(f"Preview: the first {len(plan.preview)} of {plan.rows} rows", expanded=plan.rows > 0):
+    for i, row in enumerate(plan.preview, 1):
+        st.caption(f"row {i}")
+        st.code(json.dumps(row, ensure_ascii=False, indent=1)[:6000], language="json", wrap_lines=True, height=260)
+
+# -- write ----------------------------------------------------------------------------------------
+folder = st.text_input("Folder", value=str(Path(db.path).resolve().parent / "exports"), key="export-folder")
+if st.button("Export", type="primary", disabled=plan.rows == 0, key="export-go"):
+    out = export_file_name(folder, kind, fmt, run_id)
+    try:
+        summary = export_dataset(db, options, out, run_id=run_id)
+    except (OSError, ValueError) as error:
+        st.session_state["export-result"] = {"error": str(error)}
+    else:
+        st.session_state["export-result"] = {"summary": summary.model_dump(), "path": str(out)}
+    _plan.clear()
+
+result = st.session_state.get("export-result")
+if result and "error" in result:
+    st.error(f"The export failed: {result['error']}")
+elif result:
+    summary, path = result["summary"], Path(result["path"])
+    message = (f"{summary['rows']} rows from {summary['conversations']} conversations written to {path}"
+               + ("" if summary.get("recorded", True) else f" ({summary.get('note')})"))  # fmt: skip
+    (st.success if summary["rows"] else st.warning)(message)
+    if path.exists():
+        st.download_button(f"Download {path.name}", data=path.read_bytes(), file_name=path.name,
+                           mime="application/jsonl", on_click="ignore", key="export-download")  # fmt: skip
 
 exports = reads.list_exports(db)
 if exports:
     st.subheader("Earlier exports")
-    st.dataframe([e.model_dump() for e in exports], hide_index=True, width="stretch")
+    st.dataframe(
+        [{"when": e.created_at, "kind": e.kind, "format": e.format, "rows": e.rows,
+          "conversations": e.conversations, "run": e.run_id or "every run", "file": e.path} for e in reversed(exports)],
+        hide_index=True, width="stretch",
+    )  # fmt: skip

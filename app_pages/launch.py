@@ -1,4 +1,6 @@
-"""Launch a rollout (plain or JOSH) in a background process and follow it as it writes."""
+"""Launch a rollout (plain or JOSH) as a background `josh rollout` process: the settings are
+checked first, then the run is followed by conversations, search steps and nodes as it writes,
+can be stopped, and links to its trees."""
 
 from __future__ import annotations
 
@@ -7,70 +9,122 @@ from pathlib import Path
 
 import streamlit as st
 
-from josh_core.launch import rollout_args, start_rollout_process
+from josh_core.launch import check_launch, launched_run_id, rollout_args, run_progress, start_rollout_process, stop_process
 from josh_core.policies.factory import DECODING_MODES, decoding_flags
 from josh_core.rollout import RolloutConfig
-from josh_core.storage import reads
-from ui_common import database_path
+from josh_core.storage import reads, writes
+from josh_core.storage.db import Database
+from ui_common import check_database, database_path, page_link
 
 st.title("Launch a rollout")
-db_path = Path(database_path())
+db_path = Path(database_path()).expanduser()
+state, message = check_database(str(db_path))
+if state in ("folder", "empty", "invalid"):
+    st.error(message + " Choose another database in the sidebar.")
+    st.stop()
+st.caption(f"Writes into {db_path}" + (" (a new database)" if state == "missing" else ""))
 
 with st.form("launch"):
     cols = st.columns(3)
     agent = cols[0].text_input("Agent SPEC", "embedded",
-                               help="embedded[@ADAPTER] | openai:MODEL | hf:PATH[@ADAPTER] | vllm:MODEL | llamacpp:GGUF | script:FILE")
+                               help="embedded[@ADAPTER] | openai:MODEL | hf:PATH[@ADAPTER] | vllm:MODEL | llamacpp:GGUF | script:FILE")  # fmt: skip
     user = cols[1].text_input("User SPEC", "agenda", help="agenda | llm:SPEC | script:FILE")
     base_url = cols[2].text_input("Base URL (openai:)", "", help="e.g. http://gpu-box:8000/v1 for `vllm serve`")
     cols = st.columns(4)
     josh = cols[0].toggle("JOSH beam search", value=True)
     split = cols[1].selectbox("Split", ["train", "val", "test", "official-test"])
     limit = cols[2].number_input("Scenarios", min_value=1, value=1)
-    style = cols[3].selectbox("Agent style", ["react", "fc"])
+    style = cols[3].selectbox("Agent style", ["auto", "react", "compact", "fc"],
+                              help="auto: compact for the embedded model, ReACT otherwise")  # fmt: skip
     cols = st.columns(6)
-    decoding = cols[5].selectbox(
-        "Decoding", list(DECODING_MODES),
-        help="auto: grounded for local models, free for API models; grounded: action grammar with "
-             "values from the conversation; grammar: action grammar only; free: unconstrained text.",
-    )
     beam = cols[0].number_input("Max beam", min_value=1, value=8)
     branching = cols[1].number_input("Branching", min_value=1, value=2)
     max_turns = cols[2].number_input("Max turns", min_value=1, value=15)
     seed = cols[3].number_input("Seed", value=0)
     concurrency = cols[4].number_input("Conversations at once", min_value=1, value=1)
+    decoding = cols[5].selectbox(
+        "Decoding", list(DECODING_MODES),
+        help="auto: grounded for local models, free for API models; grounded: action grammar with "
+             "values from the conversation; grammar: action grammar only; free: unconstrained text.",
+    )  # fmt: skip
     submitted = st.form_submit_button("Start", type="primary")
 
 if submitted:
-    constrained, grounded = decoding_flags(decoding)
-    config = RolloutConfig(
-        constrained=constrained, grounded=grounded, josh=josh, agent=agent.strip(), user=user.strip(), style=style, base_url=base_url or None,
-        split=split, limit=int(limit), beam=int(beam), branching=int(branching),
-        max_turns=int(max_turns), seed=int(seed), concurrency=int(concurrency),
-    )
-    log_path = db_path.resolve().parent / "logs" / f"rollout-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    process = start_rollout_process(config, db_path, log_path)
-    st.session_state["launched"] = {"pid": process.pid, "log": str(log_path),
-                                    "args": rollout_args(config, db_path), "process": process}
+    launched = st.session_state.get("launched")
+    if launched and launched["process"].poll() is None:
+        st.error(f"Rollout {launched['pid']} is still running: stop it or wait for it before starting another.")
+    else:
+        problems: list[str] = []
+        try:
+            constrained, grounded = decoding_flags(decoding)
+            config = RolloutConfig(
+                constrained=constrained, grounded=grounded, josh=josh, agent=agent.strip(), user=user.strip(),
+                style=style, base_url=base_url.strip() or None, split=split, limit=int(limit), beam=int(beam),
+                branching=int(branching), max_turns=int(max_turns), seed=int(seed), concurrency=int(concurrency),
+            )  # fmt: skip
+        except ValueError as error:  # pydantic's ValidationError is a ValueError
+            problems = [str(error)]
+        else:
+            problems = check_launch(config)
+        if problems:
+            st.error("Not started:\n" + "\n".join(f"- {p}" for p in problems))
+        else:
+            log_path = db_path.resolve().parent / "logs" / f"rollout-{time.strftime('%Y%m%d-%H%M%S')}.log"
+            process = start_rollout_process(config, db_path, log_path)
+            st.session_state["launched"] = {"pid": process.pid, "log": str(log_path), "process": process,
+                                            "args": rollout_args(config, db_path), "run": None,
+                                            "stopped": False, "started": time.time()}  # fmt: skip
 
 launched = st.session_state.get("launched")
 if launched:
-    st.code("josh " + " ".join(launched["args"]), language="bash")
+    st.code("josh " + " ".join(launched["args"]), language="bash", wrap_lines=True)
 
-    @st.fragment(run_every=2)
+    def _stop() -> None:
+        stop_process(launched["pid"])
+        launched["stopped"] = True
+
+    @st.fragment(run_every=1.5)
     def follow() -> None:
         process = launched["process"]
         code = process.poll()
-        st.caption(f"process {launched['pid']}: " + ("running" if code is None else f"exited with {code}"))
+        if launched["run"] is None:
+            launched["run"] = launched_run_id(launched["log"])
+        run_id = launched["run"]
+        cols = st.columns([4, 1])
+        if code is None:
+            cols[0].info(f"Process {launched['pid']} is running" + (f": run {run_id}" if run_id else ": starting…"))
+            cols[1].button("Stop", key="launch-stop", on_click=_stop, type="secondary", width="stretch")
+        elif launched["stopped"]:
+            cols[0].warning(f"Stopped. The run can be continued: josh rollout --resume {run_id or 'RUN'} --db {db_path}")
+            if run_id and not launched.get("marked"):
+                try:
+                    if reads.get_run(Database(db_path), run_id).status == "running":
+                        writes.set_run_status(Database(db_path), run_id, "incomplete")
+                except (KeyError, FileNotFoundError):
+                    pass
+                launched["marked"] = True
+        elif code == 0:
+            cols[0].success(f"Finished: run {run_id}.")
+        else:
+            cols[0].error(f"The rollout failed (exit code {code}). The end of its log is below.")
+        if run_id and db_path.exists():
+            try:
+                progress = run_progress(Database(db_path), run_id)
+            except KeyError:
+                progress = None
+            if progress is not None:
+                st.progress(min(progress.fraction, 1.0), text=f"run {run_id}: {progress.summary()}")
+                frame = progress.frame[["position", "scenario_id", "status", "steps", "node_count", "reward"]]
+                st.dataframe(frame, hide_index=True, width="stretch",
+                             column_config={"node_count": "nodes", "steps": f"steps (of {progress.max_turns})"})  # fmt: skip
+                first = progress.frame.iloc[0]["id"] if len(progress.frame) else None
+                if first is not None:
+                    page_link("app_pages/trees.py", f"Open the trees of run {run_id}", conversation=first)
+        elif code is None:
+            st.progress(0.0, text="Waiting for the run to start (loading scenarios and the model)…")
         log = Path(launched["log"])
         if log.exists():
-            st.text("\n".join(log.read_text(errors="replace").splitlines()[-15:]))
-        if db_path.exists():
-            from josh_core.storage.db import Database
-
-            runs = reads.runs_frame(Database(db_path))
-            if not runs.empty:
-                latest = runs.iloc[-1]
-                total = max(int(latest["conversations"]), 1)
-                st.progress(int(latest["done"]) / total, text=f"run {latest['id']}: {int(latest['done'])}/{total} conversations")
+            with st.expander("Log", expanded=code not in (None, 0)):
+                st.code("\n".join(log.read_text(errors="replace").splitlines()[-25:]) or "(empty)", language=None)
 
     follow()

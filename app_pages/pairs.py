@@ -1,60 +1,175 @@
-"""Pair annotator: at each user turn on the ideal path, the ideal agent turn (good) beside its
-alternatives (bad, or partial credit). Annotators may override a label (it changes what export
-writes) and leave a comment; every annotation is stored, the latest override wins."""
+"""Pair annotator: a queue of every alternative agent turn beside the ideal one (same earlier
+turns, same user turn), across conversations. Annotators say good / bad / don't use / skip
+(keys G, B, D, S; Left and Right move), comment, and see each other's verdicts and agreement.
+Export uses the resolved label (josh_core/storage/annotations.py)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from josh_core.search.labels import LABELS, compute_labels, ideal_path
+from josh_core.analysis.pairs import VERDICT_WORDS, agreement, author_name, pair_queue, progress, votes_by_node
+from josh_core.analysis.transcript import path_views, turn_view
 from josh_core.storage import reads, writes
-from ui_common import require_database, pick_conversation
+from josh_core.storage.annotations import ANONYMOUS, add_verdict, comments
+from josh_core.treeviz import LABEL_WORDS
+from ui_common import conversation_html, db_stamp, esc, load_tree, md, pick_run, require_database, tree_labels, turn_html
 
 st.title("Pair annotator")
 db = require_database()
-conversation = pick_conversation(db)
-if conversation is None:
+run_id = pick_run(db, key="pairs-run")
+
+# The annotator's name: kept for the session and in the URL (a link opens the same queue).
+if "pairs-author" not in st.session_state:
+    st.session_state["pairs-author"] = st.query_params.get("annotator", "")
+author = st.sidebar.text_input("Your name (annotator)", key="pairs-author",
+                               help="Every verdict and comment is stored under it; several annotators can "
+                                    "judge the same pairs.").strip()  # fmt: skip
+if author:
+    st.query_params["annotator"] = author
+else:
+    st.query_params.pop("annotator", None)
+only_todo = st.sidebar.toggle("Only pairs I have not judged", value=False, key="pairs-todo")
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _queue(path: str, run: str | None, stamp: tuple):
+    from josh_core.storage.db import Database
+
+    return pair_queue(Database(path), run)
+
+
+items = _queue(str(db.path), run_id, db_stamp(db))
+if not items:
+    st.info("No pairs yet: pairs come from finished JOSH trees whose ideal path branched (a user turn "
+            "with the ideal agent turn and at least one alternative).")
     st.stop()
-author = st.sidebar.text_input("Annotator", value=st.session_state.get("author", ""), key="author")
 
-tree = reads.load_tree(db, conversation.id)
-labels = compute_labels(tree, reads.label_overrides(db, [conversation.id]))
-branch_points = [n for n in ideal_path(tree) if n.kind == "user" and len(tree.children(n.id)) > 1]
-if not branch_points:
-    st.info("No ideal-path user turn with alternatives in this conversation (a plain rollout, "
-            "or a tree that never branched on its ideal path).")
-    st.stop()
+votes = votes_by_node(db, items)
+mine = progress(items, votes, author or ANONYMOUS)
+if only_todo:
+    order = [i for i, item in enumerate(items)
+             if not any(v.author == (author or ANONYMOUS) for v in votes.get(item.alternative_node_id, []))]  # fmt: skip
+else:
+    order = list(range(len(items)))
 
-index = st.number_input("Pair", min_value=1, max_value=len(branch_points), value=1) - 1
-user_node = branch_points[index]
-st.markdown(f"**User turn {user_node.path}**")
-st.text(user_node.text)
+if "pairs-index" not in st.session_state:
+    linked = st.query_params.get("pair")
+    start = int(linked) - 1 if linked and linked.isdigit() and 0 < int(linked) <= len(items) else None
+    st.session_state["pairs-index"] = start if start is not None else (mine.next_pending or 0)
+index = min(max(st.session_state["pairs-index"], 0), len(items) - 1)
+if order and index not in order:
+    index = next((i for i in order if i > index), order[0])
+st.session_state["pairs-index"] = index
+st.query_params["pair"] = str(index + 1)
+item = items[index]
 
-comments = {a.node_id: a for a in reads.list_annotations(db, conversation.id) if a.comment}
+# -- progress ---------------------------------------------------------------------------------
+cols = st.columns([2, 2, 3])
+cols[0].metric("Pair", f"{index + 1} of {len(items)}")
+cols[1].metric(f"Judged by {author_name(author or ANONYMOUS)}", f"{mine.done} of {mine.total}")
+agree = agreement(items, votes)
+if agree.multi:
+    cols[2].metric("Annotators agree", f"{agree.unanimous} of {agree.multi} pairs ({100 * agree.rate:.0f}%)",
+                   help="Pairs judged by two annotators or more where all gave the same label (skips left out).")  # fmt: skip
+else:
+    cols[2].metric("Annotators agree", "–", help="No pair has been judged by two annotators yet.")
+st.progress(mine.done / mine.total if mine.total else 0.0,
+            text="All pairs judged." if mine.next_pending is None else f"{mine.total - mine.done} to go")  # fmt: skip
+if not author:
+    st.warning("Enter your name in the sidebar to judge pairs (verdicts are stored per annotator).")
+
+# -- the pair ---------------------------------------------------------------------------------
+tree = load_tree(db, reads.get_conversation(db, item.conversation_id))
+labels = tree_labels(db, tree)
+st.caption(f"{md(item.scenario_id)} · conversation {md(item.conversation_id)} · after user turn {md(item.user_path)}")
+
+context = path_views(tree, item.user_node_id, labels)
+with st.expander(f"Earlier turns ({len(context) - 1}) and the user turn", expanded=True):
+    st.html(conversation_html(context, selected=item.user_path))
+
+left, right = st.columns(2, gap="medium")
+with left:
+    st.markdown("**Ideal turn** · what the search kept")
+    st.html('<div class="jw-chat">' + turn_html(turn_view(tree, item.ideal_node_id, labels)) + "</div>")
+with right:
+    resolved = labels[item.alternative_node_id]
+    st.markdown(f"**Alternative** · now used as: {LABEL_WORDS[resolved]}")
+    st.html('<div class="jw-chat">' + turn_html(turn_view(tree, item.alternative_node_id, labels)) + "</div>")
+
+# -- verdict ----------------------------------------------------------------------------------
 
 
-def show_turn(node, column) -> None:
-    with column:
-        st.markdown(f"**{labels[node.id]}** · agent turn {node.path}")
-        for generation in node.generations:
-            st.text(generation.text)
-        if node.goals_hit:
-            st.success("reached: " + ", ".join(node.goals_hit))
-        if node.id in comments:
-            st.caption("comment: " + comments[node.id].comment)
-        with st.form(f"annotate-{node.id}"):
-            label = st.selectbox("Label", LABELS, index=LABELS.index(labels[node.id]))
-            comment = st.text_input("Comment")
-            if st.form_submit_button("Save"):
-                writes.add_annotation(
-                    db, node_id=node.id, conversation_id=conversation.id,
-                    label=label if label != labels[node.id] else None,
-                    comment=comment or None, author=author or None,
-                )
-                st.rerun()
+def _judge(verdict: str) -> None:
+    add_verdict(db, node_id=item.alternative_node_id, conversation_id=item.conversation_id,
+                verdict=verdict, author=author)  # fmt: skip
+    st.session_state["pairs-flash"] = f"Saved: {VERDICT_WORDS[verdict]} for pair {index + 1}."
+    later = [i for i in order if i > index]
+    st.session_state["pairs-index"] = later[0] if later else index
 
 
-children = tree.children(user_node.id)
-columns = st.columns(len(children))
-for child, column in zip(sorted(children, key=lambda c: labels[c.id] != "ideal"), columns):
-    show_turn(child, column)
+def _move(step: int) -> None:
+    position = order.index(index) if index in order else 0
+    st.session_state["pairs-index"] = order[min(max(position + step, 0), len(order) - 1)]
+
+
+st.markdown("**Is the alternative as good as the ideal turn?**")
+buttons = st.columns([2, 2, 2, 2, 1, 1])
+disabled = not author
+buttons[0].button("Good", key="v-good", shortcut="G", on_click=_judge, args=("good",),
+                  disabled=disabled, width="stretch", help="As good as the ideal turn: trained on as desirable.")  # fmt: skip
+buttons[1].button("Bad", key="v-bad", shortcut="B", on_click=_judge, args=("bad",),
+                  disabled=disabled, width="stretch", help="Worse than the ideal turn: trained on as undesirable.")  # fmt: skip
+buttons[2].button("Don't use", key="v-dont", shortcut="D", on_click=_judge, args=("dont_use",),
+                  disabled=disabled, width="stretch", help="Leave this turn out of the training data.")  # fmt: skip
+buttons[3].button("Skip", key="v-skip", shortcut="S", on_click=_judge, args=("skip",), disabled=disabled,
+                  width="stretch", help="No opinion: counts as seen, gives no label.")  # fmt: skip
+buttons[4].button("◀", key="v-prev", shortcut="Left", on_click=_move, args=(-1,), help="Previous pair", width="stretch")
+buttons[5].button("▶", key="v-next", shortcut="Right", on_click=_move, args=(1,), help="Next pair", width="stretch")
+st.caption("Good: use it as a positive · Bad: use it as a negative · Don't use: leave it out of the data · "
+           "Skip: no opinion. Keys G, B, D, S; ← and → move between pairs.")
+flash = st.session_state.pop("pairs-flash", None)
+if flash:
+    st.success(flash)
+
+# -- who said what ------------------------------------------------------------------------------
+here = sorted(votes.get(item.alternative_node_id, []), key=lambda v: v.created_at)
+notes = [c for c in comments(db, [item.conversation_id]) if c["node_id"] == item.alternative_node_id]
+history = [
+    f"<tr><td>{esc(author_name(v.author))}</td><td>{esc(VERDICT_WORDS.get(v.verdict or '', v.label or ''))}</td>"
+    f"<td>{esc(v.created_at.strftime('%Y-%m-%d %H:%M:%S'))} UTC</td></tr>"
+    for v in here
+]
+cols = st.columns(2, gap="medium")
+with cols[0]:
+    st.markdown("**Verdicts on this pair** (each annotator's latest)")
+    if history:
+        st.html('<table class="jw-goals"><tr><th>annotator</th><th>verdict</th><th>when</th></tr>' + "".join(history) + "</table>")
+        st.caption(f"Export uses: {LABEL_WORDS[resolved]} (the label most annotators gave; a tie goes to the latest).")
+    else:
+        st.caption("No verdict yet: export uses the tree's label, " + LABEL_WORDS[item.tree_label] + ".")
+with cols[1]:
+    st.markdown("**Comments**")
+    for note in notes:
+        st.html(f'<div class="jw-muted"><b>{esc(author_name(note["author"]))}</b> · '
+                f'{esc(note["created_at"].strftime("%Y-%m-%d %H:%M:%S"))} UTC</div>'
+                f'<div class="jw-bubble">{esc(note["comment"])}</div>')  # fmt: skip
+    with st.form(f"comment-{item.alternative_node_id}", clear_on_submit=True, border=False):
+        text = st.text_area("Comment", placeholder="Why is this turn good or bad?", height=80)
+        if st.form_submit_button("Save comment", disabled=disabled) and text.strip():
+            writes.add_annotation(db, node_id=item.alternative_node_id, conversation_id=item.conversation_id,
+                                  comment=text.strip(), author=author or None)  # fmt: skip
+            st.rerun()
+
+if agree.pairwise:
+    with st.expander("Agreement between annotators"):
+        st.html(
+            '<table class="jw-goals"><tr><th>annotators</th><th>pairs both judged</th><th>same label</th>'
+            "<th>Cohen's kappa</th></tr>"
+            + "".join(
+                f"<tr><td>{esc(author_name(p.first))} · {esc(author_name(p.second))}</td><td>{p.both}</td>"
+                f"<td>{p.agree} ({100 * p.agree / p.both:.0f}%)</td>"
+                f"<td>{'–' if p.kappa is None else f'{p.kappa:.2f}'}</td></tr>"
+                for p in agree.pairwise
+            )
+            + "</table>"
+        )

@@ -102,7 +102,7 @@ else:
             other_tree = tree if record.id == conversation.id else load_tree(db, record)
             labels = tree_labels(db, other_tree)
             goals = goal_rows(record, other_tree)
-            st.markdown(f"**{md(record.scenario_id)}** · run `{md(record.run_id)}`")
+            st.markdown(f"**{md(record.scenario_id)}** · run {md(record.run_id)}")
             st.caption("agent " + md(run.agent_spec if run else "?"))
             cols = st.columns(3)
             cols[0].metric("Reward", fmt_reward(record.reward))

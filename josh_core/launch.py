@@ -54,3 +54,139 @@ def start_rollout_process(config: RolloutConfig, db_path: str | Path, log_path: 
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+# -- checking a launch before it starts, following and stopping it ----------------------------
+
+AGENT_KINDS = ("embedded", "openai", "hf", "vllm", "llamacpp", "script")
+USER_KINDS = ("agenda", "llm", "script")
+
+
+def check_spec(spec: str, role: str = "agent", base_url: str | None = None) -> list[str]:
+    """Problems with an agent or user SPEC that can be seen without loading a model."""
+    import json
+    import os
+
+    from josh_core.llm.specs import split_adapter
+    from josh_core.policies.factory import split_spec
+
+    try:
+        kind, rest = split_spec(spec)
+    except ValueError as error:
+        return [f"{role} SPEC: {error}"]
+    kinds = AGENT_KINDS if role == "agent" else USER_KINDS
+    if kind not in kinds:
+        return [f"{role} SPEC {spec!r}: unknown kind {kind!r}; expected one of {', '.join(kinds)}"]
+    if role == "user" and kind == "llm":
+        return check_spec(rest, "agent", base_url) if rest else ["user SPEC llm: needs a model SPEC, e.g. llm:openai:MODEL"]
+    problems = []
+    if kind == "script":
+        path = Path(rest).expanduser()
+        if not rest:
+            problems.append(f"{role} SPEC script: needs a file, script:FILE")
+        elif not path.is_file():
+            problems.append(f"{role} script {rest}: no such file")
+        else:
+            try:
+                from josh_core.policies.script import ScriptAgent, ScriptUser
+
+                (ScriptAgent if role == "agent" else ScriptUser).from_file(path)
+            except (ValueError, json.JSONDecodeError, OSError) as error:
+                problems.append(f"{role} script {rest}: {error}")
+    elif kind == "openai":
+        if not rest:
+            problems.append(f"{role} SPEC openai: needs a model, openai:MODEL")
+        if not (base_url or os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_KEY")):
+            problems.append(f"{role} SPEC {spec}: give a base URL (e.g. a `vllm serve` endpoint) or set OPENAI_API_KEY")
+    elif kind in ("hf", "vllm", "embedded"):
+        if kind == "embedded":
+            base, adapter = None, rest.lstrip("@") or None
+        else:
+            base, adapter = split_adapter(rest)
+            if not base:
+                problems.append(f"{role} SPEC {kind}: needs a model path or id, {kind}:PATH_OR_ID")
+        if adapter and not Path(adapter).expanduser().is_dir():
+            problems.append(f"{role} SPEC {spec}: no adapter folder at {adapter}")
+        if base and (base.startswith((".", "/", "~"))) and not Path(base).expanduser().exists():
+            problems.append(f"{role} SPEC {spec}: no model at {base}")
+    elif kind == "llamacpp":
+        if rest != "embedded" and not Path(rest).expanduser().is_file():
+            problems.append(f"{role} SPEC {spec}: no GGUF file at {rest}")
+    return problems
+
+
+def check_launch(config: RolloutConfig) -> list[str]:
+    """Everything wrong with a launch that can be seen before a process starts."""
+    problems = check_spec(config.agent, "agent", config.base_url) + check_spec(config.user, "user", config.base_url)
+    if config.scenario_file and not Path(config.scenario_file).expanduser().is_file():
+        problems.append(f"scenario file {config.scenario_file}: no such file")
+    if not config.scenario_file and config.split:
+        from josh_core.toolwoz.store import SPLITS
+
+        if config.split not in SPLITS:
+            problems.append(f"split {config.split!r}: expected one of {', '.join(SPLITS)}")
+    return problems
+
+
+def launched_run_id(log_path: str | Path) -> str | None:
+    """The run id a launched `josh rollout` announced in its log (None until it has)."""
+    import re
+
+    try:
+        text = Path(log_path).read_text(errors="replace")
+    except FileNotFoundError:
+        return None
+    match = re.search(r"^run (\S+): \d+ conversations", text, re.MULTILINE)
+    return match.group(1) if match else None
+
+
+def stop_process(pid: int) -> bool:
+    """Stop a launched rollout and everything it started (its process group); False if it had
+    already ended. The run stays resumable (`josh rollout --resume RUN`)."""
+    import os
+    import signal
+
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class RunProgress:
+    """How far a run has got, by conversations, search steps and nodes written."""
+
+    def __init__(self, run, frame):
+        self.run = run
+        self.max_turns = int((run.config or {}).get("max_turns") or 0)
+        self.conversations = len(frame)
+        statuses = frame["status"].tolist() if len(frame) else []
+        self.done = statuses.count("done")
+        self.failed = statuses.count("failed")
+        self.running = statuses.count("running")
+        self.nodes = int(frame["node_count"].fillna(0).sum()) if len(frame) else 0
+        steps = frame["steps"].fillna(0).tolist() if len(frame) else []
+        # A finished conversation has taken all the steps it will take (it may stop early).
+        self.steps_done = sum(self.max_turns if s in ("done", "failed") else min(int(n), self.max_turns)
+                              for s, n in zip(statuses, steps))  # fmt: skip
+        self.steps_total = self.conversations * self.max_turns
+        self.frame = frame
+
+    @property
+    def fraction(self) -> float:
+        return self.steps_done / self.steps_total if self.steps_total else (1.0 if self.run.status != "running" else 0.0)
+
+    @property
+    def finished(self) -> bool:
+        return self.conversations > 0 and self.done + self.failed == self.conversations
+
+    def summary(self) -> str:
+        return (f"{self.done + self.failed} of {self.conversations} conversations finished"
+                + (f" ({self.failed} failed)" if self.failed else "")
+                + f" · step {self.steps_done} of {self.steps_total} · {self.nodes} nodes written")  # fmt: skip
+
+
+def run_progress(db, run_id: str) -> RunProgress:
+    from josh_core.storage import reads
+
+    return RunProgress(reads.get_run(db, run_id), reads.conversations_frame(db, run_id=run_id))
