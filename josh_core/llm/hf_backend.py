@@ -159,6 +159,14 @@ def _set_cpu_threads() -> None:
         torch.set_num_threads(threads)
 
 
+def _cache_arg(model: Any) -> str:
+    """The forward() keyword of the KV cache: `cache` in recent transformers 5 releases
+    (`past_key_values` is deprecated there), `past_key_values` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 class HFBackend:
     """A transformers causal LM in this process (CPU here; CUDA when available)."""
 
@@ -286,7 +294,7 @@ class HFBackend:
             rest = torch.tensor([list(prefix[best_len:])], dtype=torch.long, device=self._device)
             positions = torch.arange(best_len, len(prefix), device=self._device).unsqueeze(0)
             with torch.inference_mode():
-                self._model(input_ids=rest, past_key_values=kv, position_ids=positions, use_cache=True)
+                self._model(input_ids=rest, position_ids=positions, use_cache=True, **{_cache_arg(self._model): kv})
         cache[prefix] = kv
         while len(cache) > self.prefix_cache_entries:
             cache.popitem(last=False)
@@ -338,8 +346,8 @@ class HFBackend:
         full_ids = input_ids
         with torch.inference_mode(), shared_prefix_generation(model, cache):
             out = model(input_ids=input_ids[:, prefix_len:], attention_mask=attention_mask,
-                        position_ids=positions[:, prefix_len:], past_key_values=cache, use_cache=True,
-                        logits_to_keep=1)
+                        position_ids=positions[:, prefix_len:], use_cache=True,
+                        logits_to_keep=1, **{_cache_arg(model): cache})
             next_positions = positions[:, -1:] + 1
             for _ in range(max_new):
                 logits = out.logits[:, -1].float()
@@ -360,7 +368,8 @@ class HFBackend:
                     next_positions = next_positions[keep]
                 attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], dim=-1)
                 out = model(input_ids=tokens[active][:, None], attention_mask=attention_mask,
-                            position_ids=next_positions, past_key_values=cache, use_cache=True, logits_to_keep=1)
+                            position_ids=next_positions, use_cache=True, logits_to_keep=1,
+                            **{_cache_arg(model): cache})
                 next_positions = next_positions + 1
 
     def _prefill_distinct(self, token_rows: list[list[int]]):
@@ -385,8 +394,8 @@ class HFBackend:
             rest = torch.tensor([prompt[reused:]], dtype=torch.long, device=self._device)
             positions = torch.arange(reused, len(prompt), device=self._device).unsqueeze(0)
             with torch.inference_mode():
-                out = model(input_ids=rest, position_ids=positions, past_key_values=cache,
-                            use_cache=True, logits_to_keep=1)
+                out = model(input_ids=rest, position_ids=positions, use_cache=True, logits_to_keep=1,
+                            **{_cache_arg(model): cache})
             layers = [(layer.keys, layer.values) for layer in cache.layers]
             store.put(prompt, layers)
             store.reused_tokens += reused
@@ -458,7 +467,7 @@ class HFBackend:
                     fed[idx].append(token)
                 attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], dim=-1)
                 out = model(input_ids=step_tokens[:, None], attention_mask=attention_mask,
-                            position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1)
+                            position_ids=positions, use_cache=True, logits_to_keep=1, **{_cache_arg(model): cache})
                 positions = positions + 1
                 logits = out.logits[:, -1].float()
             else:

@@ -30,6 +30,13 @@ COMPACT_MAX_ACTIONS = 3  # e.g. search, book, then SPEAK
 COMPACT_FREE_MAX_TOKENS = 120
 
 
+def compact_action(*, call: dict[str, Any] | None = None, speak: str | None = None) -> str:
+    """The canonical text of one compact generation (what the grammar produces)."""
+    from josh_core.llm.structured import COMMAND_END, format_react
+
+    return format_react("", call=call, speak=speak).split(f"{COMMAND_END}\n", 1)[1]
+
+
 class CompactAgent(ModelAgent):
     style = "compact"
 

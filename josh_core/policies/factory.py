@@ -64,7 +64,7 @@ def default_style(agent_spec: str) -> str:
     and no PLAN measured several times faster and no worse for it; bench/bench_player.py),
     ReACT (appendix E) for every other model."""
     spec = agent_spec.strip()
-    if spec == "embedded" or spec.startswith("embedded@") or spec.startswith("llamacpp:embedded"):
+    if spec in ("embedded", "oracle") or spec.startswith("embedded@") or spec.startswith("llamacpp:embedded"):
         return "compact"
     return "react"
 
@@ -83,7 +83,7 @@ def split_spec(spec: str) -> tuple[str, str]:
     spec = spec.strip()
     if not spec:
         raise ValueError("empty SPEC")
-    for kind in ("embedded", "agenda"):
+    for kind in ("embedded", "agenda", "oracle"):
         if spec == kind or spec.startswith(kind + "@"):
             return kind, spec[len(kind) :]
     if ":" not in spec:
@@ -102,6 +102,10 @@ def build_agent(spec: str = DEFAULT_AGENT_SPEC, options: AgentOptions | None = N
         from josh_core.policies.script import ScriptAgent
 
         return ScriptAgent.from_file(rest)
+    if kind == "oracle":
+        from josh_core.policies.oracle import OracleAgent
+
+        return OracleAgent()
     from dataclasses import replace
 
     from josh_core.llm.specs import build_backend

@@ -7,6 +7,12 @@ constraints, fallbacks, booking details). It also walks the fallback paths a rea
 would hit: it searches with the first-try constraints and books with the first-try details
 the user gave, and reports the failures, so the user has to produce its fallbacks.
 It is an instrument for tests and benches, not a model agent.
+
+Its turns are written in the compact agent style (`APICALL {...} <COMMAND_END>`, `APIRETURN
+...`, `SPEAK ... <COMMAND_END>`, parameters in schema order, as the action grammar writes
+them) behind the compact system prompt, so its conversations export as SFT data a compact
+agent can learn the format from: the warm start of the self-training experiment
+(docs/experiments.md), stated as such there. Agent SPEC `oracle`.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import re
 from typing import Any
 
 from josh_core.policies.base import AgentTurn, TurnContext
+from josh_core.policies.compact_agent import compact_action
 from josh_core.types import ApiCallRecord, Message, ToolCall
 
 _LABELS = {"pricerange": "price range", "leaveAt": "departure time", "arriveBy": "arrival time",
@@ -41,11 +48,27 @@ def _stated(slot: str, value: str, user_text: str) -> bool:
     return re.search(rf"(?<![\w:]){re.escape(value)}(?![\w:])", user_text) is not None
 
 
+def _in_schema_order(params: dict[str, Any], tools: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    """The call's parameters in the order its schema declares them (the grammar's order)."""
+    for tool in tools:
+        fn = tool.get("function", tool)
+        if fn.get("name") == name:
+            order = list(((fn.get("parameters") or {}).get("properties") or {}))
+            return {k: params[k] for k in sorted(params, key=lambda k: order.index(k) if k in order else len(order))}
+    return dict(params)
+
+
 class OracleAgent:
     name = "oracle"
+    style = "compact"
+
+    def prompt_messages(self, env: Any) -> list[Message]:
+        from josh_core.policies.prompts import compact_system_prompt
+
+        return [Message(role="system", content=compact_system_prompt(env.tools()))]
 
     def system_prompt(self, env: Any) -> str:
-        return "oracle (privileged test agent)"
+        return self.prompt_messages(env)[0].content
 
     async def act(self, ctx: TurnContext) -> AgentTurn:
         scenario, env = ctx.scenario, ctx.env
@@ -67,7 +90,8 @@ class OracleAgent:
             records.append(record)
             turn.api_calls.append(record)
             made.add((name, tuple(sorted(params.items()))))
-            turn.internal.append(Message(role="assistant", content=f"APICALL {name} {params}"))
+            ordered = _in_schema_order(params, env.tools(), name)
+            turn.internal.append(Message(role="assistant", content=compact_action(call={"name": name, "parameters": ordered})))
             turn.internal.append(Message(role="user", content=f"APIRETURN {record.result.as_text()}"))
             return record
 
@@ -114,5 +138,5 @@ class OracleAgent:
                 continue
             break
         turn.speak = " ".join(said) or "Is there anything else I can help you with?"
-        turn.internal.append(Message(role="assistant", content=turn.speak))
+        turn.internal.append(Message(role="assistant", content=compact_action(speak=turn.speak)))
         return turn

@@ -1,0 +1,170 @@
+"""`josh selftrain`: rounds of JOSH rollouts -> export -> train -> evaluate (josh_core/train/selftrain.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from josh_core.cli.output import fail, plain
+from josh_core.paths import default_db_path
+
+METRIC_LABELS = {
+    "reward": "Average Reward", "success": "100% Success Rate", "goal_completion": "goal-call completion",
+    "api_turn_share": "turns with an API call", "format_error_rate": "format errors (per generation)",
+    "bad_api_rate": "conversations with bad API use",
+}
+
+
+def _interval(mean: float, low: float, high: float) -> str:
+    return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def print_result(console: Console, result) -> None:
+    from josh_core.train.selftrain import comparison_rows
+
+    rounds = Table(title="self-training rounds", title_justify="left")
+    for column in ("round", "kind", "agent", "JOSH trees", "trees with a goal", "examples",
+                   "eval conversations", "Average Reward", "successes"):
+        rounds.add_column(column)
+    for r in result.rounds:
+        m = r.metrics
+        rounds.add_row(*(plain(v) for v in (
+            r.round, r.kind or "start", r.agent, r.josh_conversations if r.josh_conversations is not None else "",
+            r.trees_with_goal if r.trees_with_goal is not None else "", r.examples if r.examples is not None else "",
+            m.get("conversations", ""), f"{m.get('average_reward', 0):.3f}", m.get("successes", ""))))
+    console.print(rounds)
+    for comparison in result.comparisons:
+        table = Table(title=f"round {comparison['round']} {comparison['kind']} vs the starting agent "
+                            f"({comparison['n']} paired scenarios; means with bootstrap 95% intervals)",
+                      title_justify="left")
+        for column in ("metric", "starting agent", "trained", "difference"):
+            table.add_column(column)
+        for row in comparison_rows(comparison):
+            table.add_row(plain(METRIC_LABELS.get(row["metric"], row["metric"])),
+                          *(plain(_interval(row[f"{side}_mean"], row[f"{side}_low"], row[f"{side}_high"]))
+                            for side in ("base", "trained", "difference")))
+        console.print(table)
+    stages = Table(title="stages", title_justify="left")
+    for column in ("round", "stage", "status", "seconds"):
+        stages.add_column(column)
+    for s in result.stages:
+        stages.add_row(*(plain(v) for v in (s["round"], s["stage"], s["status"],
+                                             f"{s['seconds']:.0f}" if s["seconds"] is not None else "")))
+    console.print(stages)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("selftrain")
+    def selftrain(
+        experiment: str = typer.Option("selftrain", help="Name of the experiment (its stages are stored under it; "
+                                       "rerun the same command to resume it)."),
+        base: str = typer.Option("embedded", help="The starting agent SPEC."),
+        user: str = typer.Option("agenda", help="User simulator SPEC."),
+        rounds: int = typer.Option(1, min=1, help="Rounds of JOSH -> train -> eval (round k starts from round k-1)."),
+        kind: list[str] = typer.Option(["sft"], "--kind", help="Training kind, sft | kto | dpo; repeat for several "
+                                       "(each trained from the same rollouts)."),
+        filter_: str = typer.Option("full", "--filter", help="full: 100% conversations only; partial: every "
+                                    "conversation's ideal path up to its last goal."),
+        warm_start: int = typer.Option(0, min=0, help="Oracle conversations for a warm-start SFT before round 0 "
+                                       "(0: none); see docs/experiments.md."),
+        train_split: str = typer.Option("train", help="Split the JOSH scenarios come from."),
+        train_limit: int = typer.Option(100, min=1, help="JOSH conversations per round."),
+        eval_split: str = typer.Option("val", help="Held-out split to evaluate on."),
+        eval_limit: int = typer.Option(100, min=1, help="Held-out conversations per evaluation."),
+        all_domains: bool = typer.Option(False, "--all-domains", help="Use multi-domain scenarios too "
+                                         "(default: single-domain only)."),
+        beam: int = typer.Option(8, min=1, max=64),
+        branching: int = typer.Option(2, min=1, max=16),
+        max_turns: int = typer.Option(5, min=1, max=40, help="JOSH depth in agent turns."),
+        eval_max_turns: int = typer.Option(10, min=1, max=40, help="Agent turns per evaluation conversation."),
+        temperature: Optional[float] = typer.Option(None, help="Sampling temperature (default: the model's)."),
+        seed: int = typer.Option(0),
+        concurrency: int = typer.Option(4, min=1, max=64, help="Conversations played at once."),
+        lr: Optional[float] = typer.Option(None, help="Learning rate for every training kind (default: its own)."),
+        epochs: Optional[float] = typer.Option(None, help="Epochs for every training kind (default: its own)."),
+        max_steps: Optional[int] = typer.Option(None, help="Cap on optimiser steps per training (smoke runs)."),
+        warm_start_lr: Optional[float] = typer.Option(None, help="Learning rate of the warm-start SFT."),
+        warm_start_epochs: Optional[float] = typer.Option(None, help="Epochs of the warm-start SFT."),
+        settings: list[str] = typer.Option([], "--set", help="A training setting of one kind, KIND.KEY=VALUE "
+                                           "(e.g. kto.learning_rate=5e-5); repeatable; wins over --lr/--epochs."),
+        db: Path = typer.Option(None, help="DuckDB file of the experiment (runs, trainings, stages)."),
+        workdir: Optional[Path] = typer.Option(None, help="Where exports and adapters go "
+                                               "(default: DB_STEM-selftrain/EXPERIMENT beside the database)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+        summary_only: bool = typer.Option(False, "--summary", help="Print the stored result of the experiment; run nothing."),
+    ):
+        """Self-train an agent: JOSH rollouts -> filter -> export -> train -> evaluate, in rounds.
+
+        Every stage is stored in the database; running the same command again resumes a stopped
+        experiment where it stopped (finished stages are not redone)."""
+        from pydantic import ValidationError
+
+        from josh_core.cli.rollout_cmd import ProgressObserver
+        from josh_core.storage.db import DatabaseError
+        from josh_core.train import TrainingConfigError, TrainingDataError
+        from josh_core.train.selftrain import Selftrain, SelftrainConfig, StageEvent, dumps
+
+        db_path = db or default_db_path()
+        overrides: dict = {}
+        for key, value in (("learning_rate", lr), ("num_train_epochs", epochs), ("max_steps", max_steps)):
+            if value is not None:
+                overrides[key] = value
+        warm_overrides = dict(overrides)
+        for key, value in (("learning_rate", warm_start_lr), ("num_train_epochs", warm_start_epochs)):
+            if value is not None:
+                warm_overrides[key] = value
+        per_kind = {k: dict(overrides) for k in kind}
+        for item in settings:
+            target, _, raw = item.partition("=")
+            which, _, key = target.partition(".")
+            if not raw or not key or which not in ("sft", "kto", "dpo", "warmstart"):
+                fail(f"--set {item!r}: expected KIND.KEY=VALUE with KIND sft, kto, dpo or warmstart")
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+            (warm_overrides if which == "warmstart" else per_kind.setdefault(which, {}))[key] = value
+        try:
+            config = SelftrainConfig(
+                experiment=experiment, base=base, user=user, rounds=rounds, kinds=kind, filter=filter_,
+                warm_start=warm_start, train_split=train_split, train_limit=train_limit, eval_split=eval_split,
+                eval_limit=eval_limit, single_domain=not all_domains, beam=beam, branching=branching,
+                max_turns=max_turns, eval_max_turns=eval_max_turns, temperature=temperature, seed=seed,
+                concurrency=concurrency, train_overrides={k: per_kind[k] for k in kind},
+                warm_start_overrides=warm_overrides,
+            )
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
+            fail(f"invalid settings: {problems}")
+        console = Console(stderr=as_json, highlight=False)
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            console=console, transient=True)
+
+        def on_event(event: StageEvent) -> None:
+            detail = ""
+            if event.status == "done":
+                shown = {k: v for k, v in event.result.items() if k in (
+                    "run_id", "conversations", "with_goal", "successes", "average_reward", "rows", "steps",
+                    "final_loss", "skipped", "adapter")}
+                detail = f" in {event.seconds:.0f} s: {json.dumps(shown, default=str)}"
+            console.print(plain(f"round {event.round} {event.stage}: {event.status}{detail}"))
+
+        loop = Selftrain(config, db_path, workdir, observer=ProgressObserver(progress, console), on_event=on_event)
+        try:
+            if summary_only:
+                result = loop.summary()
+            else:
+                with progress:
+                    result = loop.run()
+        except (ValueError, DatabaseError, TrainingDataError, TrainingConfigError, FileNotFoundError) as error:
+            fail(error)
+        if as_json:
+            typer.echo(dumps(result))
+        else:
+            print_result(console, result)

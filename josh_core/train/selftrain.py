@@ -1,0 +1,336 @@
+"""`josh selftrain`: rounds of JOSH rollouts -> filter -> export -> train -> evaluate.
+
+One experiment lives in one DuckDB file (its runs, trainings and stage records) and one work
+directory (exports and adapters). Stages, in order:
+
+    round 0   warmstart-rollout, warmstart-export, warmstart-train   (only with warm_start > 0)
+              eval                      the starting agent on the held-out scenarios
+    round k   rollout                   JOSH with round k-1's agent on a fresh slice of train scenarios
+              export-KIND, train-KIND   per training kind (SFT, KTO, DPO), from round k-1's adapter
+              eval-KIND                 the trained agent on the same held-out scenarios and seeds
+
+Round k+1 starts from the adapter of the first kind of round k (iterated self-training; the
+paper did one round). The warm start is an SFT on conversations of the privileged rule-based
+oracle agent (`oracle`), for a base model too weak to ever reach a goal: with it the experiment
+measures JOSH's gain above that floor (docs/experiments.md says so wherever it is used).
+
+Every stage is recorded in `selftrain_stages` before and after it runs: a finished stage is
+never redone; a rollout or evaluation that was interrupted resumes its stored run (finished
+conversations are kept); an interrupted export or training is redone from its start.
+Scenario slices are fixed by the configuration, so a rerun plays the same scenarios.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from josh_core.analysis.compare import Comparison, compare_runs
+from josh_core.rollout import RolloutConfig, RolloutObserver, resume_run, start_run
+from josh_core.storage import stages as stage_store
+from josh_core.storage.db import Database
+from josh_core.toolwoz.types import Scenario
+
+TrainKind = Literal["sft", "kto", "dpo"]
+
+
+class SelftrainConfig(BaseModel):
+    """Everything that decides an experiment (stored with its stages; a rerun must match)."""
+
+    experiment: str = "selftrain"
+    base: str = "embedded"  # the starting agent SPEC
+    user: str = "agenda"
+    rounds: int = Field(1, ge=1)
+    kinds: list[TrainKind] = Field(default_factory=lambda: ["sft"])
+    filter: Literal["full", "partial"] = "full"  # full: 100% conversations only (appendix B)
+    warm_start: int = Field(0, ge=0)  # oracle conversations for a warm-start SFT (0: none)
+    train_split: str = "train"
+    train_limit: int = Field(100, ge=1)  # JOSH conversations per round
+    eval_split: str = "val"
+    eval_limit: int = Field(100, ge=1)
+    single_domain: bool = True
+    beam: int = Field(8, ge=1)
+    branching: int = Field(2, ge=1)
+    max_turns: int = Field(5, ge=1)  # JOSH depth (agent turns)
+    eval_max_turns: int = Field(10, ge=1)
+    temperature: float | None = None
+    seed: int = 0
+    concurrency: int = Field(4, ge=1)  # conversations played at once (their leaves batch together)
+    train_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)  # kind -> settings
+    warm_start_overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class StageEvent(BaseModel):
+    round: int
+    stage: str
+    status: Literal["started", "resumed", "skipped", "done"]
+    seconds: float | None = None
+    result: dict[str, Any] = Field(default_factory=dict)
+
+
+class RoundSummary(BaseModel):
+    round: int
+    agent: str  # the agent SPEC evaluated
+    kind: str | None  # training kind (None: the starting agent)
+    josh_conversations: int | None = None
+    trees_with_goal: int | None = None
+    examples: int | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)  # eval metrics (means)
+
+
+class SelftrainResult(BaseModel):
+    experiment: str
+    db_path: str
+    workdir: str
+    rounds: list[RoundSummary]
+    comparisons: list[dict[str, Any]]  # per trained agent: Comparison vs the starting agent
+    stages: list[dict[str, Any]]
+
+
+# -- scenarios ------------------------------------------------------------------------------
+
+
+def scenario_slices(config: SelftrainConfig) -> tuple[list[Scenario], list[list[Scenario]], list[Scenario]]:
+    """(warm-start scenarios, JOSH scenarios per round, evaluation scenarios): disjoint slices
+    of the train split in that order, and the head of the evaluation split."""
+    from josh_core.toolwoz.data import ensure_prepared
+    from josh_core.toolwoz.scenarios import load_split
+
+    ensure_prepared()
+
+    def pick(split: str) -> list[Scenario]:
+        scenarios = load_split(split, None)
+        return [s for s in scenarios if len(s.domains) == 1] if config.single_domain else scenarios
+
+    train = pick(config.train_split)
+    need = config.warm_start + config.rounds * config.train_limit
+    if len(train) < need:
+        raise ValueError(f"the {config.train_split} split has {len(train)} usable scenarios; "
+                         f"the experiment needs {need}")
+    warm = train[: config.warm_start]
+    rounds = [train[config.warm_start + r * config.train_limit: config.warm_start + (r + 1) * config.train_limit]
+              for r in range(config.rounds)]
+    evaluation = pick(config.eval_split)[: config.eval_limit]
+    if config.eval_split == config.train_split:
+        used = {s.id for s in train[:need]}
+        evaluation = [s for s in pick(config.eval_split) if s.id not in used][: config.eval_limit]
+    return warm, rounds, evaluation
+
+
+# -- the loop ---------------------------------------------------------------------------------
+
+
+class Selftrain:
+    def __init__(self, config: SelftrainConfig, db_path: str | Path, workdir: str | Path | None = None, *,
+                 observer: RolloutObserver | None = None, on_event: Callable[[StageEvent], None] | None = None,
+                 on_train_log: Callable[[dict], None] | None = None):
+        self.config = config
+        self.db_path = Path(db_path)
+        self.db = Database(self.db_path)
+        self.workdir = Path(workdir) if workdir else self.db_path.with_name(
+            f"{self.db_path.stem}-selftrain") / config.experiment
+        self.observer = observer
+        self.on_event = on_event or (lambda event: None)
+        self.on_train_log = on_train_log
+
+    # -- stage bookkeeping --------------------------------------------------------------------
+    def _stages(self) -> dict[tuple[int, str], dict[str, Any]]:
+        return stage_store.get_stages(self.db, self.config.experiment)
+
+    def _check_config(self) -> None:
+        """A rerun must have the configuration the experiment started with."""
+        stored = self._stages().get((0, "config"))
+        mine = self.config.model_dump(mode="json")
+        if stored is None:
+            stage_store.start_stage(self.db, self.config.experiment, 0, "config", mine)
+            stage_store.finish_stage(self.db, self.config.experiment, 0, "config", mine, 0.0)
+            return
+        if stored["result"] != mine:
+            changed = sorted(k for k in set(mine) | set(stored["result"])
+                             if mine.get(k) != stored["result"].get(k))
+            raise ValueError(f"experiment {self.config.experiment!r} was started with other settings "
+                             f"({', '.join(changed)} differ): use its settings or another --experiment name")
+
+    def _stage(self, rnd: int, name: str, work: Callable[[dict[str, Any]], dict[str, Any]],
+               prepare: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Run `work(state)` unless the stage is done; `state` is what was stored at its start
+        (e.g. the run id to resume), else `prepare()`."""
+        known = self._stages().get((rnd, name))
+        if known is not None and known["status"] == "done":
+            self.on_event(StageEvent(round=rnd, stage=name, status="skipped", result=known["result"]))
+            return known["result"]
+        resumed = known is not None
+        state = known["result"] if resumed and known["result"] else (prepare() if prepare else {})
+        stage_store.start_stage(self.db, self.config.experiment, rnd, name, state)
+        self.on_event(StageEvent(round=rnd, stage=name, status="resumed" if resumed else "started", result=state))
+        start = time.perf_counter()
+        result = {**state, **work(dict(state, resumed=resumed))}
+        result.pop("resumed", None)
+        seconds = time.perf_counter() - start
+        stage_store.finish_stage(self.db, self.config.experiment, rnd, name, result, seconds)
+        self.on_event(StageEvent(round=rnd, stage=name, status="done", seconds=seconds, result=result))
+        return result
+
+    # -- stage bodies -------------------------------------------------------------------------
+    def _rollout_config(self, agent: str, *, josh: bool) -> RolloutConfig:
+        c = self.config
+        return RolloutConfig(
+            josh=josh, agent=agent, user=c.user, temperature=c.temperature, seed=c.seed,
+            max_turns=c.max_turns if josh else c.eval_max_turns, beam=c.beam, branching=c.branching,
+            concurrency=c.concurrency,
+        )
+
+    def _play(self, scenarios: list[Scenario], config: RolloutConfig) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        def work(state: dict[str, Any]) -> dict[str, Any]:
+            run_id = state["run_id"]
+            from josh_core.storage import reads
+
+            exists = any(r.id == run_id for r in reads.list_runs(self.db)) if self.db_path.exists() else False
+            if exists:
+                result = resume_run(self.db_path, run_id, observer=self.observer)
+            else:
+                result = start_run(self.db_path, scenarios, config, observer=self.observer, run_id=run_id)
+            done = [c for c in result.conversations if c.status == "done"]
+            from josh_core.storage import reads as r
+
+            stored = [c for c in r.list_conversations(self.db, run_id=run_id) if c.status == "done"]
+            return {
+                "conversations": len(stored),
+                "failed": sum(1 for c in result.conversations if c.status != "done"),
+                "with_goal": sum(1 for c in stored if (c.reward or 0) > 0),
+                "successes": sum(1 for c in stored if c.success),
+                "average_reward": sum((c.reward or 0) for c in stored) / len(stored) if stored else 0.0,
+                "played_now": len(done),
+            }
+
+        return work
+
+    def _new_run(self) -> dict[str, Any]:
+        from josh_core.storage.writes import new_run_id
+
+        return {"run_id": new_run_id()}
+
+    def _export(self, run_id: str, kind: str, out: Path, min_reward: float | None) -> dict[str, Any]:
+        from josh_core.extract import ExportOptions, export_dataset
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        summary = export_dataset(self.db, ExportOptions(kind=kind, min_reward=min_reward), out, run_id=run_id)
+        return {"path": str(out), "rows": summary.rows, "conversations": summary.conversations}
+
+    def _train(self, kind: str, data: str, base: str, out: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+        from josh_core.train import train
+
+        result = train(kind, data, base, out, overrides=overrides or None, db=self.db_path, on_log=self.on_train_log)
+        return {"adapter": result.adapter_dir, "training_id": result.training_id, "steps": result.steps,
+                "final_loss": result.final_loss, "examples": result.examples}
+
+    def _evaluate(self, rnd: int, name: str, agent: str, scenarios: list[Scenario]) -> dict[str, Any]:
+        config = self._rollout_config(agent, josh=False)
+        return self._stage(rnd, name, self._play(scenarios, config), self._new_run) | {"agent": agent}
+
+    # -- the whole experiment ------------------------------------------------------------------
+    def run(self) -> SelftrainResult:
+        c = self.config
+        self._check_config()
+        warm, slices, evaluation = scenario_slices(c)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        agent = c.base
+
+        if c.warm_start:
+            # The oracle needs no cap to finish (it acts on every turn); 20 turns is ample.
+            oracle = self._rollout_config("oracle", josh=False).model_copy(update={"max_turns": 20})
+            rollout = self._stage(0, "warmstart-rollout", self._play(warm, oracle), self._new_run)
+            data = self.workdir / "exports" / "warmstart-sft.jsonl"
+            export = self._stage(0, "warmstart-export",
+                                 lambda s: self._export(rollout["run_id"], "sft", data, 1.0))
+            adapter = self.workdir / "adapters" / "warmstart-sft"
+            self._stage(0, "warmstart-train",
+                        lambda s: self._train("sft", export["path"], agent, adapter, c.warm_start_overrides))
+            agent = f"{agent}@{adapter}"
+
+        starting = self._evaluate(0, "eval", agent, evaluation)
+        for rnd, scenarios in enumerate(slices, start=1):
+            rollout = self._stage(rnd, "rollout", self._play(scenarios, self._rollout_config(agent, josh=True)),
+                                  self._new_run)
+            next_agent = None
+            for kind in c.kinds:
+                data = self.workdir / "exports" / f"round{rnd}-{kind}.jsonl"
+                export = self._stage(rnd, f"export-{kind}", lambda s, kind=kind, data=data: self._export(
+                    rollout["run_id"], kind, data, 1.0 if c.filter == "full" else None))
+                if not export["rows"]:
+                    # Nothing to learn from: say so; the agent stays what it was (no new evaluation).
+                    for stage in (f"train-{kind}", f"eval-{kind}"):
+                        self._stage(rnd, stage, lambda s: {"skipped": "the export has no rows"})
+                    continue
+                adapter = self.workdir / "adapters" / f"round{rnd}-{kind}"
+                self._stage(rnd, f"train-{kind}", lambda s, kind=kind, export=export, adapter=adapter: self._train(
+                    kind, export["path"], agent, adapter, c.train_overrides.get(kind, {})))
+                trained = f"{base_model_spec(agent)}@{adapter}"
+                self._evaluate(rnd, f"eval-{kind}", trained, evaluation)
+                next_agent = next_agent or trained
+            agent = next_agent or agent
+        return self.summary(starting_run=starting["run_id"])
+
+    # -- reading an experiment back -------------------------------------------------------------
+    def summary(self, starting_run: str | None = None) -> SelftrainResult:
+        stages = self._stages()
+        if starting_run is None:
+            starting_run = (stages.get((0, "eval")) or {}).get("result", {}).get("run_id")
+        rounds: list[RoundSummary] = []
+        comparisons: list[dict[str, Any]] = []
+        start_eval = stages.get((0, "eval"))
+        if start_eval and start_eval["status"] == "done":
+            rounds.append(RoundSummary(round=0, agent=start_eval["result"].get("agent", ""), kind=None,
+                                       metrics=_eval_metrics(start_eval["result"])))
+        for (rnd, name), stage in sorted(stages.items()):
+            if rnd == 0 or not name.startswith("eval-") or stage["status"] != "done" or "skipped" in stage["result"]:
+                continue
+            kind = name.split("-", 1)[1]
+            rollout = (stages.get((rnd, "rollout")) or {}).get("result", {})
+            export = (stages.get((rnd, f"export-{kind}")) or {}).get("result", {})
+            rounds.append(RoundSummary(
+                round=rnd, agent=stage["result"].get("agent", ""), kind=kind,
+                josh_conversations=rollout.get("conversations"), trees_with_goal=rollout.get("with_goal"),
+                examples=export.get("rows"), metrics=_eval_metrics(stage["result"]),
+            ))
+            if starting_run and stage["result"].get("run_id"):
+                comparison = compare_runs(self.db, starting_run, stage["result"]["run_id"])
+                comparisons.append({"round": rnd, "kind": kind, **comparison.model_dump()})
+        table = [{"round": rnd, "stage": name, "status": s["status"], "seconds": s["seconds"],
+                  "result": s["result"]} for (rnd, name), s in stages.items() if name != "config"]
+        return SelftrainResult(experiment=self.config.experiment, db_path=str(self.db_path),
+                               workdir=str(self.workdir), rounds=rounds, comparisons=comparisons, stages=table)
+
+
+def base_model_spec(agent: str) -> str:
+    """`embedded@A` -> `embedded`: the model an adapter trained from `agent` applies to (a
+    continued adapter holds the earlier rounds' updates too)."""
+    if agent.startswith("embedded"):
+        return agent.split("@", 1)[0]
+    if agent.startswith("hf:") and "@" in agent:
+        return agent.rsplit("@", 1)[0]
+    return agent
+
+
+def _eval_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    keys = ("conversations", "average_reward", "successes", "with_goal", "failed")
+    return {k: result.get(k) for k in keys if k in result}
+
+
+def comparison_rows(comparison: dict[str, Any]) -> list[dict[str, Any]]:
+    """Flat rows (metric, base, trained, difference with intervals) for tables and JSON."""
+    rows = []
+    for m in Comparison.model_validate({k: comparison[k] for k in ("base_run", "trained_run", "n", "metrics")}).metrics:
+        rows.append({"metric": m.metric, **{f"{side}_{part}": getattr(getattr(m, side), part)
+                                            for side in ("base", "trained", "difference")
+                                            for part in ("mean", "low", "high")}})
+    return rows
+
+
+def dumps(result: SelftrainResult) -> str:
+    return json.dumps(result.model_dump(mode="json"), indent=2, default=str)
