@@ -90,7 +90,16 @@ def test_n_samples_stop_strings_and_budget(embedded):
     assert word not in cut.text and base.startswith(cut.text) and cut.finish_reason == "stop"
 
 
-def test_shared_prefix_cache_gives_the_same_tokens(embedded):
+@pytest.fixture
+def shared_prefix_path(embedded):
+    """The shared-prefix path (the backend's path without per-sequence KV reuse)."""
+    embedded.kv_reuse = False
+    yield embedded
+    embedded.kv_reuse = True
+
+
+def test_shared_prefix_cache_gives_the_same_tokens(shared_prefix_path):
+    embedded = shared_prefix_path
     long_system = Message(role="system", content="You are a travel agent. " * 20)
     request = ChatRequest(messages=[long_system, HELLO[1]], sampling=greedy(8))
     cached = asyncio.run(embedded.chat(request)).choices[0].text
@@ -103,9 +112,42 @@ def test_shared_prefix_cache_gives_the_same_tokens(embedded):
     assert cached == plain
 
 
-def test_shared_prefix_attention_matches_plain_batched_attention(embedded):
+def test_kv_reuse_gives_the_same_samples_and_computes_each_prompt_once(embedded):
+    """Per-sequence KV reuse: siblings with one prompt share one prefill, a follow-up prompt
+    extends the stored sequence, and every sample is what the plain path draws."""
+    sampling = SamplingParams(temperature=0.7, top_k=50, top_p=0.75, max_tokens=10)
+    first = [ChatRequest(messages=HELLO, sampling=sampling.model_copy(update={"seed": s})) for s in (1, 2, 1)]
+
+    embedded.kv_reuse = False
+    try:
+        plain = [r.choices[0].text for r in embedded.generate_batch(first)]
+    finally:
+        embedded.kv_reuse = True
+    embedded.kv_store.clear()
+    computed, reused = embedded.kv_store.computed_tokens, embedded.kv_store.reused_tokens
+    reusing = [r.choices[0].text for r in embedded.generate_batch(first)]
+    assert reusing == plain and reusing[0] == reusing[2]
+    prompt_tokens = embedded.kv_store.computed_tokens - computed
+    assert embedded.kv_store.reused_tokens == reused  # an empty store serves nothing
+    # Three rows, one distinct prompt: it was computed once.
+    assert prompt_tokens == len(embedded.tokenizer(embedded.render_prompt(first[0]), add_special_tokens=False)["input_ids"])
+
+    follow = HELLO + [Message(role="assistant", content=reusing[0]), Message(role="user", content="In the north.")]
+    request = ChatRequest(messages=follow, sampling=sampling.model_copy(update={"seed": 3}))
+    before = embedded.kv_store.reused_tokens
+    extended = embedded.generate_batch([request])[0].choices[0].text
+    assert embedded.kv_store.reused_tokens - before >= prompt_tokens  # the conversation so far came from the store
+    embedded.kv_reuse = False
+    try:
+        assert embedded.generate_batch([request])[0].choices[0].text == extended
+    finally:
+        embedded.kv_reuse = True
+
+
+def test_shared_prefix_attention_matches_plain_batched_attention(shared_prefix_path):
     """Leaves with different suffix lengths (so with padding): the one-copy prefix attention
     and the per-row copy give the same greedy tokens."""
+    embedded = shared_prefix_path
     system = Message(role="system", content="You are a travel agent in Cambridge. " * 6)
     asks = ["Hi.", "I need a cheap hotel in the north with free parking, please.", "Trains to ely?"]
     requests = [ChatRequest(messages=[system, Message(role="user", content=a)], sampling=greedy(6)) for a in asks]
