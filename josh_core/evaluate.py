@@ -133,15 +133,18 @@ def resume_evaluation(
     bootstrap_sizes: Sequence[int] | None = None,
     resamples: int = DEFAULT_RESAMPLES,
     bootstrap_seed: int = 0,
+    base_url: str | None = None,
 ) -> Evaluation:
-    """Finish an interrupted evaluation (its finished conversations are kept) and measure it."""
+    """Finish an interrupted evaluation (its finished conversations are kept) and measure it.
+    `base_url` replaces the run's endpoint (needed when its URL carried credentials)."""
     from josh_core.storage import reads
 
     run = reads.get_run(Database(db_path), run_id)
     if run.kind != "plain":
         raise ValueError(f"run {run_id} is a {run.kind} run, not an evaluation")
     start = time.perf_counter()
-    result = resume_run(db_path, run_id, agent=agent, user=user, make_env=make_env, observer=observer)
+    result = resume_run(db_path, run_id, agent=agent, user=user, make_env=make_env, observer=observer,
+                        base_url=base_url)
     seconds = time.perf_counter() - start
     return _finish(db_path, result, seconds, bootstrap_sizes=bootstrap_sizes,
                    resamples=resamples, bootstrap_seed=bootstrap_seed)  # fmt: skip

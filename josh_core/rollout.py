@@ -9,19 +9,37 @@ these; an observer reports progress.
 Every conversation's search seed is derived from the run seed and the scenario id, and every
 node's from that and its path, so a resumed run produces the same trees as an uninterrupted
 one.
+
+What a run survives:
+- One broken conversation fails alone (its error, secrets redacted, is stored); the run goes on.
+- A database lock held by another process past `JOSH_DB_LOCK_TIMEOUT` costs the conversation an
+  attempt: it is replayed from its start up to `JOSH_DB_BUSY_RETRIES` times (default 2), then
+  fails alone. Recording a failure is retried the same way and never ends the run.
+- A dead endpoint: after `JOSH_MAX_CONNECTION_FAILURES` (default 5; 0: never) conversations in a
+  row failed to connect, no further conversation is started; the run is marked `stopped` and
+  resumes where it stopped.
+- SIGINT / SIGTERM: the run and its conversations in flight are marked `interrupted`
+  (`RunInterrupted` is raised for SIGTERM, KeyboardInterrupt for SIGINT); resume replays them.
+- Credentials in a base URL are not stored with the run's configuration; a resume gets the URL
+  again (`base_url=`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import signal
 import subprocess
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, model_validator
 
 from josh_core.policies.base import Agent, UserSimulator
 from josh_core.policies.factory import (
@@ -35,13 +53,38 @@ from josh_core.search.engine import JoshSearch, SearchConfig, StepEvent
 from josh_core.search.labels import ideal_path
 from josh_core.search.tree import derive_seed
 from josh_core.storage import reads, writes
-from josh_core.storage.db import Database
+from josh_core.redact import is_redacted_url, redact, redact_url, url_secrets
+from josh_core.storage.db import Database, DatabaseBusy, lock_timeout
 from josh_core.storage.locks import run_lock
 from josh_core.storage.models import ConversationRecord
 from josh_core.toolwoz.types import Scenario
 from josh_core.types import Message, ToolEnvironment
 
 EnvFactory = Callable[[Scenario], ToolEnvironment]
+
+log = logging.getLogger(__name__)
+
+# Bounds on what a run may ask for: far above any useful setting (the paper: beam 8, branching
+# 2, 15 turns), low enough that a typo cannot make a run that never ends or fills the memory.
+MAX_BEAM = 1024
+MAX_BRANCHING = 64
+MAX_TURNS = 200
+MAX_ACTIONS_PER_TURN = 64
+MAX_CONCURRENCY = 512
+MAX_TEMPERATURE = 5.0
+SEED_RANGE = (-(2**63), 2**63 - 1)  # stored as BIGINT
+
+
+class PolicyError(ValueError):
+    """An agent or user SPEC (or its script file) that cannot be built; names its flag."""
+
+
+class RunInterrupted(BaseException):
+    """The process was asked to stop (SIGTERM) while a run was played."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
 
 
 class RolloutConfig(BaseModel):
@@ -51,19 +94,19 @@ class RolloutConfig(BaseModel):
     agent: str = DEFAULT_AGENT_SPEC
     user: str = DEFAULT_USER_SPEC
     style: str = "auto"  # agent style: auto | react | compact | fc (auto is resolved on creation)
-    temperature: float | None = None
-    max_actions_per_turn: int | None = Field(None, ge=1)  # None: the style's own cap
+    temperature: float | None = Field(None, ge=0.0, le=MAX_TEMPERATURE, allow_inf_nan=False)
+    max_actions_per_turn: int | None = Field(None, ge=1, le=MAX_ACTIONS_PER_TURN)  # None: the style's own cap
     constrained: bool | None = None
     grounded: bool | None = None
     base_url: str | None = None
-    max_turns: int = Field(15, ge=0)
-    beam: int = Field(8, ge=1)
-    branching: int = Field(2, ge=1)
-    seed: int = 0
-    concurrency: int = Field(1, ge=1)  # conversations played at the same time
+    max_turns: int = Field(15, ge=0, le=MAX_TURNS)
+    beam: int = Field(8, ge=1, le=MAX_BEAM)
+    branching: int = Field(2, ge=1, le=MAX_BRANCHING)
+    seed: int = Field(0, ge=SEED_RANGE[0], le=SEED_RANGE[1])
+    concurrency: int = Field(1, ge=1, le=MAX_CONCURRENCY)  # conversations played at the same time
     # Where the scenarios came from (for the record; the run stores the scenarios themselves).
     split: str | None = None
-    limit: int | None = None
+    limit: int | None = Field(None, ge=0)
     scenario_file: str | None = None
 
     @model_validator(mode="after")
@@ -102,7 +145,10 @@ class RolloutConfig(BaseModel):
         )
 
     def stored(self) -> dict[str, Any]:
+        """The configuration as stored with the run: credentials in the base URL are not kept
+        (a resume is given the URL again)."""
         data = self.model_dump()
+        data["base_url"], _ = redact_url(self.base_url)
         data["agent_options"] = {
             "style": self.style,
             "temperature": self.temperature,
@@ -124,6 +170,10 @@ class ConversationResult(BaseModel):
     nodes: int = 0
     seconds: float = 0.0
     error: str | None = None
+    connection_failure: bool = False  # failed because an endpoint could not be reached
+    attempts: int = 1  # tries (a database lock held too long costs one)
+    _error: BaseException | None = PrivateAttr(None)  # the failed attempt's exception
+    _trace: str = PrivateAttr("")
 
 
 class RunResult(BaseModel):
@@ -131,6 +181,7 @@ class RunResult(BaseModel):
     db_path: str
     conversations: list[ConversationResult]  # the ones played by this call
     skipped: int = 0  # already finished before this call (resume)
+    stopped: str | None = None  # why the run stopped early (dead endpoint); resume continues it
 
     @property
     def average_reward(self) -> float:
@@ -189,8 +240,18 @@ def agent_prompt_messages(agent: Agent, env: ToolEnvironment) -> list[Message]:
 
 
 def build_policies(config: RolloutConfig) -> tuple[Agent, UserSimulator]:
+    """The agent and user of a configuration; PolicyError (naming --agent or --user) when a
+    SPEC or its script file cannot be built."""
     options = config.agent_options()
-    return build_agent(config.agent, options), build_user(config.user, options)
+    built: list[Any] = []
+    for flag, spec, build in (("--agent", config.agent, build_agent), ("--user", config.user, build_user)):
+        try:
+            built.append(build(spec, options))
+        except Exception as error:  # any failure to build is the SPEC's problem, told plainly
+            shown = redact(spec)
+            detail = " ".join(str(error).split()) or type(error).__name__
+            raise PolicyError(f"{flag} {shown!r}: {redact(detail, url_secrets(config.base_url))}") from error
+    return built[0], built[1]
 
 
 def start_run(
@@ -237,13 +298,23 @@ def resume_run(
     user: UserSimulator | None = None,
     make_env: EnvFactory = toolwoz_env,
     observer: RolloutObserver | None = None,
+    base_url: str | None = None,
 ) -> RunResult:
-    """Continue a run with its stored configuration; finished conversations are not redone."""
+    """Continue a run with its stored configuration; finished conversations are not redone.
+
+    `base_url` replaces the stored endpoint; it is required when the run's URL carried
+    credentials (they are not stored)."""
     db = Database(db_path)
     run = reads.get_run(db, run_id)
-    config = RolloutConfig.model_validate(
-        {k: v for k, v in run.config.items() if k in RolloutConfig.model_fields}
-    )
+    stored = {k: v for k, v in run.config.items() if k in RolloutConfig.model_fields}
+    if base_url is not None:
+        stored["base_url"] = base_url
+    elif is_redacted_url(stored.get("base_url")) and (agent is None or user is None):
+        raise PolicyError(
+            f"--base-url: run {run_id} was played against {stored['base_url']}, whose credentials are "
+            "not stored; give the URL again with --base-url"
+        )
+    config = RolloutConfig.model_validate(stored)
     # RunBusy if another process is playing this run: checked before any model is loaded.
     with run_lock(db.path, run_id):
         if agent is None or user is None:
@@ -251,6 +322,100 @@ def resume_run(
             agent, user = agent or built_agent, user or built_user
         writes.set_run_status(db, run_id, "running")
         return _play(db, run_id, config, agent, user, make_env, observer)
+
+
+def max_connection_failures() -> int:
+    """Conversations in a row that may fail to reach an endpoint before a run stops (0: never)."""
+    return max(0, int(os.environ.get("JOSH_MAX_CONNECTION_FAILURES", "5")))
+
+
+def busy_retries() -> int:
+    """Extra attempts of a conversation that met a database lock held too long."""
+    return max(0, int(os.environ.get("JOSH_DB_BUSY_RETRIES", "2")))
+
+
+def is_connection_failure(error: BaseException) -> bool:
+    """Whether an error (or one it came from) is an endpoint that could not be reached."""
+    kinds: list[type[BaseException]] = [ConnectionError]
+    try:
+        import openai
+
+        kinds.append(openai.APIConnectionError)  # APITimeoutError is one too
+    except ImportError:  # pragma: no cover - openai is a dependency
+        pass
+    try:
+        import httpx
+
+        kinds += [httpx.ConnectError, httpx.ConnectTimeout]
+    except ImportError:  # pragma: no cover
+        pass
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, tuple(kinds)):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+class _SafeObserver(RolloutObserver):
+    """An observer whose failures (a display that breaks) are logged, never fatal to the run."""
+
+    def __init__(self, inner: RolloutObserver):
+        self.inner = inner
+
+    def _call(self, name: str, *args: Any) -> None:
+        try:
+            getattr(self.inner, name)(*args)
+        except Exception:  # noqa: BLE001 - progress display only
+            log.warning("observer %s failed", name, exc_info=True)
+
+    def run_started(self, run_id: str, total: int, already_done: int) -> None:
+        self._call("run_started", run_id, total, already_done)
+
+    def conversation_started(self, conversation_id: str, scenario_id: str, max_steps: int) -> None:
+        self._call("conversation_started", conversation_id, scenario_id, max_steps)
+
+    def step(self, conversation_id: str, event: StepEvent) -> None:
+        self._call("step", conversation_id, event)
+
+    def conversation_finished(self, result: ConversationResult) -> None:
+        self._call("conversation_finished", result)
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While a run is played in the main thread, SIGTERM raises RunInterrupted (as SIGINT
+    raises KeyboardInterrupt), so the run can be marked before the process ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise RunInterrupted(signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):  # pragma: no cover - no signals here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _retry_busy(fn: Callable[[], Any], attempts: int = 5) -> Any:
+    """Call `fn`, again after a pause while the database stays locked (DatabaseBusy)."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except DatabaseBusy:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(min(lock_timeout(), 5.0))
+    return None  # pragma: no cover
 
 
 def _play(
@@ -263,18 +428,28 @@ def _play(
     observer: RolloutObserver | None,
 ) -> RunResult:
     """Play the run's unfinished conversations (the caller holds the run's lock)."""
-    observer = observer or RolloutObserver()
-    conversations = reads.list_conversations(db, run_id=run_id)
-    todo = [c for c in conversations if c.status != "done"]
-    observer.run_started(run_id, len(conversations), len(conversations) - len(todo))
-    results = asyncio.run(_play_all(db, config, agent, user, make_env, observer, todo))
-    all_done = all(r.status == "done" for r in results)
-    writes.set_run_status(db, run_id, "done" if all_done else "incomplete")
+    observer = _SafeObserver(observer or RolloutObserver())
+    try:
+        with _sigterm_interrupts():
+            conversations = reads.list_conversations(db, run_id=run_id)
+            todo = [c for c in conversations if c.status != "done"]
+            observer.run_started(run_id, len(conversations), len(conversations) - len(todo))
+            results, stopped = asyncio.run(_play_all(db, config, agent, user, make_env, observer, todo))
+    except (KeyboardInterrupt, RunInterrupted):
+        try:
+            _retry_busy(lambda: writes.mark_interrupted(db, run_id), attempts=2)
+        except Exception:  # noqa: BLE001 - the interrupt is what the caller must see
+            log.warning("could not mark run %s interrupted", run_id, exc_info=True)
+        raise
+    all_done = len(results) == len(todo) and all(r.status == "done" for r in results)
+    status = "stopped" if stopped else "done" if all_done else "incomplete"
+    _retry_busy(lambda: writes.set_run_status(db, run_id, status))
     return RunResult(
         run_id=run_id,
         db_path=str(db.path),
         conversations=results,
         skipped=len(conversations) - len(todo),
+        stopped=stopped,
     )
 
 
@@ -286,14 +461,32 @@ async def _play_all(
     make_env: EnvFactory,
     observer: RolloutObserver,
     todo: list[ConversationRecord],
-) -> list[ConversationResult]:
+) -> tuple[list[ConversationResult], str | None]:
+    """Play `todo`; returns the results of the conversations played and, when a dead
+    endpoint stopped the run early, why (the others were not started and stay pending)."""
     limit = asyncio.Semaphore(max(1, config.concurrency))
+    breaker_limit = max_connection_failures()
+    state: dict[str, Any] = {"in_a_row": 0, "stopped": None}
 
-    async def play(record: ConversationRecord) -> ConversationResult:
+    async def play(record: ConversationRecord) -> ConversationResult | None:
         async with limit:
-            return await play_conversation(db, record, config, agent, user, make_env, observer)
+            if state["stopped"]:
+                return None
+            result = await play_conversation(db, record, config, agent, user, make_env, observer)
+            if result.connection_failure:
+                state["in_a_row"] += 1
+                if breaker_limit and state["in_a_row"] >= breaker_limit and not state["stopped"]:
+                    state["stopped"] = (
+                        f"{state['in_a_row']} conversations in a row could not reach the model endpoint "
+                        f"(last: {result.error}); stopped before the others (JOSH_MAX_CONNECTION_FAILURES="
+                        f"{breaker_limit}); resume the run once the endpoint is up"
+                    )
+            else:  # done, or failed for another reason: the endpoint answered
+                state["in_a_row"] = 0
+            return result
 
-    return list(await asyncio.gather(*(play(record) for record in todo)))
+    played = await asyncio.gather(*(play(record) for record in todo))
+    return [r for r in played if r is not None], state["stopped"]
 
 
 async def play_conversation(
@@ -305,14 +498,57 @@ async def play_conversation(
     make_env: EnvFactory,
     observer: RolloutObserver,
 ) -> ConversationResult:
-    """Play one stored conversation from scratch (clearing an interrupted attempt)."""
-    scenario = Scenario.model_validate(record.scenario)
+    """Play one stored conversation from scratch (clearing an interrupted attempt).
+
+    A database lock held by another process past the lock timeout costs an attempt: the
+    conversation is replayed from its start (up to `busy_retries()` more times), then fails.
+    Any other error fails the conversation alone. The stored error has secrets redacted; if
+    even recording the failure meets a held lock, the conversation is left for a resume."""
     start = time.perf_counter()
+    retries = busy_retries()
+    attempt = 0
+    while True:
+        attempt += 1
+        result = await _attempt_conversation(db, record, config, agent, user, make_env, observer, start)
+        result.attempts = attempt
+        busy = result.status != "done" and isinstance(result._error, DatabaseBusy)
+        if not busy or attempt > retries:
+            break
+        log.warning("%s: database locked (%s); attempt %d of %d in %.1f s", record.id, result.error,
+                    attempt + 1, retries + 1, lock_timeout())
+        await asyncio.sleep(lock_timeout())
+    if result.status != "done":
+        error = result._error
+        secrets = url_secrets(config.base_url)
+        result.error = redact(result.error, secrets)
+        stored = redact((result.error or "") + "\n" + result._trace, secrets)
+        try:
+            await asyncio.to_thread(_retry_busy, lambda: writes.fail_conversation(db, record.id, stored))
+        except Exception as record_error:  # noqa: BLE001 - never end the run over a failure record
+            log.warning("%s: could not record the failure: %s", record.id, record_error)
+            result.error = f"{result.error} (not recorded: {record_error})"
+        result.connection_failure = error is not None and is_connection_failure(error)
+    observer.conversation_finished(result)
+    return result
+
+
+async def _attempt_conversation(
+    db: Database,
+    record: ConversationRecord,
+    config: RolloutConfig,
+    agent: Agent,
+    user: UserSimulator,
+    make_env: EnvFactory,
+    observer: RolloutObserver,
+    start: float,
+) -> ConversationResult:
+    """One attempt at a conversation; a failed attempt carries its error (not yet recorded)."""
     result = ConversationResult(
         conversation_id=record.id, position=record.position, scenario_id=record.scenario_id,
         status="failed",
     )
     try:
+        scenario = Scenario.model_validate(record.scenario)
         env = make_env(scenario)
         search_config = config.search_config(scenario.id)
         await asyncio.to_thread(
@@ -359,8 +595,6 @@ async def play_conversation(
     except Exception as error:  # one broken conversation must not end the run
         result.seconds = time.perf_counter() - start
         result.error = f"{type(error).__name__}: {error}"
-        await asyncio.to_thread(
-            writes.fail_conversation, db, record.id, result.error + "\n" + traceback.format_exc()
-        )
-    observer.conversation_finished(result)
+        result._error = error
+        result._trace = traceback.format_exc()
     return result

@@ -40,15 +40,28 @@ def test_read_commands_do_not_create_the_schema_in_a_foreign_duckdb_file(command
 
 
 def _downgrade(path, version: int) -> None:
-    """Turn a latest-version database into one at `version` (drop later tables and records)."""
-    con = duckdb.connect(str(path))
+    """Rewrite a latest-version database as one at `version`: the schema of the first
+    `version` migrations, holding the same rows (in the columns that schema has)."""
+    from josh_core.storage.schema import migrate
+
+    old = path.with_name("old-" + path.name)
+    con = duckdb.connect(str(old))
     try:
-        if version < 3:
-            con.execute("DROP TABLE trainings")
-            con.execute("DROP TABLE selftrain_stages")
-        con.execute("DELETE FROM schema_migrations WHERE version > ?", [version])
+        migrate(con, MIGRATIONS[:version])
+        con.execute(f"ATTACH '{path}' AS full_db (READ_ONLY)")
+        tables = [r[0] for r in con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() "
+            "AND table_name <> 'schema_migrations'").fetchall()]
+        for table in tables:
+            columns = ", ".join(r[0] for r in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_catalog = current_database() "
+                "AND table_name = ? ORDER BY ordinal_position", [table]).fetchall())
+            con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM full_db.{table}")
+        con.execute("DETACH full_db")
     finally:
         con.close()
+    old.replace(path)
+    path.with_name(path.name + ".wal").unlink(missing_ok=True)
 
 
 def _version(path) -> int:

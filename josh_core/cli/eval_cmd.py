@@ -11,6 +11,7 @@ from typing import NoReturn, Optional
 
 import pandas as pd
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -20,11 +21,11 @@ from josh_core.cli.output import fail, plain
 from josh_core.analysis.errors import DEFAULT_TOP, ErrorReport, error_report
 from josh_core.analysis.leaderboard import leaderboard as leaderboard_frame
 from josh_core.analysis.metrics import MetricsReport, metrics_report, records
-from josh_core.evaluate import DEFAULT_EVAL_SPLIT, Evaluation, evaluate, load_scenarios, resume_evaluation
+from josh_core.evaluate import DEFAULT_EVAL_SPLIT, Evaluation, evaluate, resume_evaluation
 from josh_core.paths import default_db_path
 from josh_core.policies.factory import DEFAULT_AGENT_SPEC, DEFAULT_USER_SPEC, decoding_flags
 from josh_core.storage.locks import RunBusy
-from josh_core.rollout import RolloutConfig
+from josh_core.rollout import RolloutConfig, RunInterrupted
 from josh_core.storage.db import Database, DatabaseError
 
 Nodes = Enum("Nodes", {"ideal": "ideal", "all": "all"}, type=str)
@@ -214,31 +215,44 @@ def register(app: typer.Typer) -> None:
         db_path = db or default_db_path()
         # Progress goes to stderr so that --json leaves stdout to the JSON.
         console = Console(stderr=True, highlight=False)
-        from josh_core.cli.rollout_cmd import ProgressObserver
+        from josh_core.cli.rollout_cmd import (
+            ProgressObserver,
+            config_error_text,
+            interrupted,
+            load_scenarios_or_fail,
+        )
 
         columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn())
-        with Progress(*columns, console=console, transient=as_json) as progress:
-            observer = ProgressObserver(progress, console)
-            try:
-                if resume is not None:
-                    evaluation = resume_evaluation(db_path, resume, observer=observer, resamples=resamples)
-                else:
-                    constrained, grounded = decoding_flags(decoding)
-                    config = RolloutConfig(
-                        josh=False, agent=agent, user=user, style=style, temperature=temperature,
-                        constrained=constrained, grounded=grounded,
-                        max_actions_per_turn=max_actions, base_url=base_url, max_turns=max_turns,
-                        seed=seed, concurrency=concurrency,
-                        split=None if scenario_file else split, limit=limit,
-                        scenario_file=str(scenario_file) if scenario_file else None,
-                    )  # fmt: skip
-                    scenarios = load_scenarios(split, limit, scenario_file)
-                    if not scenarios:
-                        _fail("no scenarios selected")
-                    evaluation = evaluate(db_path, scenarios, config, observer=observer, resamples=resamples)
-            except (KeyError, FileNotFoundError, ValueError, RunBusy) as error:
-                _fail(str(error).strip("'\""))
+        observer = None
+        try:
+            with Progress(*columns, console=console, transient=as_json) as progress:
+                observer = ProgressObserver(progress, console)
+                try:
+                    if resume is not None:
+                        evaluation = resume_evaluation(db_path, resume, observer=observer, resamples=resamples,
+                                                       base_url=base_url)
+                    else:
+                        constrained, grounded = decoding_flags(decoding)
+                        try:
+                            config = RolloutConfig(
+                                josh=False, agent=agent, user=user, style=style, temperature=temperature,
+                                constrained=constrained, grounded=grounded,
+                                max_actions_per_turn=max_actions, base_url=base_url, max_turns=max_turns,
+                                seed=seed, concurrency=concurrency,
+                                split=None if scenario_file else split, limit=limit,
+                                scenario_file=str(scenario_file) if scenario_file else None,
+                            )  # fmt: skip
+                        except ValidationError as error:
+                            _fail(config_error_text(error))
+                        scenarios = load_scenarios_or_fail(split, limit, scenario_file)
+                        evaluation = evaluate(db_path, scenarios, config, observer=observer, resamples=resamples)
+                except KeyError as error:
+                    _fail(str(error.args[0]) if error.args else str(error))
+                except (FileNotFoundError, ValueError, RunBusy, DatabaseError) as error:
+                    _fail(str(error))
+        except (KeyboardInterrupt, RunInterrupted) as interrupt:
+            interrupted(interrupt, observer.run_id if observer else None, db_path)
         if as_json:
             _print_json(evaluation.model_dump(mode="json"))
         else:

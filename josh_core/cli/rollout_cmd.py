@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from enum import Enum
 from pathlib import Path
 from typing import NoReturn, Optional
@@ -11,15 +12,18 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from josh_core.cli.output import fail, plain, styled, warn
+from josh_core.cli.output import error_console, fail, plain, styled, warn
 from josh_core.extract import ExportOptions, export_dataset
 from josh_core.paths import default_db_path
 from josh_core.policies.factory import DEFAULT_AGENT_SPEC, DEFAULT_USER_SPEC, decoding_flags
 from josh_core.rollout import (
     ConversationResult,
+    PolicyError,
     RolloutConfig,
     RolloutObserver,
+    RunInterrupted,
     RunResult,
+    build_policies,
     resume_run,
     start_run,
 )
@@ -41,6 +45,46 @@ def _flag(field: object) -> str:
     return {"max_actions_per_turn": "--max-actions"}.get(str(field), "--" + str(field).replace("_", "-"))
 
 
+def config_error_text(error: ValidationError) -> str:
+    """A RolloutConfig's validation errors, each named by its flag."""
+    parts = []
+    for e in error.errors():
+        message = e["msg"].removeprefix("Value error, ")
+        if e["loc"]:
+            parts.append(f"{_flag(e['loc'][0])}: {message}")
+        else:  # a check across fields (the agent style)
+            parts.append(f"{'--style' if 'style' in message else 'configuration'}: {message}")
+    return "; ".join(parts)
+
+
+def load_scenarios_or_fail(split: Optional[str], limit: Optional[int], scenario_file: Optional[Path]) -> list:
+    """The scenarios of a split or a scenario file, or a plain error naming what was wrong."""
+    from josh_core.toolwoz.data import DataUnavailableError
+
+    try:
+        scenarios = _load_scenarios(split, limit, scenario_file)
+    except (ValueError, OSError, RecursionError) as error:
+        _fail(f"--scenario-file {error}" if scenario_file is not None else f"--split: {error}")
+    except DataUnavailableError as error:
+        _fail(str(error))
+    if not scenarios:
+        _fail("no scenarios selected")
+    return scenarios
+
+
+def interrupted(interrupt: BaseException, run_id: Optional[str], db_path: Path) -> NoReturn:
+    """End a command stopped by SIGINT or SIGTERM: say how to continue, exit 128 + signal."""
+    signum = getattr(interrupt, "signum", signal.SIGINT)
+    name = signal.Signals(signum).name
+    if run_id:
+        message = (f"interrupted by {name}: run {run_id} is marked interrupted; continue it with "
+                   f"josh rollout --resume {run_id} --db {db_path}")
+    else:
+        message = f"interrupted by {name} before a run started"
+    error_console().print(plain(message))
+    raise typer.Exit(128 + signum)
+
+
 def _fail(message: str) -> NoReturn:
     fail(message)
 
@@ -52,11 +96,13 @@ class ProgressObserver(RolloutObserver):
     def __init__(self, progress: Progress, console: Console):
         self.progress = progress
         self.console = console
+        self.run_id: str | None = None
         self.run_task = None
         self.tasks: dict[str, int] = {}
         self.nodes: dict[str, int] = {}
 
     def run_started(self, run_id: str, total: int, already_done: int) -> None:
+        self.run_id = run_id
         self.console.print(plain(f"run {run_id}: {total} conversations, {already_done} already done"))
         self.run_task = self.progress.add_task(f"run {run_id}", total=total, completed=already_done)
 
@@ -118,7 +164,10 @@ def register(app: typer.Typer) -> None:
         style: str = typer.Option("auto", help="Agent style: auto (compact for the embedded model, react otherwise) | react | compact | fc."),
         temperature: Optional[float] = typer.Option(None, help="Agent sampling temperature."),
         max_actions: Optional[int] = typer.Option(None, "--max-actions", help="Cap on agent actions per turn (default: 5 for react/fc, 3 for compact)."),
-        base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint."),
+        base_url: Optional[str] = typer.Option(
+            None, "--base-url",
+            help="OpenAI-compatible endpoint (with --resume: replaces the run's; credentials in it are not stored).",
+        ),
         decoding: str = typer.Option(
             "auto", help="Agent actions: auto (grounded for local models, free for API models) | "
             "grounded | grammar | free.",
@@ -137,36 +186,51 @@ def register(app: typer.Typer) -> None:
         columns = (
             TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
         )
-        with Progress(*columns, console=console, transient=False) as progress:
-            observer = ProgressObserver(progress, console)
-            if resume is not None:
-                try:
-                    result = resume_run(db_path, resume, observer=observer)
-                except (KeyError, FileNotFoundError, RunBusy) as error:
-                    _fail(str(error).strip("'\""))
-            else:
-                if scenario_file is None:
-                    split = split or (DEFAULT_JOSH_SPLIT if josh else DEFAULT_PLAIN_SPLIT)
-                try:
-                    constrained, grounded = decoding_flags(decoding)
-                except ValueError as error:
-                    _fail(f"--decoding: {error}")
-                try:
-                    config = RolloutConfig(
-                        josh=josh, agent=agent, user=user, style=style, temperature=temperature,
-                        constrained=constrained, grounded=grounded,
-                        max_actions_per_turn=max_actions, base_url=base_url, max_turns=max_turns,
-                        beam=beam, branching=branching, seed=seed, concurrency=concurrency,
-                        split=split if scenario_file is None else None, limit=limit,
-                        scenario_file=str(scenario_file) if scenario_file else None,
-                    )
-                except ValidationError as error:
-                    _fail("; ".join(f"{_flag(e['loc'][0])}: {e['msg']}" for e in error.errors()))
-                scenarios = _load_scenarios(split, limit, scenario_file)
-                if not scenarios:
-                    _fail("no scenarios selected")
-                result = start_run(db_path, scenarios, config, observer=observer)
+        observer: ProgressObserver | None = None
+        try:
+            with Progress(*columns, console=console, transient=False) as progress:
+                observer = ProgressObserver(progress, console)
+                if resume is not None:
+                    try:
+                        result = resume_run(db_path, resume, observer=observer, base_url=base_url)
+                    except KeyError as error:
+                        _fail(str(error.args[0]) if error.args else str(error))
+                    except (FileNotFoundError, RunBusy, PolicyError, DatabaseError, ValidationError) as error:
+                        _fail(str(error))
+                else:
+                    if scenario_file is None:
+                        split = split or (DEFAULT_JOSH_SPLIT if josh else DEFAULT_PLAIN_SPLIT)
+                    try:
+                        constrained, grounded = decoding_flags(decoding)
+                    except ValueError as error:
+                        _fail(f"--decoding: {error}")
+                    try:
+                        config = RolloutConfig(
+                            josh=josh, agent=agent, user=user, style=style, temperature=temperature,
+                            constrained=constrained, grounded=grounded,
+                            max_actions_per_turn=max_actions, base_url=base_url, max_turns=max_turns,
+                            beam=beam, branching=branching, seed=seed, concurrency=concurrency,
+                            split=split if scenario_file is None else None, limit=limit,
+                            scenario_file=str(scenario_file) if scenario_file else None,
+                        )
+                    except ValidationError as error:
+                        _fail(config_error_text(error))
+                    scenarios = load_scenarios_or_fail(split, limit, scenario_file)
+                    try:
+                        built_agent, built_user = build_policies(config)
+                    except PolicyError as error:
+                        _fail(str(error))
+                    try:
+                        result = start_run(db_path, scenarios, config, agent=built_agent, user=built_user,
+                                           observer=observer)
+                    except DatabaseError as error:
+                        _fail(str(error))
+        except (KeyboardInterrupt, RunInterrupted) as interrupt:
+            interrupted(interrupt, observer.run_id if observer else None, db_path)
         _summary(console, result)
+        if result.stopped:
+            fail(f"run {result.run_id} stopped: {result.stopped}: josh rollout --resume {result.run_id} "
+                 f"--db {db_path}")
         if any(c.status != "done" for c in result.conversations):
             raise typer.Exit(1)
 

@@ -146,12 +146,19 @@ def register(app: typer.Typer) -> None:
         """Execute a list of API calls against a scenario and print the reward JSON."""
         try:
             target = _read_scenario(scenario)
-            raw = json.loads(calls.read_text())
         except (ValueError, DataUnavailableError) as error:
-            _fail(str(error))
+            _fail(f"--scenario {error}")
+        try:
+            raw = json.loads(calls.read_text())
+        except RecursionError:
+            _fail(f"--calls {calls} is nested too deeply")
+        except (ValueError, OSError) as error:
+            _fail(f"--calls {calls} is not JSON: {error}")
         if not isinstance(raw, list) or not all(isinstance(c, dict) and "name" in c for c in raw):
             _fail(f"{calls} must hold a JSON list of {{\"name\": ..., \"parameters\": {{...}}}} objects")
-        report = score_calls(target, [{"name": c["name"], "parameters": c.get("parameters") or {}} for c in raw])
+        # A call with a name that is not a string or parameters that are not an object is
+        # scored as what it is: a bad-format call.
+        report = score_calls(target, raw)
         _print_json(report.model_dump(mode="json"))
 
     @toolwoz.command("schema")

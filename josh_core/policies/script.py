@@ -40,9 +40,14 @@ class ScriptAgent:
     def __init__(self, turns: list[list[list[str]]], name: str = "script"):
         if not turns:
             raise ValueError("a script agent needs at least one turn")
+        if not isinstance(turns, list):
+            raise ValueError("an agent script's turns must be a list")
         for t, alternatives in enumerate(turns):
-            if not alternatives or not all(isinstance(alt, list) for alt in alternatives):
+            if not isinstance(alternatives, list) or not alternatives or not all(isinstance(alt, list) for alt in alternatives):
                 raise ValueError(f"agent script turn {t}: expected a non-empty list of alternatives")
+            for a, alternative in enumerate(alternatives):
+                if not all(isinstance(text, str) for text in alternative):
+                    raise ValueError(f"agent script turn {t}, alternative {a}: generations must be strings")
         self.turns = turns
         self.name = name
 
@@ -91,7 +96,7 @@ class ScriptUser:
     """Says the scripted utterances in order, then hangs up."""
 
     def __init__(self, turns: list[str], name: str = "script"):
-        if not all(isinstance(t, str) for t in turns):
+        if not isinstance(turns, list) or not all(isinstance(t, str) for t in turns):
             raise ValueError("a script user's turns must be strings")
         self.turns = turns
         self.name = name

@@ -102,7 +102,7 @@ def lock_timeout() -> float:
 
 def _open_error(path: Path, error: duckdb.Error, read_only: bool) -> DatabaseError:
     """A plain error for a file DuckDB could not attach (not a lock conflict)."""
-    text = str(error)
+    text = " ".join(str(error).split())  # DuckDB's messages span lines
     lowered = text.lower()
     if "not a valid duckdb database" in lowered:
         try:
@@ -114,8 +114,8 @@ def _open_error(path: Path, error: duckdb.Error, read_only: bool) -> DatabaseErr
     if not read_only and any(
         word in lowered for word in ("permission denied", "read-only", "read only", "readonly")
     ):
-        return DatabaseReadOnly(f"{path} cannot be written ({text.splitlines()[0]})")
-    return DatabaseError(f"{path} could not be opened: {text.splitlines()[0] if text else type(error).__name__}")
+        return DatabaseReadOnly(f"{path} cannot be written ({text})")
+    return DatabaseError(f"{path} could not be opened: {text or type(error).__name__}")
 
 
 def _schema_state(con: duckdb.DuckDBPyConnection, path: Path) -> int:
@@ -175,7 +175,7 @@ class Database:
                         con.close()
                         raise DatabaseBusy(
                             f"{self.path} stayed locked by another process for "
-                            f"{lock_timeout():.0f} s: {error}"
+                            f"{lock_timeout():g} s: {' '.join(str(error).split())}"
                         ) from error
                     self.stats["lock_waits"] += 1
                     # Retry soon: a busy writer leaves gaps of a few milliseconds between

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 RunKind = Literal["josh", "plain"]
-ConversationStatus = Literal["pending", "running", "done", "failed"]
+ConversationStatus = Literal["pending", "running", "done", "failed", "interrupted"]
 
 
 class RunRecord(BaseModel):

@@ -104,6 +104,19 @@ def set_run_status(db: Database, run_id: str, status: str) -> None:
     )
 
 
+def mark_interrupted(db: Database, run_id: str) -> None:
+    """A run stopped by a signal: the run and its conversations in flight are `interrupted`
+    (a resume replays those conversations from their start)."""
+
+    def write(con: duckdb.DuckDBPyConnection) -> None:
+        con.execute("UPDATE runs SET status = 'interrupted', finished_at = NULL WHERE id = ?", [run_id])
+        con.execute(
+            "UPDATE conversations SET status = 'interrupted' WHERE run_id = ? AND status = 'running'", [run_id]
+        )
+
+    db.write(write, checkpoint=True)
+
+
 def start_conversation(
     db: Database,
     conversation_id: str,

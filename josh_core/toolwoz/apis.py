@@ -10,6 +10,7 @@ always fails, the paper's API list leaves it out, so calling it is an unknown AP
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -240,6 +241,18 @@ API_EXAMPLES: list[dict[str, Any]] = [
 ]  # fmt: skip
 
 
+_SHOW = reprlib.Repr()
+_SHOW.maxlevel, _SHOW.maxstring, _SHOW.maxother, _SHOW.maxlist, _SHOW.maxdict = 3, 80, 80, 6, 6
+
+
+def _shown(value: Any) -> str:
+    """A short, bounded repr of a value from an agent (deep or huge values stay small)."""
+    try:
+        return _SHOW.repr(value)
+    except Exception:  # noqa: BLE001 - a value whose repr fails is still shown as something
+        return f"<{type(value).__name__}>"
+
+
 class CallError(Exception):
     """A bad call: carries the ApiErrorKind and the text shown to the agent."""
 
@@ -261,7 +274,7 @@ def validate_call(name: str, parameters: Any) -> tuple[Tool, dict[str, str]]:
         hint = " (attractions cannot be booked)" if name == "book_attraction" else ""
         raise CallError(
             "unknown_api",
-            f"There is no API named {name!r}{hint}. Available APIs: {', '.join(API_NAMES)}.",
+            f"There is no API named {_shown(name)}{hint}. Available APIs: {', '.join(API_NAMES)}.",
         )
     if not isinstance(parameters, dict):
         raise CallError("bad_format", f"The parameters of {name} must be a JSON object.")
@@ -271,12 +284,12 @@ def validate_call(name: str, parameters: Any) -> tuple[Tool, dict[str, str]]:
         if key not in allowed:
             raise CallError(
                 "unknown_parameter",
-                f"{name} has no parameter {key!r}. Its parameters are: {', '.join(allowed)}.",
+                f"{name} has no parameter {_shown(key)}. Its parameters are: {', '.join(allowed)}.",
             )
         if isinstance(value, (list, dict, tuple, set, bool)):
             raise CallError(
                 "invalid_value",
-                f"Parameter {key!r} of {name} must be a single string value, got {value!r}.",
+                f"Parameter {key!r} of {name} must be a single string value, got {_shown(value)}.",
             )
         norm = normalize(value)
         if norm is None:
@@ -285,14 +298,14 @@ def validate_call(name: str, parameters: Any) -> tuple[Tool, dict[str, str]]:
         if enum and norm not in enum:
             raise CallError(
                 "invalid_value",
-                f"Parameter {key!r} of {name} must be one of {', '.join(enum)}; got {value!r}.",
+                f"Parameter {key!r} of {name} must be one of {', '.join(enum)}; got {_shown(value)}.",
             )
         if key in TIME_BOUNDS.get(tool.domain, {}) and tool.name.startswith("search_"):
             minutes = parse_time(norm)
             if minutes is None:
                 raise CallError(
                     "invalid_value",
-                    f"Parameter {key!r} of {name} must be a time as HH:MM; got {value!r}.",
+                    f"Parameter {key!r} of {name} must be a time as HH:MM; got {_shown(value)}.",
                 )
             norm = f"{minutes // 60:02d}:{minutes % 60:02d}"
         args[key] = norm

@@ -119,20 +119,49 @@ class ToolWOZEnv:
 
     def _normalized_args(self, name: str, parameters: dict[str, Any]) -> dict[str, str] | None:
         """Validated, normalised arguments of a call (None for a bad call), cached."""
-        key = name + "\x00" + json.dumps(parameters, sort_keys=True, default=str)
-        if key not in self._args_cache:
+        try:
+            key: str | None = name + "\x00" + json.dumps(parameters, sort_keys=True, default=str)
+        except (ValueError, TypeError, RecursionError):  # unusual values: validate without the cache
+            key = None
+        if key is None or key not in self._args_cache:
             try:
-                self._args_cache[key] = validate_call(name, parameters)[1]
+                args: dict[str, str] | None = validate_call(name, parameters)[1]
             except CallError:
-                self._args_cache[key] = None
+                args = None
+            if key is None:
+                return args
+            self._args_cache[key] = args
         return self._args_cache[key]
 
 
+def as_tool_call(call: Any) -> ToolCall | None:
+    """A ToolCall from a ToolCall or a {name, parameters} dict; None when it is not a call
+    (no string name, parameters not an object): it is then executed as a bad-format call."""
+    if isinstance(call, ToolCall):
+        return call
+    if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+        return None
+    parameters = call.get("parameters")
+    if parameters is None:
+        parameters = {}
+    if not isinstance(parameters, dict):
+        return None
+    return ToolCall(name=call["name"], parameters=parameters)
+
+
+def _raw_text(call: Any) -> str:
+    try:
+        return json.dumps(call, default=str)[:2000]
+    except (ValueError, TypeError, RecursionError):
+        return type(call).__name__
+
+
 def score_calls(scenario: Scenario, calls: list[ToolCall | dict[str, Any]], db: Database | None = None) -> ScoreReport:
-    """Execute plain calls ({name, parameters}) in a fresh environment and score them."""
+    """Execute plain calls ({name, parameters}) in a fresh environment and score them. A call
+    that is not one (no string name, parameters not an object) counts as a bad-format call."""
     env = ToolWOZEnv(scenario, db=db)
     records = []
     for call in calls:
-        tool_call = call if isinstance(call, ToolCall) else ToolCall.model_validate(call)
-        records.append(env.execute(tool_call))
+        tool_call = as_tool_call(call)
+        records.append(env.execute(tool_call, None if tool_call is not None else _raw_text(call)))
     return env.score(records)

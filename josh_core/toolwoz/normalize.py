@@ -27,7 +27,12 @@ def normalize(value: Any) -> str | None:
     """The comparable form of a parameter value, or None when it constrains nothing."""
     if value is None:
         return None
-    return _normalize_text(value if isinstance(value, str) else str(value))
+    if not isinstance(value, str):
+        try:
+            value = str(value)
+        except ValueError:  # e.g. an int past Python's digit limit: no value matches it
+            value = f"<{type(value).__name__}>"
+    return _normalize_text(value)
 
 
 @lru_cache(maxsize=1 << 16)

@@ -91,12 +91,69 @@ def get_scenario(scenario_id: str) -> Scenario:
     raise KeyError(f"no scenario with id {scenario_id!r}")
 
 
+class ScenarioFileError(ValueError):
+    """A scenario file that cannot be read, or holds a scenario that could never be won."""
+
+
+def scenario_problems(scenario: Scenario) -> list[str]:
+    """Why a scenario could never be won here (empty when it can): domains and goal calls must
+    be ToolWOZ's, and every goal call must be a call the environment accepts."""
+    from josh_core.toolwoz.apis import API_NAMES, CallError, validate_call
+    from josh_core.toolwoz.types import DOMAINS
+
+    problems = []
+    for domain in dict.fromkeys([*scenario.domains, *scenario.goal]):
+        if domain not in DOMAINS:
+            problems.append(f"unknown domain {domain!r} (ToolWOZ's domains: {', '.join(DOMAINS)})")
+    if not scenario.goal_calls:
+        problems.append("no goal call: the scenario has nothing to achieve")
+    for i, call in enumerate(scenario.goal_calls):
+        if call.name not in API_NAMES:
+            problems.append(f"goal call {i}: unknown API {call.name!r} (APIs: {', '.join(API_NAMES)})")
+            continue
+        try:
+            validate_call(call.name, call.parameters)
+        except CallError as error:
+            problems.append(f"goal call {i} ({call.name}) could never be made: {error.message}")
+            continue
+        if call.domain not in scenario.domains:
+            problems.append(f"goal call {i} ({call.name}) is in domain {call.domain!r}, not one of the scenario's")
+    return problems
+
+
+def _validated(item: object, where: str) -> Scenario:
+    from pydantic import ValidationError
+
+    try:
+        scenario = Scenario.model_validate(item)
+    except ValidationError as error:
+        details = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc']) or 'scenario'}: {e['msg']}" for e in error.errors()[:5]
+        )
+        raise ScenarioFileError(f"{where} is not a scenario: {details}") from None
+    problems = scenario_problems(scenario)
+    if problems:
+        raise ScenarioFileError(f"{where} ({scenario.id}) could never be won: " + "; ".join(problems))
+    return scenario
+
+
 def load_scenario_file(path: str | Path) -> Scenario | list[Scenario]:
-    """A JSON file holding one scenario object or a list of them."""
-    value = json.loads(Path(path).read_text())
+    """A JSON file holding one scenario object or a list of them. ScenarioFileError (a
+    ValueError naming the file) when it cannot be read, is not scenarios, or holds a
+    scenario with unknown domains, APIs or parameters."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError) as error:
+        raise ScenarioFileError(f"{path} could not be read: {error}") from None
+    except RecursionError:
+        raise ScenarioFileError(f"{path} is nested too deeply to be a scenario file") from None
+    except ValueError as error:
+        raise ScenarioFileError(f"{path} is not JSON: {error}") from None
     if isinstance(value, list):
-        return [Scenario.model_validate(item) for item in value]
-    return Scenario.model_validate(value)
+        return [_validated(item, f"{path} [{i}]") for i, item in enumerate(value)]
+    if not isinstance(value, dict):
+        raise ScenarioFileError(f"{path} must hold a scenario object or a list of them")
+    return _validated(value, str(path))
 
 
 def clear_cache() -> None:
