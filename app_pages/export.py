@@ -57,7 +57,7 @@ st.subheader("Before writing")
 cols = st.columns(3)
 cols[0].metric("Conversations in scope", plan.conversations)
 cols[1].metric("Conversations giving rows", f"{plan.giving_rows} of {plan.conversations}")
-cols[2].metric("Rows to write", plan.rows)
+cols[2].metric(f"Rows to write ({kind.upper()})", plan.rows)
 left_out = []
 for status, n in sorted(plan.not_finished.items()):
     left_out.append(f"{n} not finished ({status})")
@@ -92,7 +92,7 @@ if result and "error" in result:
     st.error(f"The export failed: {result['error']}")
 elif result:
     summary, path = result["summary"], Path(result["path"])
-    message = (f"{summary['rows']} rows from {summary['conversations']} conversations written to {path}"
+    message = (f"{summary['kind'].upper()} export: {summary['rows']} rows from {summary['conversations']} conversations written to {path}"
                + ("" if summary.get("recorded", True) else f" ({summary.get('note')})"))  # fmt: skip
     (st.success if summary["rows"] else st.warning)(message)
     if path.exists():

@@ -114,7 +114,7 @@ if launched:
                 progress = None
             if progress is not None:
                 st.progress(min(progress.fraction, 1.0), text=f"run {run_id}: {progress.summary()}")
-                frame = progress.frame[["position", "scenario_id", "status", "steps", "node_count", "reward"]]
+                frame = progress.frame[["position", "scenario_id", "status", "steps", "node_count", "reward", "error"]]
                 st.dataframe(frame, hide_index=True, width="stretch",
                              column_config={"node_count": "nodes", "steps": f"steps (of {progress.max_turns})"})  # fmt: skip
                 first = progress.frame.iloc[0]["id"] if len(progress.frame) else None

@@ -11,19 +11,25 @@ from josh_core.analysis.pairs import VERDICT_WORDS, agreement, author_name, pair
 from josh_core.analysis.transcript import path_views, turn_view
 from josh_core.storage import reads, writes
 from josh_core.storage.annotations import ANONYMOUS, add_verdict, comments
-from josh_core.treeviz import LABEL_WORDS
 from ui_common import conversation_html, db_stamp, esc, load_tree, md, pick_run, require_database, tree_labels, turn_html
+
+# What export does with a turn of each label, in plain words.
+USE_WORDS = {"ideal": "a positive", "negative": "a negative", "partial": "nothing (partial credit)", "unexplored": "nothing"}
 
 st.title("Pair annotator")
 db = require_database()
 run_id = pick_run(db, key="pairs-run")
 
-# The annotator's name: kept for the session and in the URL (a link opens the same queue).
-if "pairs-author" not in st.session_state:
-    st.session_state["pairs-author"] = st.query_params.get("annotator", "")
-author = st.sidebar.text_input("Your name (annotator)", key="pairs-author",
-                               help="Every verdict and comment is stored under it; several annotators can "
-                                    "judge the same pairs.").strip()  # fmt: skip
+# The annotator's name: kept for the session (a plain key: page widgets are dropped when the
+# page is left) and in the URL (a link opens the same queue).
+if "annotator" not in st.session_state:
+    st.session_state["annotator"] = st.query_params.get("annotator", "")
+st.session_state["pairs-author"] = st.session_state["annotator"]
+author = st.sidebar.text_input(
+    "Your name (annotator)", key="pairs-author",
+    on_change=lambda: st.session_state.update(annotator=st.session_state["pairs-author"].strip()),
+    help="Every verdict and comment is stored under it; several annotators can judge the same pairs.",
+).strip()  # fmt: skip
 if author:
     st.query_params["annotator"] = author
 else:
@@ -84,8 +90,10 @@ labels = tree_labels(db, tree)
 st.caption(f"{md(item.scenario_id)} · conversation {md(item.conversation_id)} · after user turn {md(item.user_path)}")
 
 context = path_views(tree, item.user_node_id, labels)
-with st.expander(f"Earlier turns ({len(context) - 1}) and the user turn", expanded=True):
-    st.html(conversation_html(context, selected=item.user_path))
+if len(context) > 3:
+    with st.expander(f"All {len(context) - 1} earlier turns"):
+        st.html(conversation_html(context[:-3]))
+st.html(conversation_html(context[-3:], selected=item.user_path))
 
 left, right = st.columns(2, gap="medium")
 with left:
@@ -93,7 +101,7 @@ with left:
     st.html('<div class="jw-chat">' + turn_html(turn_view(tree, item.ideal_node_id, labels)) + "</div>")
 with right:
     resolved = labels[item.alternative_node_id]
-    st.markdown(f"**Alternative** · now used as: {LABEL_WORDS[resolved]}")
+    st.markdown(f"**Alternative** · now used as {USE_WORDS[resolved]}")
     st.html('<div class="jw-chat">' + turn_html(turn_view(tree, item.alternative_node_id, labels)) + "</div>")
 
 # -- verdict ----------------------------------------------------------------------------------
@@ -144,9 +152,9 @@ with cols[0]:
     st.markdown("**Verdicts on this pair** (each annotator's latest)")
     if history:
         st.html('<table class="jw-goals"><tr><th>annotator</th><th>verdict</th><th>when</th></tr>' + "".join(history) + "</table>")
-        st.caption(f"Export uses: {LABEL_WORDS[resolved]} (the label most annotators gave; a tie goes to the latest).")
+        st.caption(f"Export uses it as {USE_WORDS[resolved]}: the label most annotators gave (a tie goes to the latest).")
     else:
-        st.caption("No verdict yet: export uses the tree's label, " + LABEL_WORDS[item.tree_label] + ".")
+        st.caption(f"No verdict yet: export uses it as {USE_WORDS[item.tree_label]} (the tree's label).")
 with cols[1]:
     st.markdown("**Comments**")
     for note in notes:

@@ -8,6 +8,7 @@ they must show as text, never run, never load. Screenshots: test-artifacts/app/.
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -160,3 +161,191 @@ def test_model_text_stays_inert_in_the_tree_explorer(page, app_url, app_db):
     assert page.locator("img[src*='pwn']").count() == 0
     assert not [u for u in page.external if "127.0.0.1:9" in u or "x/y" in u]
     shot(page, "trees-payloads")
+
+
+def _judge(page, key: str, expect_pair: int) -> None:
+    page.get_by_role("heading", name="Pair annotator").click()  # focus off the text fields
+    page.keyboard.press(key)
+    page.get_by_text(f"{expect_pair} of ", exact=False).first.wait_for(timeout=30_000)
+    page.wait_for_function(f"() => new URLSearchParams(location.search).get('pair') === '{expect_pair}'", timeout=30_000)
+    wait_idle(page)
+
+
+def _annotator(browser, app_url, name: str):
+    page = browser()
+    page.goto(app_url)
+    page.get_by_role("heading", name="JOSH Workbench").wait_for(timeout=45_000)
+    sidebar_to(page, "Pairs", "Pair annotator")
+    field = page.locator('[data-testid="stSidebar"]').get_by_role("textbox", name="Your name (annotator)")
+    field.fill(name)
+    field.press("Enter")
+    page.wait_for_function(f"() => new URLSearchParams(location.search).get('annotator') === {name!r}", timeout=30_000)
+    wait_idle(page)
+    return page
+
+
+def test_two_annotators_judge_pairs_with_the_keyboard_and_export_follows(browser, app_url, app_db):
+    from josh_core.analysis.pairs import pair_queue
+    from josh_core.storage.annotations import latest_votes, resolved_labels
+
+    db = Database(app_db)
+    items = pair_queue(db)
+    first, second = items[0], items[1]
+    ana = _annotator(browser, app_url, "ana")
+    expect(ana.get_by_text(f"1 of {len(items)}").first).to_be_visible()
+    _judge(ana, "b", 2)  # bad
+    _judge(ana, "g", 3)  # good
+    shot(ana, "pairs-ana")
+    bo = _annotator(browser, app_url, "bo")
+    expect(bo.get_by_text(f"0 of {len(items)}").first).to_be_visible()  # bo has judged nothing yet
+    _judge(bo, "g", 2)
+    _judge(bo, "g", 3)
+    bo.keyboard.press("ArrowLeft")  # back to pair 2: both judged it "good"
+    bo.wait_for_function("() => new URLSearchParams(location.search).get('pair') === '2'", timeout=30_000)
+    wait_idle(bo)
+    bo.get_by_text("1 of 2 pairs (50%)").first.wait_for(timeout=30_000)  # agreement
+    # a comment, with author and time; the box empties, a second click saves nothing more
+    box = bo.get_by_role("textbox", name="Comment")
+    box.fill("Also fine <b>really</b>")
+    bo.get_by_role("button", name="Save comment").click()
+    bo.get_by_text("Also fine <b>really</b>").first.wait_for(timeout=30_000)
+    wait_idle(bo)
+    expect(bo.get_by_role("textbox", name="Comment")).to_have_value("")
+    bo.get_by_role("button", name="Save comment").click()
+    wait_idle(bo)
+    shot(bo, "pairs-bo")
+    no_exception(bo)
+    notes = [a for a in reads.list_annotations(db) if a.comment]
+    assert [(a.author, a.comment) for a in notes] == [("bo", "Also fine <b>really</b>")]
+    votes = {(v.node_id, v.author): v.verdict for v in latest_votes(db)}
+    assert votes == {(first.alternative_node_id, "ana"): "bad", (second.alternative_node_id, "ana"): "good",
+                     (first.alternative_node_id, "bo"): "good", (second.alternative_node_id, "bo"): "good"}
+    # ana said bad, bo later said good: a tie goes to the latest; both said good on the second
+    assert resolved_labels(db) == {first.alternative_node_id: "ideal", second.alternative_node_id: "ideal"}
+    for page in (ana, bo):
+        assert page.evaluate("window.__xss") is None
+        page.close()
+
+
+def _export(page, kind: str) -> tuple[list[dict], str]:
+    import json
+
+    page.get_by_role("radiogroup", name="Kind").get_by_text(kind.upper(), exact=True).click()
+    metric = page.locator('[data-testid="stMetric"]').filter(has_text=f"Rows to write ({kind.upper()})")
+    metric.wait_for(timeout=60_000)
+    wait_idle(page)
+    rows_to_write = int(metric.locator('[data-testid="stMetricValue"]').inner_text())
+    page.get_by_role("button", name="Export", exact=True).click()
+    button = page.locator('[data-testid="stDownloadButton"] button').filter(has_text=f"Download {kind}-")
+    button.wait_for(timeout=60_000)
+    page.get_by_text(f"{kind.upper()} export: {rows_to_write} rows from", exact=False).first.wait_for()
+    with page.expect_download() as download:
+        button.click()
+    text = Path(download.value.path()).read_text()
+    wait_idle(page)
+    # the result stays after the download
+    page.get_by_text(f"{kind.upper()} export: {rows_to_write} rows from", exact=False).first.wait_for(timeout=10_000)
+    rows = [json.loads(line) for line in text.splitlines()]
+    assert len(rows) == rows_to_write
+    return rows, download.value.suggested_filename
+
+
+def test_export_counts_previews_and_downloads_each_kind(page, app_url, app_db):
+    import json
+
+    from josh_core.analysis.pairs import pair_queue
+
+    db = Database(app_db)
+    page.goto(app_url)
+    page.get_by_role("heading", name="JOSH Workbench").wait_for(timeout=45_000)
+    sidebar_to(page, "Export", "Export training data")
+    page.get_by_text("Left out:").wait_for()
+    page.get_by_text("finished below reward 1.0", exact=False).first.wait_for()
+    page.get_by_text("Preview: the first", exact=False).first.wait_for()
+    shot(page, "export-before")
+    sft, sft_name = _export(page, "sft")
+    assert sft and all(row["messages"][0]["role"] == "system" for row in sft)
+    kto, kto_name = _export(page, "kto")
+    assert {row["label"] for row in kto} == {True, False}
+    # the alternatives both annotators called good are desirable now
+    first = pair_queue(db)[0]
+    spoken = reads.load_tree(db, first.conversation_id).nodes[first.alternative_node_id].text
+    assert [row["label"] for row in kto if spoken in json.dumps(row["completion"])] == [True]
+    dpo, dpo_name = _export(page, "dpo")
+    assert all({"prompt", "chosen", "rejected"} <= set(row) for row in dpo)
+    assert len({sft_name, kto_name, dpo_name}) == 3
+    shot(page, "export-after")
+    exports = reads.list_exports(db)
+    assert [e.kind for e in exports[-3:]] == ["sft", "kto", "dpo"]
+    assert len({e.path for e in exports}) == len(exports)
+    no_exception(page)
+
+
+def _launch(page, agent: str, user: str, base_url: str = "") -> None:
+    page.get_by_role("textbox", name="Agent SPEC").fill(agent)
+    page.get_by_role("textbox", name="User SPEC").fill(user)
+    page.get_by_role("textbox", name="Base URL (openai:)").fill(base_url)
+    page.get_by_role("button", name="Start").click()
+
+
+def test_launch_checks_the_specs_then_follows_the_run_to_its_trees(page, app_url, app_db):
+    """After the tests that read the module's database: it adds a run."""
+    db = Database(app_db)
+    folder = app_db.parent
+    before = {r.id for r in reads.list_runs(db)}
+    page.goto(app_url)
+    page.get_by_role("heading", name="JOSH Workbench").wait_for(timeout=45_000)
+    sidebar_to(page, "Launch", "Launch a rollout")
+    _launch(page, f"script:{folder / 'nope.json'}", "agenda")
+    page.get_by_text("Not started:").wait_for(timeout=30_000)
+    page.get_by_text("no such file", exact=False).first.wait_for()
+    assert {r.id for r in reads.list_runs(db)} == before
+    shot(page, "launch-refused")
+    _launch(page, f"script:{folder / 'base-agent.json'}", f"script:{folder / 'base-user.json'}")
+    page.get_by_text("Finished: run", exact=False).first.wait_for(timeout=120_000)
+    [new] = [r for r in reads.list_runs(db) if r.id not in before]
+    assert new.status == "done"
+    page.get_by_text(f"run {new.id}: 1 of 1 conversations finished", exact=False).first.wait_for(timeout=30_000)
+    page.get_by_text("nodes written", exact=False).first.wait_for()
+    shot(page, "launch-finished")
+    page.get_by_role("link", name=f"Open the trees of run {new.id}").click()
+    page.get_by_role("heading", name="Conversation trees").wait_for(timeout=45_000)
+    [conversation] = reads.list_conversations(db, run_id=new.id)
+    page.wait_for_function(f"() => new URLSearchParams(location.search).get('conversation') === {conversation.id!r}",
+                           timeout=30_000)  # fmt: skip
+    page.locator(".jg-node").nth(conversation.node_count - 1).wait_for(state="attached", timeout=30_000)
+    assert query(page)["db"] == str(app_db)
+    no_exception(page)
+    shot(page, "launch-trees")
+
+
+def test_launch_stop_and_a_failing_rollout_shows_an_error(page, app_url, app_db):
+    import socket
+
+    db = Database(app_db)
+    before = {r.id for r in reads.list_runs(db)}
+    page.goto(app_url)
+    page.get_by_role("heading", name="JOSH Workbench").wait_for(timeout=45_000)
+    sidebar_to(page, "Launch", "Launch a rollout")
+    # A server that accepts connections and never answers: the rollout waits until stopped.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+        _launch(page, "openai:some-model", "agenda", f"http://127.0.0.1:{port}/v1")
+        page.get_by_text("is running: run", exact=False).first.wait_for(timeout=120_000)
+        page.get_by_role("button", name="Stop").click()
+        page.get_by_text("Stopped. The run can be continued", exact=False).first.wait_for(timeout=30_000)
+    [stopped] = [r for r in reads.list_runs(db) if r.id not in before]
+    # the rollout marks itself interrupted on SIGTERM (the page marks it incomplete if it could not)
+    assert reads.get_run(db, stopped.id).status in ("interrupted", "incomplete")
+    shot(page, "launch-stopped")
+    # Nothing listens on this port: the rollout fails, and the page says so as an error.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    _launch(page, "openai:some-model", "agenda", f"http://127.0.0.1:{port}/v1")
+    page.get_by_text("The rollout failed", exact=False).first.wait_for(timeout=180_000)
+    expect(page.locator('[data-testid="stAlertContentError"]').first).to_be_visible()
+    shot(page, "launch-failed")
+    no_exception(page)
