@@ -1,5 +1,11 @@
 """`josh data prepare`: fetch, verify, convert and generate, once; everything else reads the cache.
 
+A preparation is atomic: the inputs are read and validated whole, converted and the
+toolwoz-synth splits generated into a staging folder inside the data dir, and only then are
+the `multiwoz/` and `toolwoz-synth/` folders swapped in (each by a rename). A bad database
+file or goal-model pickle leaves the prepared data exactly as it was, so a scenario id keeps
+meaning the same scenario.
+
     prepare(from_path=None, progress=None) -> {"train": 6251, "val": 793, "test": 805, "official-test": 450}
     ensure_prepared()                      prepare only what is missing
     load_db() / load_database()            the databases (plain rows / indexed), cached in memory
@@ -11,6 +17,9 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -88,31 +97,60 @@ def _obtain_raw_inputs(from_path: Path | None, progress: Progress | None) -> dic
     return read_sdist_members(fetch_sdist(store.downloads_dir()))
 
 
-def _install_inputs(raw: dict[str, bytes]) -> None:
-    """Validate and convert the raw files into the data dir."""
-    folder = store.multiwoz_dir()
+def _convert_inputs(raw: dict[str, bytes]) -> dict[str, Any]:
+    """Validate and convert every raw file (nothing is written): file name -> JSON value.
+    DataUnavailableError names the first file that is wrong."""
+    converted: dict[str, Any] = {}
     for domain, name in zip(DOMAINS, DB_FILES):
         try:
             rows = json.loads(raw[name])
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise DataUnavailableError(f"{name} is not valid JSON: {exc}") from exc
         id_field = "trainID" if domain == "train" else "name"
-        if not isinstance(rows, list) or not rows or not all(id_field in r for r in rows):
+        if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) and id_field in r for r in rows):
             raise DataUnavailableError(f"{name} is not a MultiWOZ {domain} database")
-        store.write_json(folder / name, [clean_row(domain, row) for row in rows])
+        try:
+            converted[name] = [clean_row(domain, row) for row in rows]
+        except Exception as exc:  # a row of the wrong shape
+            raise DataUnavailableError(f"{name} is not a MultiWOZ {domain} database: {exc}") from exc
     try:
         model = goal_model_from_pickle(raw[GOAL_MODEL_FILE])
     except Exception as exc:  # any unpickling or shape problem means a wrong file
         raise DataUnavailableError(f"{GOAL_MODEL_FILE} could not be read: {exc}") from exc
-    store.write_json(folder / GOAL_MODEL_JSON, model.model_dump(mode="json"))
-    _clear_memory_caches()
+    converted[GOAL_MODEL_JSON] = model.model_dump(mode="json")
+    return converted
 
 
-def _inputs_digest() -> str:
+def _write_inputs(converted: dict[str, Any], folder: Path) -> None:
+    for name, value in converted.items():
+        store.write_json(folder / name, value)
+
+
+def _inputs_digest(folder: Path | None = None) -> str:
+    folder = folder or store.multiwoz_dir()
     digest = hashlib.sha256()
     for name in (*DB_FILES, GOAL_MODEL_JSON):
-        digest.update((store.multiwoz_dir() / name).read_bytes())
+        digest.update((folder / name).read_bytes())
     return digest.hexdigest()
+
+
+@contextmanager
+def _staging() -> Iterator[Path]:
+    """A scratch folder inside the data dir (same file system: folders move by rename)."""
+    root = data_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=root, prefix=".prepare-"))
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _swap_in(new: Path, target: Path, stage: Path) -> None:
+    """Replace the folder `target` by `new` (the old one goes into `stage`, deleted with it)."""
+    if target.exists():
+        os.replace(target, stage / f"old-{target.name}")
+    os.replace(new, target)
 
 
 # ---------------------------------------------------------------------------- loading
@@ -155,8 +193,8 @@ def load_goal_model() -> GoalModel:
 
 
 # ---------------------------------------------------------------------------- synth
-def _expected_manifest(seed: int) -> dict[str, Any]:
-    return {"generator_version": GENERATOR_VERSION, "seed": seed, "inputs_sha256": _inputs_digest()}
+def _expected_manifest(seed: int, inputs: Path | None = None) -> dict[str, Any]:
+    return {"generator_version": GENERATOR_VERSION, "seed": seed, "inputs_sha256": _inputs_digest(inputs)}
 
 
 def synth_ready(seed: int = DEFAULT_SEED) -> bool:
@@ -169,14 +207,36 @@ def synth_ready(seed: int = DEFAULT_SEED) -> bool:
     return all(store.split_path("synth", split).exists() for split in store.STORED_SPLITS)
 
 
-def _generate_synth(seed: int, progress: Progress | None) -> dict[str, int]:
-    db = _database_at(str(store.multiwoz_dir()))
-    model = _goal_model_at(str(store.multiwoz_dir()))
+def _generate_synth_into(inputs: Path, folder: Path, seed: int, progress: Progress | None) -> dict[str, int]:
+    """Generate the toolwoz-synth splits from the inputs in `inputs` into `folder`."""
+    db = _database_at(str(inputs))
+    model = _goal_model_at(str(inputs))
     splits = generate_splits(db, model, seed, progress=progress)
-    counts = {split: store.write_split("synth", split, scenarios) for split, scenarios in splits.items()}
-    store.write_json(store.manifest_path("synth"), {**_expected_manifest(seed), "counts": counts})
+    folder.mkdir(parents=True, exist_ok=True)
+    counts = {split: store.write_split("synth", split, scenarios, folder=folder) for split, scenarios in splits.items()}
+    store.write_json(folder / "manifest.json", {**_expected_manifest(seed, inputs), "counts": counts})
+    return counts
+
+
+def _rebuild(raw: dict[str, bytes] | None, seed: int, progress: Progress | None) -> dict[str, int]:
+    """Build aside and swap in: the converted inputs (when `raw` is given) and the synth splits."""
     from josh_core.toolwoz import scenarios as scenario_store
 
+    converted = _convert_inputs(raw) if raw is not None else None  # all checked before any write
+    with _staging() as stage:
+        inputs = store.multiwoz_dir()
+        if converted is not None:
+            inputs = stage / "multiwoz"
+            _write_inputs(converted, inputs)
+        synth = stage / "synth"
+        try:
+            counts = _generate_synth_into(inputs, synth, seed, progress)
+        finally:
+            _clear_memory_caches()  # the staging folder's entries
+        if converted is not None:
+            _swap_in(inputs, store.multiwoz_dir(), stage)
+        _swap_in(synth, store.source_dir("synth"), stage)
+    _clear_memory_caches()
     scenario_store.clear_cache()
     return counts
 
@@ -192,9 +252,9 @@ def prepare(
     the toolwoz-synth splits if they are missing or stale, and return the split counts."""
     with _prepare_lock():
         if from_path is not None or force or not inputs_ready():
-            _install_inputs(_obtain_raw_inputs(from_path, progress))
-        if force or not synth_ready(seed):
-            counts = _generate_synth(seed, progress)
+            counts = _rebuild(_obtain_raw_inputs(from_path, progress), seed, progress)
+        elif not synth_ready(seed):
+            counts = _rebuild(None, seed, progress)
         else:
             counts = store.read_manifest("synth")["counts"]
     _report(progress, "done", 1, 1)

@@ -16,25 +16,116 @@ from __future__ import annotations
 
 import io
 import pickle
+import pickletools
 from collections import Counter
 from typing import Any
 
 from pydantic import BaseModel
 
-# Data types only: nothing in here can run code while unpickling.
-_ALLOWED_BUILTINS = frozenset(
-    {"dict", "list", "tuple", "set", "frozenset", "str", "int", "float", "bool", "bytes"}
-)
+# The real goal_model.pkl is 39 KB (protocol 2: dicts, tuples, floats, strings and
+# collections.Counter); anything far bigger is not it.
+MAX_PICKLE_BYTES = 4 * 2**20
+# Bound on the size of what the pickle builds, counting shared references as often as they
+# are reached (the real one: about 5,000): a few hundred bytes can otherwise describe a tuple
+# nested 40 deep whose halves are the same object, 2**40 leaves to hash or walk.
+MAX_PICKLE_NODES = 200_000
+
+# Opcodes that push one plain value (counted as one node).
+_SCALAR_OPS = frozenset({
+    "INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "FLOAT", "BINFLOAT",
+    "STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "SHORT_BINUNICODE", "BINUNICODE",
+    "BINUNICODE8", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "NONE", "NEWTRUE", "NEWFALSE",
+    "EMPTY_DICT", "EMPTY_LIST", "EMPTY_TUPLE", "EMPTY_SET",
+})  # fmt: skip
+_FRAMING_OPS = frozenset({"PROTO", "FRAME", "STOP"})
+
+
+def _counter(*args: Any) -> Counter:
+    """collections.Counter as a pickle may call it: from one dict (its own reduce) or nothing."""
+    if not args:
+        return Counter()
+    if len(args) == 1 and isinstance(args[0], dict):
+        return Counter(args[0])
+    raise pickle.UnpicklingError("goal model: Counter built from something other than a dict")
+
+
+def check_pickle(raw: bytes) -> None:
+    """Reject, before unpickling, a pickle that is too big, uses anything but plain data and
+    Counter, or builds more than MAX_PICKLE_NODES nodes (shared references counted each time).
+
+    The opcodes are read without building anything (pickletools), keeping only a node count
+    per stack entry and memo slot, so a huge memo index or a nested-sharing bomb costs nothing.
+    """
+    if len(raw) > MAX_PICKLE_BYTES:
+        raise ValueError(f"goal_model.pkl is {len(raw)} bytes; ConvLab's is about 39 KB")
+    stack: list[Any] = []  # node counts; MARK entries are None
+    memo: dict[int, int] = {}
+    marks: list[int] = []
+    last_global = None
+    try:
+        for op, arg, _pos in pickletools.genops(raw):
+            name = op.name
+            if name in _FRAMING_OPS:
+                continue
+            if name in _SCALAR_OPS:
+                stack.append(1)
+            elif name == "MARK":
+                marks.append(len(stack))
+            elif name in ("GLOBAL", "STACK_GLOBAL"):
+                if name == "STACK_GLOBAL":
+                    stack[-2:] = []
+                last_global = arg if name == "GLOBAL" else "collections Counter"
+                if name == "GLOBAL" and arg != "collections Counter":
+                    raise ValueError(f"goal model may not reference {arg}")
+                stack.append(1)
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+                index = len(memo) if name == "MEMOIZE" else int(arg)
+                if index > len(raw):  # an index no real pickle of this size could need
+                    raise ValueError("goal model pickle: memo index out of range")
+                memo[index] = stack[-1]
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                stack.append(memo[int(arg)])
+            elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+                n = int(name[-1])
+                size = 1 + sum(stack[-n:])
+                stack[-n:] = [size]
+            elif name in ("TUPLE", "LIST", "DICT", "FROZENSET"):
+                start = marks.pop()
+                size = 1 + sum(stack[start:])
+                stack[start:] = [size]
+            elif name in ("APPEND", "SETITEM"):
+                n = 1 if name == "APPEND" else 2
+                added = sum(stack[-n:])
+                stack[-n:] = []
+                stack[-1] += added
+            elif name in ("APPENDS", "SETITEMS", "ADDITEMS"):
+                start = marks.pop()
+                added = sum(stack[start:])
+                stack[start:] = []
+                stack[-1] += added
+            elif name == "REDUCE":
+                if last_global != "collections Counter":
+                    raise ValueError("goal model pickle calls something other than Counter")
+                args = stack.pop()
+                stack[-1] = args
+            elif name == "POP":
+                stack.pop()
+            elif name == "POP_MARK":
+                stack[marks.pop():] = []
+            elif name == "DUP":
+                stack.append(stack[-1])
+            else:
+                raise ValueError(f"goal model pickle uses {name}, which plain data does not need")
+            if stack and stack[-1] > MAX_PICKLE_NODES:
+                raise ValueError(f"goal model pickle builds more than {MAX_PICKLE_NODES} values")
+    except (IndexError, KeyError) as exc:
+        raise ValueError("goal model pickle is malformed") from exc
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if module == "collections" and name == "Counter":
-            return Counter
-        if module == "builtins" and name in _ALLOWED_BUILTINS:
-            import builtins
-
-            return getattr(builtins, name)
+            return _counter
         raise pickle.UnpicklingError(f"goal model may not reference {module}.{name}")
 
 
@@ -66,7 +157,9 @@ class GoalModel(BaseModel):
 
 
 def goal_model_from_pickle(raw: bytes) -> GoalModel:
-    """Parse ConvLab's pickle with a restricted unpickler and convert it."""
+    """Parse ConvLab's pickle with a restricted unpickler and convert it. The pickle is
+    checked first (`check_pickle`): size, the only class it may name, how much it builds."""
+    check_pickle(raw)
     loaded = _RestrictedUnpickler(io.BytesIO(raw)).load()
     if not (isinstance(loaded, tuple) and len(loaded) >= 4):
         raise ValueError("goal_model.pkl is not ConvLab's 4-tuple goal model")

@@ -67,9 +67,12 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
-def write_split(source: str, split: str, scenarios: Iterable[Scenario]) -> int:
+def write_split(source: str, split: str, scenarios: Iterable[Scenario], folder: Path | None = None) -> int:
+    """Write a split (into `folder` instead of the source's own folder when given: a
+    preparation builds aside and swaps folders in when everything succeeded)."""
     lines = [s.model_dump_json() for s in scenarios]
-    atomic_write_bytes(split_path(source, split), ("\n".join(lines) + "\n").encode())
+    path = (folder / f"{split}.jsonl") if folder is not None else split_path(source, split)
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
     return len(lines)
 
 
