@@ -23,6 +23,7 @@ PAGES = [
     st.Page("app_pages/export.py", title="Export", icon=":material/download:"),
     st.Page("app_pages/launch.py", title="Launch", icon=":material/play_arrow:"),
     st.Page("app_pages/errors.py", title="Errors", icon=":material/bar_chart:"),
+    st.Page("app_pages/training.py", title="Training", icon=":material/model_training:"),
 ]
 navigation = st.navigation(PAGES)
 ui_common.frame()

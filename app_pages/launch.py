@@ -26,7 +26,7 @@ st.caption(f"Writes into {db_path}" + (" (a new database)" if state == "missing"
 
 with st.form("launch"):
     cols = st.columns(3)
-    agent = cols[0].text_input("Agent SPEC", "embedded",
+    agent = cols[0].text_input("Agent SPEC", st.query_params.get("agent", "embedded"),
                                help="embedded[@ADAPTER] | openai:MODEL | hf:PATH[@ADAPTER] | vllm:MODEL | llamacpp:GGUF | script:FILE")  # fmt: skip
     user = cols[1].text_input("User SPEC", "agenda", help="agenda | llm:SPEC | script:FILE")
     base_url = cols[2].text_input("Base URL (openai:)", "", help="e.g. http://gpu-box:8000/v1 for `vllm serve`")

@@ -49,8 +49,16 @@ if view == "explore":
             st.caption("User instructions")
             st.text(instructions if isinstance(instructions, str) else "\n".join(map(str, instructions)))
 
-    @st.fragment
+    running = conversation.status in ("running", "pending")
+    if running:
+        st.caption("This conversation is still being played: the tree below grows as the rollout writes.")
+
+    @st.fragment(run_every=2.0 if running else None)
     def explorer() -> None:
+        # A running conversation is read again on every tick (the cache key is its step and
+        # node count); a finished one comes from the cache.
+        record = reads.get_conversation(db, conversation.id) if running else conversation
+        tree = load_tree(db, record)
         labels = tree_labels(db, tree)
         paths = {n.path: n.id for n in tree.nodes.values()}
         initial_key = f"trees-initial-{conversation.id}"

@@ -22,12 +22,23 @@ from josh_core.storage.db import Database
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 PAGES = [("Overview", "JOSH Workbench"), ("Trees", "Conversation trees"), ("Pairs", "Pair annotator"),
-         ("Export", "Export training data"), ("Launch", "Launch a rollout"), ("Errors", "Metrics and errors")]  # fmt: skip
+         ("Export", "Export training data"), ("Launch", "Launch a rollout"), ("Errors", "Metrics and errors"),
+         ("Training", "Trainings")]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def app_db(tmp_path_factory, toolwoz_data):
-    return make_app_db(tmp_path_factory.mktemp("app"))
+    from josh_core.storage import trainings
+
+    db = make_app_db(tmp_path_factory.mktemp("app"))
+    # A training as `josh train` records it (the trainer itself is tested with the train code).
+    training = trainings.create_training(
+        Database(db), kind="sft", base="embedded", data_path=str(db.parent / "sft.jsonl"), data_hash="0" * 64,
+        examples=2, config={"epochs": 1, "lora_r": 8}, adapter_path=str(db.parent / "adapter"),
+    )  # fmt: skip
+    metrics = [{"step": s, "loss": 2.0 / s, "learning_rate": 1e-4} for s in range(1, 9)]
+    trainings.finish_training(Database(db), training, status="done", seconds=12.5, metrics=metrics)
+    return db
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +106,7 @@ def test_sidebar_navigation_keeps_the_database_on_every_page(page, app_url, app_
     page.get_by_text("No database at").first.wait_for(timeout=30_000)
     no_exception(page)
     assert not page.errors
+    assert not page.external, "the app fetched from outside localhost"
 
 
 def test_a_link_with_a_database_opens_it_in_a_new_session(browser, app_url, second_db):
@@ -348,4 +360,17 @@ def test_launch_stop_and_a_failing_rollout_shows_an_error(page, app_url, app_db)
     page.get_by_text("The rollout failed", exact=False).first.wait_for(timeout=180_000)
     expect(page.locator('[data-testid="stAlertContentError"]').first).to_be_visible()
     shot(page, "launch-failed")
+    no_exception(page)
+
+
+def test_training_page_draws_the_loss_curve_and_links_the_adapter_to_launch(page, app_url, app_db):
+    page.goto(app_url)
+    page.get_by_role("heading", name="JOSH Workbench").wait_for(timeout=45_000)
+    sidebar_to(page, "Training", "Trainings")
+    page.locator('[data-testid="stVegaLiteChart"]').first.wait_for(timeout=30_000)
+    page.get_by_text("0.2500").first.wait_for()  # the final loss, 2 / 8
+    shot(page, "training")
+    page.get_by_role("link", name="Evaluate the adapter", exact=False).click()
+    page.get_by_role("heading", name="Launch a rollout").wait_for(timeout=45_000)
+    expect(page.get_by_role("textbox", name="Agent SPEC")).to_have_value(f"embedded@{app_db.parent / 'adapter'}")
     no_exception(page)
