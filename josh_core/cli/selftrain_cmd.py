@@ -155,7 +155,13 @@ def register(app: typer.Typer) -> None:
                 detail = f" in {event.seconds:.0f} s: {json.dumps(shown, default=str)}"
             console.print(plain(f"round {event.round} {event.stage}: {event.status}{detail}"))
 
-        loop = Selftrain(config, db_path, workdir, observer=ProgressObserver(progress, console), on_event=on_event)
+        def on_train_log(logs: dict) -> None:
+            if isinstance(logs.get("loss"), (int, float)):
+                console.print(plain(f"  training step {logs.get('step')}/{logs.get('max_steps')}: "
+                                    f"loss {logs['loss']:.4f}"))
+
+        loop = Selftrain(config, db_path, workdir, observer=ProgressObserver(progress, console), on_event=on_event,
+                         on_train_log=on_train_log)
         try:
             if summary_only:
                 result = loop.summary()
