@@ -48,6 +48,25 @@ def _segments(text: str) -> list[tuple[str, str]]:
     return out
 
 
+# An API call's parameters are flat strings; values nested deeper than this are not a call
+# (and could not be rendered back or shown without running out of stack).
+MAX_CALL_DEPTH = 16
+
+
+def _nesting_within(value: object, limit: int) -> bool:
+    """Whether lists/dicts in `value` nest at most `limit` deep (iterative: no recursion)."""
+    pending = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            if depth >= limit:
+                return False
+            pending.extend((child, depth + 1) for child in item)
+    return True
+
+
 def parse_call(body: str) -> ToolCall | None:
     """The first JSON object of an APICALL body as a ToolCall (None if it is not a call)."""
     start = body.find("{")
@@ -55,14 +74,14 @@ def parse_call(body: str) -> ToolCall | None:
         return None
     try:
         obj, _ = json.JSONDecoder().raw_decode(body[start:])
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past what the decoder takes
         return None
     if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
         return None
     params = obj.get("parameters", obj.get("arguments", {}))
     if params is None:
         params = {}
-    if not isinstance(params, dict):
+    if not isinstance(params, dict) or not _nesting_within(params, MAX_CALL_DEPTH):
         return None
     return ToolCall(name=obj["name"], parameters=params)
 
