@@ -190,7 +190,7 @@ def pick_conversation(db: Database, key: str = "conv"):
     run_ids = [r.id for r in runs]
     linked_run = by_id[linked].run_id if linked in by_id else None
     run_key, conv_key = f"{key}-run", f"{key}-conversation"
-    if linked_run and st.session_state.get(conv_key) is not None and st.session_state[conv_key].id != linked:
+    if linked in by_id and st.session_state.get(conv_key) not in (None, linked):
         # The URL changed (a link was followed): it wins over the pickers' remembered values.
         st.session_state.pop(run_key, None)
         st.session_state.pop(conv_key, None)
@@ -199,19 +199,18 @@ def pick_conversation(db: Database, key: str = "conv"):
         "Run", run_ids, index=run_ids.index(linked_run) if linked_run else len(runs) - 1,
         format_func=lambda r: describe[r], key=run_key,
     )  # fmt: skip
-    in_run = [c for c in conversations if c.run_id == run_id]
+    in_run = [c.id for c in conversations if c.run_id == run_id]
     if not in_run:
         st.info("This run has no conversations yet.")
         return None
-    index = next((i for i, c in enumerate(in_run) if c.id == linked), 0)
-    conversation = st.sidebar.selectbox(
-        "Conversation", in_run, index=index, key=conv_key,
-        format_func=lambda c: f"{c.scenario_id} · reward {fmt_reward(c.reward)} · {c.status}",
+    conversation_id = st.sidebar.selectbox(
+        "Conversation", in_run, index=in_run.index(linked) if linked in in_run else 0, key=conv_key,
+        format_func=lambda c: f"{by_id[c].scenario_id} · reward {fmt_reward(by_id[c].reward)} · {by_id[c].status}",
     )  # fmt: skip
-    if st.query_params.get("conversation") != conversation.id:
-        st.query_params["conversation"] = conversation.id
+    if st.query_params.get("conversation") != conversation_id:
+        st.query_params["conversation"] = conversation_id
         st.query_params.pop("node", None)
-    return conversation
+    return by_id[conversation_id]
 
 
 # -- the tree explorer component ---------------------------------------------------------------
@@ -401,6 +400,20 @@ def load_tree(db: Database, conversation) -> Any:
     read again as it grows; a finished one comes from the cache)."""
     stamp = (conversation.status, conversation.steps, conversation.node_count)
     return _tree(str(db.path), conversation.id, stamp)
+
+
+@st.cache_resource(max_entries=12, show_spinner=False)
+def _graph(conversation_id: str, stamp: tuple, labels_key: tuple, _tree, _labels) -> dict:
+    from josh_core.treeviz import graph_data
+
+    return graph_data(_tree, _labels)
+
+
+def tree_graph_data(tree, labels: dict, stamp: tuple, selected: str | None) -> dict:
+    """The explorer's drawing data, computed once per state of the tree and its labels."""
+    data = _graph(tree.conversation_id, stamp, tuple(sorted(labels.items())), tree, labels)
+    paths = {n["id"] for n in data["nodes"]}
+    return {**data, "selected": selected if selected in paths else None}
 
 
 def tree_labels(db: Database, tree) -> dict:

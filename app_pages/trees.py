@@ -8,10 +8,9 @@ import streamlit as st
 
 from josh_core.analysis.transcript import goal_rows, ideal_leaf, path_views, same_scenario, stop_word, turn_view
 from josh_core.storage import reads
-from josh_core.treeviz import graph_data
 from ui_common import (
     conversation_html, fmt_reward, goals_html, load_tree, md, node_panel_html, pick_conversation,
-    require_database, tree_graph, tree_labels,
+    require_database, tree_graph, tree_graph_data, tree_labels,
 )  # fmt: skip
 
 st.title("Conversation trees")
@@ -66,7 +65,8 @@ if view == "explore":
             linked = st.query_params.get("node")
             leaf = ideal_leaf(tree)
             st.session_state[initial_key] = linked if linked in paths else (tree.nodes[leaf].path if leaf else None)
-        data = graph_data(tree, labels, selected=st.session_state[initial_key])
+        stamp = (record.status, record.steps, record.node_count)
+        data = tree_graph_data(tree, labels, stamp, st.session_state[initial_key])
         left, right = st.columns([3, 2], gap="small")
         with left:
             selected = tree_graph(data, key=f"graph-{conversation.id}") or data["selected"]

@@ -325,18 +325,26 @@ export default function (component) {
   const state = ui.state;
   state.setStateValue = setStateValue;
   if (state.key !== data.key) {
-    const fresh = state.key === undefined || state.key.split(":")[0] !== data.key.split(":")[0];
+    const tree = (key) => key.slice(0, key.lastIndexOf(":")); // "<conversation id>:<signature>"
+    const fresh = state.key === undefined || tree(state.key) !== tree(data.key);
     const started = performance.now();
     drawLegend(ui, data);
     draw(state, data);
     state.key = data.key;
+    const keep = !fresh && state.selected && state.byId.has(state.selected) ? state.selected : data.selected;
     state.selected = null;
-    highlight(state, data.selected);
+    state.dataSelected = data.selected;
+    highlight(state, keep);
     if (fresh) requestAnimationFrame(() => initialView(state));
     ui.view.dataset.drawMs = (performance.now() - started).toFixed(1);
     ui.view.dataset.key = data.key;
-  } else if (data.selected && data.selected !== state.selected) {
-    highlight(state, data.selected);
-    ensureVisible(state, data.selected);
+  } else if (data.selected !== state.dataSelected) {
+    // Python chose another node (not a click here): follow it. The same data sent again
+    // after a click must not move the highlight back.
+    state.dataSelected = data.selected;
+    if (data.selected && data.selected !== state.selected) {
+      highlight(state, data.selected);
+      ensureVisible(state, data.selected);
+    }
   }
 }

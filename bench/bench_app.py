@@ -224,7 +224,9 @@ def main() -> None:
         f"`python bench/bench_app.py` on {platform.machine()}, Python {platform.python_version()}, headless "
         f"Chromium; a shared 2-core machine (load average {os.getloadavg()[0]:.1f} at the end), so absolute "
         "times are noisy: compare the rows of one run. Medians; select = click (Graphviz: pick in the "
-        "sidebar) to the side panel showing the node (Graphviz: and the graph redrawn).",
+        "sidebar) to the side panel showing the node (Graphviz: and the graph redrawn). The vis-network "
+        "page holds only the explorer (no metrics, goal table or legend above it): its draw column is a "
+        "lower bound.",
         "",
         "| nodes | view | draw (page load to tree drawn) | select (median) | select vs Graphviz | note |",
         "|---|---|---|---|---|---|",

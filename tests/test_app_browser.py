@@ -135,9 +135,15 @@ def test_tree_explorer_click_selects_a_node_and_the_url_follows(page, app_url, a
     # click a node that is not selected yet
     shown = [p for p in visible_nodes(page) if p != query(page).get("node")]
     target = next(p for p in shown if p.count(".") >= 1)
+    page.locator(".jg-node").first.evaluate("g => { g.__drawnBefore = true; }")
     page.locator(f'.jg-node[data-path="{target}"]').click()
     page.locator(".jw-panel .jw-head", has_text=f"Node {target} ").wait_for(timeout=30_000)
     page.wait_for_function(f"() => new URLSearchParams(location.search).get('node') === {target!r}", timeout=15_000)
+    wait_idle(page)
+    # the highlight stays on the clicked node after the explorer reruns, and the graph was
+    # not drawn again (the same SVG elements)
+    assert page.locator(".jg-node.jg-selected").get_attribute("data-path") == target
+    assert page.locator(".jg-node").first.evaluate("g => g.__drawnBefore === true")
     node = next(n for n in tree.nodes.values() if n.path == target)
     # the path view shows every turn from the opener to the node
     assert page.locator(".jw-chat .jw-turn").count() == len(tree.path_to(node.id))
@@ -148,6 +154,13 @@ def test_tree_explorer_click_selects_a_node_and_the_url_follows(page, app_url, a
     parent = tree.nodes[node.parent_id].path
     page.wait_for_function(f"() => new URLSearchParams(location.search).get('node') === {parent!r}", timeout=15_000)
     page.locator(".jw-panel .jw-head", has_text=f"Node {parent} ").wait_for(timeout=30_000)
+    wait_idle(page)
+    assert page.locator(".jg-node.jg-selected").get_attribute("data-path") == parent
+    # zoom buttons change the scale, the graph is not laid out again
+    scale = float(page.locator(".jg-view").get_attribute("data-scale"))
+    page.locator(".jg-btn[data-action='in']").click()
+    assert float(page.locator(".jg-view").get_attribute("data-scale")) > scale
+    page.locator(".jg-btn[data-action='fit']").click()
     no_exception(page)
 
 
@@ -218,7 +231,7 @@ def test_two_annotators_judge_pairs_with_the_keyboard_and_export_follows(browser
     bo.get_by_text("1 of 2 pairs (50%)").first.wait_for(timeout=30_000)  # agreement
     # a comment, with author and time; the box empties, a second click saves nothing more
     box = bo.get_by_role("textbox", name="Comment")
-    box.fill("Also fine <b>really</b>")
+    box.press_sequentially("Also fine <b>really</b>")  # keys typed into the box judge nothing
     bo.get_by_role("button", name="Save comment").click()
     bo.get_by_text("Also fine <b>really</b>").first.wait_for(timeout=30_000)
     wait_idle(bo)

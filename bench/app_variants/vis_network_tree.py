@@ -2,7 +2,8 @@
 
 vis-network comes from the `pyvis` wheel on PyPI (its bundled `vis-network.min.js`, path in
 $VIS_NETWORK_JS), served inline with the component: nothing is fetched at run time. The same
-layout (josh_core.treeviz.graph_data) and side panel as the app, so only the drawing differs.
+layout (josh_core.treeviz.graph_data), side panel and path view as the app, so a selection
+costs the same work; the page has no metrics, goal table or legend above the graph.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from josh_core.analysis.transcript import turn_view  # noqa: E402
+from josh_core.analysis.transcript import path_views, turn_view  # noqa: E402
 from josh_core.search.labels import compute_labels  # noqa: E402
 from josh_core.storage import reads  # noqa: E402
 from josh_core.storage.db import Database  # noqa: E402
 from josh_core.treeviz import graph_data  # noqa: E402
-from ui_common import ASSETS, node_panel_html  # noqa: E402
+from ui_common import ASSETS, conversation_html, node_panel_html  # noqa: E402
 
 GLUE = """
 export default function (component) {
@@ -81,6 +82,8 @@ def explorer() -> None:
         st.query_params["node"] = selected
         with right:
             st.html(node_panel_html(turn_view(tree, paths[selected], labels)))
+        # the same path view as the app's explorer, so both reruns carry the same work
+        st.html(conversation_html(path_views(tree, paths[selected], labels), selected=selected))
 
 
 explorer()
