@@ -42,6 +42,7 @@ class Evaluation(BaseModel):
     failed: int  # of those, how many ended with an exception
     skipped: int  # finished before this call (resume)
     seconds: float  # wall-clock time of the rollouts
+    stopped: str | None = None  # why the run stopped early (dead endpoint): resume to finish it
     config: dict
     metrics: MetricsReport
     errors: ErrorReport
@@ -83,6 +84,7 @@ def _finish(
         failed=sum(1 for c in result.conversations if c.status != "done"),
         skipped=result.skipped,
         seconds=seconds,
+        stopped=result.stopped,
         config=run.config,
         metrics=report_from(
             loaded.conversations, loaded.run_ids, loaded.not_done,

@@ -257,6 +257,9 @@ def register(app: typer.Typer) -> None:
             _print_json(evaluation.model_dump(mode="json"))
         else:
             print_evaluation(Console(highlight=False), evaluation)
+        if evaluation.stopped:
+            _fail(f"run {evaluation.run_id} stopped: {evaluation.stopped}: josh eval --resume {evaluation.run_id} "
+                  f"--db {db_path}")
         if evaluation.failed:
             raise typer.Exit(1)
 
