@@ -67,8 +67,13 @@ def register(app: typer.Typer) -> None:
         from josh_core.storage.db import DatabaseBusy
         from josh_core.train import TrainingConfigError, TrainingDataError, run_training
 
+        import warnings
+
         import datasets
         import transformers
+
+        # Deprecation notices of transformers / TRL internals (not about the user's settings).
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl|peft)\.")
 
         datasets.disable_progress_bars()  # the bar below is the progress
         transformers.utils.logging.disable_progress_bar()

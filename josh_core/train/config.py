@@ -171,7 +171,7 @@ def check_kind(kind: str) -> str:
 def read_config_file(path: str | Path, kind: str) -> dict[str, Any]:
     """The settings a JSON or TOML file gives `kind`: its top-level keys, then its `kind` table."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists() or path.is_dir():  # (pipes such as <(...) are fine)
         raise TrainingConfigError(f"no config file at {path}")
     text = path.read_text(encoding="utf-8")
     if tomllib is None and path.suffix.lower() == ".toml":

@@ -142,9 +142,10 @@ def load_model(base: BaseModelSpec, config: TrainConfig, precision: Precision):
     adapter of `base.adapter` loaded trainable. Returns a PeftModel."""
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, set_seed
 
     _set_threads()
+    set_seed(config.seed)  # LoRA's A matrices are initialised at random: seed them (TRL does so too)
     kwargs: dict[str, Any] = {"dtype": precision.dtype}
     if precision.four_bit:
         from transformers import BitsAndBytesConfig

@@ -35,7 +35,15 @@ from josh_core.train.config import (
     check_kind,
 )
 from josh_core.train.data import TrainingData, TrainingDataError, load_training_data
-from josh_core.train.model import BaseModelSpec, Precision, choose_precision, load_model, load_tokenizer, resolve_base
+from josh_core.train.model import (
+    BaseModelSpec,
+    Precision,
+    choose_precision,
+    cuda_available,
+    load_model,
+    load_tokenizer,
+    resolve_base,
+)
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +153,7 @@ def trl_arguments(config: TrainConfig, precision: Precision, out: Path) -> dict[
         "report_to": "none",
         "save_strategy": "no",  # the adapter is saved once at the end (trl_args may change this)
         "disable_tqdm": True,  # progress goes through callbacks (the CLI draws a rich bar)
+        "dataloader_pin_memory": cuda_available(),  # pinning warns and does nothing without a GPU
     }
     args.update(config.trl_args)
     return args
