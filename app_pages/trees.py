@@ -33,13 +33,12 @@ tree = load_tree(db, conversation)
 rows = goal_rows(conversation, tree)
 
 if view == "explore":
-    cols = st.columns(6)
+    cols = st.columns(5)
     cols[0].metric("Reward", fmt_reward(conversation.reward))
     cols[1].metric("Goal calls hit", f"{sum(r.reached for r in rows)} of {len(rows)}")
     cols[2].metric("Nodes", len(tree.nodes))
     cols[3].metric("Steps", tree.step)
     cols[4].metric("Stopped", stop_word(conversation.stop_reason, conversation.status))
-    cols[5].metric("Run", conversation.run_id.split("-")[-1], help=conversation.run_id)
     with st.expander("Scenario goal calls: " + ", ".join(("✓ " if r.reached else "✗ ") + md(r.word) for r in rows),
                      expanded=False):  # fmt: skip
         st.html(goals_html(rows))

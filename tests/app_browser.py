@@ -115,8 +115,18 @@ def sidebar_to(page, title: str, heading: str) -> None:
 
 
 def shot(page, name: str, full: bool = True) -> Path:
+    """A screenshot in test-artifacts/app/. Streamlit scrolls inside its main area, so for a full
+    page the viewport is stretched to that area's height for the shot."""
     path = ARTIFACTS / f"{name}.png"
+    size = page.viewport_size
+    height = page.evaluate("() => { const m = document.querySelector('[data-testid=\"stMain\"]');"
+                           " return m ? m.scrollHeight : 0; }") if full else 0  # fmt: skip
+    if height > size["height"]:
+        page.set_viewport_size({"width": size["width"], "height": min(height + 40, 6000)})
+        page.wait_for_timeout(300)
     page.screenshot(path=str(path), full_page=full)
+    if height > size["height"]:
+        page.set_viewport_size(size)
     return path
 
 

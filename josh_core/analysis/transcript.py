@@ -22,7 +22,7 @@ def goal_word(goal_id: str) -> str:
     return f"goal {int(index) + 1} · {api}" if index.isdigit() else goal_id
 
 
-STOP_WORDS = {"goals_done": "all goals reached", "max_depth": "turn limit", "user_ended": "user hung up"}
+STOP_WORDS = {"goals_done": "goals done", "max_depth": "turn limit", "user_ended": "hung up"}
 
 
 def stop_word(stop_reason: str | None, status: str) -> str:
