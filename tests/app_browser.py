@@ -91,12 +91,28 @@ def chromium(width: int = 1400, height: int = 1000):
             browser.close()
 
 
-def wait_idle(page, timeout: float = 45) -> None:
-    """Until the app has finished running the script (no running indicator, no stale elements)."""
+def wait_idle(page, timeout: float = 45, quiet_ms: int = 400) -> None:
+    """Until the app has finished running the script: no running indicator, no stale
+    elements, and the page's text unchanged for `quiet_ms` (a rerun just asked for may not
+    have started yet when this is called)."""
+    page.wait_for_timeout(150)
     page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-        " && document.querySelectorAll('[data-stale=\"true\"]').length === 0",
+        """([quiet]) => {
+            const busy = document.querySelector('[data-testid="stStatusWidget"]')
+              || document.querySelectorAll('[data-stale="true"]').length > 0;
+            const main = document.querySelector('[data-testid="stMain"]');
+            const text = (main ? main.innerText : "") + document.querySelectorAll('*').length;
+            const now = performance.now();
+            if (busy || window.__joshIdleText !== text) {
+                window.__joshIdleText = text;
+                window.__joshIdleSince = now;
+                return false;
+            }
+            return now - window.__joshIdleSince >= quiet;
+        }""",
+        arg=[quiet_ms],
         timeout=timeout * 1000,
+        polling=100,
     )
 
 

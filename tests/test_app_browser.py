@@ -196,6 +196,26 @@ def _judge(page, key: str, expect_pair: int) -> None:
     wait_idle(page)
 
 
+def test_errors_page_shows_counts_with_their_totals(page, app_url, app_db):
+    import re
+
+    from josh_core.analysis.errors import error_report
+
+    page.goto(app_url)
+    page.get_by_role("heading", name="JOSH Workbench").wait_for(timeout=45_000)
+    sidebar_to(page, "Errors", "Metrics and errors")
+    page.locator('[data-testid="stSidebar"]').get_by_text("every turn of the tree").click()
+    wait_idle(page)
+    rates = error_report(Database(app_db), None, nodes="all").rates
+    assert rates.conversations_with_bad_api_use >= 1  # the image-named API on a negative turn
+    bad_use = page.locator('[data-testid="stMetric"]').filter(has_text="Conversations with bad API use")
+    expected = f"{rates.conversations_with_bad_api_use} of {rates.n} ({100 * rates.bad_api_use:.0f}%)"
+    expect(bad_use.locator('[data-testid="stMetricValue"]')).to_have_text(expected)
+    assert re.search(r"goal calls attempted", page.locator('[data-testid="stMain"]').inner_text())
+    shot(page, "errors-all-turns")
+    no_exception(page)
+
+
 def _annotator(browser, app_url, name: str):
     page = browser()
     page.goto(app_url)
