@@ -1,8 +1,9 @@
-"""Draw a conversation tree as Graphviz DOT, coloured by derived labels.
+"""Conversation trees for people: the tree explorer's layout and drawing data (the app), and
+Graphviz DOT (for any other tool), both coloured by derived labels.
 
-The app renders the DOT in the browser (`st.graphviz_chart`), so no system Graphviz is
-needed. Node text comes from models and is untrusted: every string that enters the DOT source
-goes through `dot_escape`, and the app escapes it again wherever it becomes HTML.
+Node text comes from models and is untrusted: every string that enters DOT goes through
+`dot_escape`; the explorer's data is JSON that the browser component writes with
+`textContent` only.
 """
 
 from __future__ import annotations
@@ -17,12 +18,6 @@ LABEL_COLORS: dict[str, tuple[str, str]] = {
     "partial": ("#fff3c4", "#b38f00"),
     "negative": ("#ffcdd2", "#c62828"),
     "unexplored": ("#eeeeee", "#9e9e9e"),
-}
-LABEL_MEANINGS: dict[str, str] = {
-    "ideal": "ideal path (SFT data; KTO/DPO positives)",
-    "partial": "partial credit: reached the same goal, not on the ideal path",
-    "negative": "alternative from an ideal-path user turn that earned nothing (KTO/DPO negatives)",
-    "unexplored": "pruned or below the last root",
 }
 
 
@@ -135,10 +130,7 @@ def layout_tree(tree: ConversationTree) -> dict[str, tuple[float, float]]:
             stack.extend(child.id for child in tree.children(current))
 
     def place(node: Node) -> None:
-        # iterative post-order would avoid recursion; trees are at most 2 * max_turns + 1 deep
         children = tree.children(node.id)
-        for child in children:
-            place(child)
         floor = next_free.get(node.depth, 0.0)
         if children:
             y = (ys[children[0].id] + ys[children[-1].id]) / 2
@@ -151,14 +143,22 @@ def layout_tree(tree: ConversationTree) -> dict[str, tuple[float, float]]:
         ys[node.id] = y
         next_free[node.depth] = y + NODE_H + GAP_Y
 
+    # Post-order without recursion (a deep conversation must not hit Python's recursion limit).
     for root in [n for n in tree.nodes.values() if n.parent_id is None]:
-        place(root)
+        stack: list[tuple[Node, bool]] = [(root, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:
+                place(node)
+                continue
+            stack.append((node, True))
+            stack.extend((child, False) for child in reversed(tree.children(node.id)))
     return {nid: (tree.nodes[nid].depth * (NODE_W + GAP_X), y) for nid, y in ys.items()}
 
 
 def _node_head(node: Node) -> str:
     if node.kind == "user":
-        return "user" + (" · hung up" if node.ended else "") + (f" · opener" if node.parent_id is None else "")
+        return "user" + (" · hung up" if node.ended else "") + (" · opener" if node.parent_id is None else "")
     calls = [r.call.name if r.call else "unreadable call" for r in node.api_calls]
     head = f"agent turn {node.turn}"
     if calls:
