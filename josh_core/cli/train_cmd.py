@@ -44,6 +44,23 @@ def progress_callback(progress: Progress):
     return RichTrainingProgress()
 
 
+def _quiet_libraries() -> None:
+    """The bar below is the progress: no tqdm bars from datasets / transformers / the hub, and
+    no deprecation notices of their internals. Environment variables rather than imports, so a
+    refused data file is reported before torch and transformers are loaded."""
+    import os
+    import sys
+    import warnings
+
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "datasets" in sys.modules:
+        sys.modules["datasets"].disable_progress_bars()
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl|peft)\.")
+
+
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train(
@@ -67,16 +84,7 @@ def register(app: typer.Typer) -> None:
         from josh_core.storage.db import DatabaseBusy
         from josh_core.train import TrainingConfigError, TrainingDataError, run_training
 
-        import warnings
-
-        import datasets
-        import transformers
-
-        # Deprecation notices of transformers / TRL internals (not about the user's settings).
-        warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl|peft)\.")
-
-        datasets.disable_progress_bars()  # the bar below is the progress
-        transformers.utils.logging.disable_progress_bar()
+        _quiet_libraries()
         overrides: dict[str, Any] = {"max_steps": max_steps, "learning_rate": lr, "num_train_epochs": epochs}
         db_path = db or default_db_path()
         console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -88,7 +96,7 @@ def register(app: typer.Typer) -> None:
             with Progress(*columns, console=console, transient=False) as progress:
                 result = run_training(
                     kind.value, data, base, out, overrides=overrides, config_file=config, db=db_path,
-                    callbacks=[progress_callback(progress)],
+                    callbacks=[lambda: progress_callback(progress)],
                 )
         except (TrainingDataError, TrainingConfigError, DatabaseBusy) as error:
             fail(str(error))

@@ -223,7 +223,9 @@ def run_training(
     on_log: LogCallback | None = None,
     callbacks: list | None = None,
 ) -> TrainingResult:
-    """`train` with extra transformers `TrainerCallback`s (the CLI's progress bar)."""
+    """`train` with extra transformers `TrainerCallback`s (the CLI's progress bar): instances,
+    classes, or zero-argument factories (called once the data and settings are checked, so a
+    caller need not import transformers before a refused file is reported)."""
     from josh_core.storage import trainings
     from josh_core.storage.db import Database
 
@@ -257,9 +259,10 @@ def run_training(
         tokenizer = load_tokenizer(base_spec.model_path)
         model = load_model(base_spec, config, precision)
         args = trl_arguments(config, precision, out)
-        trainer = _build_trainer(kind, model, tokenizer, training_data, config, args,
-                                 [recorder, *(callbacks or [])])
-        from transformers import PrinterCallback, ProgressCallback
+        from transformers import PrinterCallback, ProgressCallback, TrainerCallback
+
+        extra = [cb if isinstance(cb, (TrainerCallback, type)) else cb() for cb in callbacks or []]
+        trainer = _build_trainer(kind, model, tokenizer, training_data, config, args, [recorder, *extra])
 
         trainer.remove_callback(PrinterCallback)  # logs reach callers through on_log instead
         trainer.remove_callback(ProgressCallback)
