@@ -236,8 +236,8 @@ class Selftrain:
     # -- the whole experiment ------------------------------------------------------------------
     def run(self) -> SelftrainResult:
         c = self.config
+        warm, slices, evaluation = scenario_slices(c)  # checked before anything is stored
         self._check_config()
-        warm, slices, evaluation = scenario_slices(c)
         self.workdir.mkdir(parents=True, exist_ok=True)
         agent = c.base
 
