@@ -54,6 +54,7 @@ ApiErrorKind = Literal[
     "unknown_parameter",  # a parameter key outside the API's definition
     "invalid_value",  # a value outside an enum, or a list/dict value
     "bad_format",  # the call text could not be parsed (not JSON, no name, ...)
+    "tool_error",  # a well-formed call the tool refused (stateful environments: not found, not allowed, ...)
 ]
 
 
@@ -87,7 +88,13 @@ class ToolEnvironment(Protocol):
     """What an agent needs from an environment during its turn.
 
     The JOSH engine itself only sees `goal_ids` and `completed_goals`; agents see `tools`
-    and `execute`. ToolWOZ implements it in `josh_core/toolwoz/env.py`.
+    and `execute`. ToolWOZ implements it in `josh_core/toolwoz/env.py`; the registered
+    environments are in `josh_core/envs/`.
+
+    Optional: `for_path(calls) -> ToolEnvironment`, a view whose state is the initial state
+    with a path's calls replayed and whose `execute` applies its own calls to that state
+    (stateful tools, τ²). The engine gives each agent turn such a view when the environment
+    has one; without it, `execute` must answer from the call alone (ToolWOZ).
     """
 
     def tools(self) -> list[dict[str, Any]]:

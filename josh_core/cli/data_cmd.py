@@ -29,11 +29,13 @@ def register(app: typer.Typer) -> None:
 
     @data_app.command("prepare")
     def prepare_command(
+        env: str = typer.Option("toolwoz", "--env", help="Environment (`josh envs`): toolwoz, tau2-retail, tau2-airline."),
         from_path: Optional[Path] = typer.Option(
             None,
             "--from",
             help="Use local inputs instead of PyPI: convlab-3.0.1.tar.gz, a folder holding it, "
-            "or a folder with the four *_db.json files and goal_model.pkl.",
+            "or a folder with the four *_db.json files and goal_model.pkl (τ²: the wheel, a folder "
+            "holding it, or a folder with db.json, tasks.json, split_tasks.json, policy.md).",
         ),
         official: Optional[Path] = typer.Option(
             None,
@@ -43,8 +45,12 @@ def register(app: typer.Typer) -> None:
         ),
         force: bool = typer.Option(False, "--force", help="Convert and generate again."),
     ) -> None:
-        """Fetch, verify and convert MultiWOZ data, generate toolwoz-synth, print split counts."""
+        """Fetch, verify and convert an environment's data (default ToolWOZ: MultiWOZ data and
+        toolwoz-synth), print the scenarios per split."""
         console = Console()
+        if env != "toolwoz":
+            _prepare_other(console, env, from_path, official, force)
+            return
         columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         try:
             with Progress(*columns, console=console, transient=True) as progress:
@@ -64,3 +70,22 @@ def register(app: typer.Typer) -> None:
             fail(error)
 
     app.add_typer(data_app, name="data")
+
+
+def _prepare_other(console: Console, name: str, from_path: Optional[Path], official: Optional[Path],
+                   force: bool) -> None:
+    """`josh data prepare --env NAME` for a registered environment other than ToolWOZ."""
+    from josh_core.envs import UnknownEnvironment, get_env
+    from josh_core.envs.tau2.data import Tau2DataUnavailable
+
+    try:
+        environment = get_env(name)
+    except UnknownEnvironment as error:
+        fail(f"--env: {error}")
+    if official is not None:
+        fail("--official is ToolWOZ's (official ToolWOZ scenarios); drop it or use --env toolwoz")
+    try:
+        counts = environment.prepare(from_path=from_path, force=force)
+    except (Tau2DataUnavailable, DataUnavailableError, FileNotFoundError) as error:
+        fail(error)
+    console.print(_counts_table(environment.title or environment.name, counts))

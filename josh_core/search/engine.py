@@ -29,7 +29,14 @@ Every node of a step is produced concurrently (`asyncio.gather`: all agent turns
 turns). A node's inputs are only its path and its own seed, derived from the conversation
 seed and the node's path, and nodes join the tree in the fixed order above, so the tree does not
 depend on concurrency (`concurrent=False` runs the same nodes one after another). The
-environment's `execute` must therefore answer a call from the call alone (ToolWOZ's does).
+environment's `execute` must therefore answer a call from the call alone (ToolWOZ's does), or
+the environment gives `for_path(calls)`: then every agent turn gets its own view, the initial
+state with the calls on its path replayed, and its calls change that view alone (τ²'s
+databases; josh_core/envs/tau2/env.py). Sibling leaves never see each other's writes and the
+root's state never changes, so the tree still depends on nothing but paths and seeds.
+
+`SearchConfig.stop_when_goals_done=False` (plain rollouts of environments rewarded by the end
+state, such as τ²) plays on after the last goal call until the user ends or `max_depth`.
 """
 
 from __future__ import annotations
@@ -64,6 +71,9 @@ class SearchConfig(BaseModel):
     branching_factor: int = Field(2, ge=1)
     max_beam: int = Field(8, ge=1)
     seed: int = 0  # the conversation's seed; every node derives its own from it
+    # Stop once every goal is reached (JOSH). False: play on until the user ends or max_depth
+    # (plain rollouts of environments whose reward is the end state, such as τ²).
+    stop_when_goals_done: bool = True
 
     @classmethod
     def plain(cls, max_depth: int = 15, seed: int = 0) -> SearchConfig:
@@ -173,7 +183,7 @@ class JoshSearch:
         event = StepEvent(step=0, created=[root.id], new_root=root.id)
         if root.ended:
             self._finish(event, "user_ended")
-        elif not self.tree.remaining_goals:
+        elif not self.tree.remaining_goals and self.config.stop_when_goals_done:
             self._finish(event, "goals_done")
         elif self.config.max_depth == 0:
             self._finish(event, "max_depth")
@@ -243,7 +253,7 @@ class JoshSearch:
             event.new_root = new_root.id
             event.goals_hit = removed
 
-        if not tree.remaining_goals:
+        if not tree.remaining_goals and self.config.stop_when_goals_done:
             self._finish(event, "goals_done")
         elif step >= self.config.max_depth:
             self._finish(event, "max_depth")
@@ -283,11 +293,14 @@ class JoshSearch:
         path = f"{leaf.path}.{child_index}"
         seed = derive_seed(self.config.seed, path)
         calls_before = tree.calls_on_path(leaf.id)
+        # Stateful environments give each turn its own view: the path's calls replayed on
+        # the initial state; the turn's calls change that view only (module docstring).
+        for_path = getattr(self.env, "for_path", None)
         ctx = TurnContext(
             history=tree.history(leaf.id),
             agent_memory=tree.agent_memory(leaf.id),
             api_calls=calls_before,
-            env=self.env,
+            env=for_path(calls_before) if for_path is not None else self.env,
             scenario=self.scenario,
             turn_index=leaf.turn,
             child_index=child_index,
