@@ -27,7 +27,6 @@ from josh_core.rollout import (
     RunResult,
     resume_run,
     start_run,
-    toolwoz_env,
 )
 from josh_core.storage.db import Database
 from josh_core.toolwoz.types import Scenario
@@ -52,8 +51,18 @@ def load_scenarios(
     split: str | None = DEFAULT_EVAL_SPLIT,
     limit: int | None = None,
     scenario_file: str | Path | None = None,
+    env: str | None = None,
 ) -> list[Scenario]:
-    """The scenarios to evaluate on: a scenario file (one or a list), else a split."""
+    """The scenarios to evaluate on: a scenario file (one or a list), else a split (default
+    the environment's evaluation split). `env` names a registered environment (default ToolWOZ)."""
+    if env is not None and env != "toolwoz":
+        from josh_core.envs import get_env
+
+        environment = get_env(env)
+        if scenario_file is not None:
+            scenarios = environment.load_scenario_file(scenario_file)
+            return scenarios[: max(limit, 0)] if limit is not None else scenarios
+        return environment.load_split(split or environment.eval_split, limit)
     from josh_core.toolwoz.scenarios import load_scenario_file, load_split
 
     if scenario_file is not None:
@@ -101,7 +110,7 @@ def evaluate(
     *,
     agent: Agent | None = None,
     user: UserSimulator | None = None,
-    make_env: EnvFactory = toolwoz_env,
+    make_env: EnvFactory | None = None,
     observer: RolloutObserver | None = None,
     run_id: str | None = None,
     bootstrap_sizes: Sequence[int] | None = None,
@@ -130,7 +139,7 @@ def resume_evaluation(
     *,
     agent: Agent | None = None,
     user: UserSimulator | None = None,
-    make_env: EnvFactory = toolwoz_env,
+    make_env: EnvFactory | None = None,
     observer: RolloutObserver | None = None,
     bootstrap_sizes: Sequence[int] | None = None,
     resamples: int = DEFAULT_RESAMPLES,

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from josh_core.policies.base import Agent, UserSimulator
 from josh_core.policies.factory import (
@@ -57,10 +57,11 @@ from josh_core.redact import is_redacted_url, redact, redact_url, url_secrets
 from josh_core.storage.db import Database, DatabaseBusy, lock_timeout
 from josh_core.storage.locks import run_lock
 from josh_core.storage.models import ConversationRecord
+from josh_core.envs import DEFAULT_ENV, get_env, score_path
 from josh_core.toolwoz.types import Scenario
 from josh_core.types import Message, ToolEnvironment
 
-EnvFactory = Callable[[Scenario], ToolEnvironment]
+EnvFactory = Callable[[Any], ToolEnvironment]  # a scenario of the run's environment -> its env
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +91,11 @@ class RunInterrupted(BaseException):
 class RolloutConfig(BaseModel):
     """Everything that decides a run's trees; stored with the run so it can be resumed."""
 
+    # The environment (`josh envs`); declared first so that the user check below can see it.
+    env: str = Field(DEFAULT_ENV, validate_default=True)
     josh: bool = False
     agent: str = DEFAULT_AGENT_SPEC
-    user: str = DEFAULT_USER_SPEC
+    user: str = Field(None, validate_default=True)  # type: ignore[assignment]  # None: the environment's default
     style: str = "auto"  # agent style: auto | react | compact | fc (auto is resolved on creation)
     temperature: float | None = Field(None, ge=0.0, le=MAX_TEMPERATURE, allow_inf_nan=False)
     max_actions_per_turn: int | None = Field(None, ge=1, le=MAX_ACTIONS_PER_TURN)  # None: the style's own cap
@@ -108,6 +111,23 @@ class RolloutConfig(BaseModel):
     split: str | None = None
     limit: int | None = Field(None, ge=0)
     scenario_file: str | None = None
+
+    @field_validator("env")
+    @classmethod
+    def _known_env(cls, value: str) -> str:
+        return get_env(value).name  # UnknownEnvironment (a ValueError) names the registered ones
+
+    @field_validator("user")
+    @classmethod
+    def _user_for_env(cls, value: str | None, info: ValidationInfo) -> str:
+        if "env" not in info.data:  # the environment was refused: that error is the one to show
+            return value or DEFAULT_USER_SPEC
+        environment = get_env(info.data["env"])
+        value = value or environment.default_user
+        problem = environment.check_user(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _resolve_defaults(self) -> "RolloutConfig":
@@ -136,7 +156,10 @@ class RolloutConfig(BaseModel):
     def search_config(self, scenario_id: str) -> SearchConfig:
         seed = derive_seed(self.seed, scenario_id)
         if not self.josh:
-            return SearchConfig.plain(max_depth=self.max_turns, seed=seed)
+            plain = SearchConfig.plain(max_depth=self.max_turns, seed=seed)
+            # Environments rewarded by the end state (τ²) play on after the goal calls.
+            plain.stop_when_goals_done = not get_env(self.env).plays_to_the_end
+            return plain
         return SearchConfig(
             max_depth=self.max_turns,
             branching_factor=self.branching,
@@ -230,6 +253,11 @@ def toolwoz_env(scenario: Scenario) -> ToolEnvironment:
     return ToolWOZEnv(scenario)
 
 
+def environment_factory(config: RolloutConfig) -> EnvFactory:
+    """How the run's scenarios become environments: its registered environment's `make_env`."""
+    return get_env(config.env).make_env
+
+
 def agent_prompt_messages(agent: Agent, env: ToolEnvironment) -> list[Message]:
     """What the agent sends before the conversation: its own `prompt_messages` (ReACT: system
     prompt, demonstration, fence) or else just its system prompt."""
@@ -261,12 +289,12 @@ def start_run(
     *,
     agent: Agent | None = None,
     user: UserSimulator | None = None,
-    make_env: EnvFactory = toolwoz_env,
+    make_env: EnvFactory | None = None,
     observer: RolloutObserver | None = None,
     run_id: str | None = None,
 ) -> RunResult:
-    """Record a new run of `scenarios` and play it. Policies are built from the config's
-    SPECs unless given."""
+    """Record a new run of `scenarios` (of `config.env`) and play it. Policies are built from
+    the config's SPECs unless given; environments come from the registry unless `make_env`."""
     if not scenarios:
         raise ValueError("no scenarios to run")
     if agent is None or user is None:
@@ -296,7 +324,7 @@ def resume_run(
     *,
     agent: Agent | None = None,
     user: UserSimulator | None = None,
-    make_env: EnvFactory = toolwoz_env,
+    make_env: EnvFactory | None = None,
     observer: RolloutObserver | None = None,
     base_url: str | None = None,
 ) -> RunResult:
@@ -424,11 +452,12 @@ def _play(
     config: RolloutConfig,
     agent: Agent,
     user: UserSimulator,
-    make_env: EnvFactory,
+    make_env: EnvFactory | None,
     observer: RolloutObserver | None,
 ) -> RunResult:
     """Play the run's unfinished conversations (the caller holds the run's lock)."""
     observer = _SafeObserver(observer or RolloutObserver())
+    make_env = make_env or environment_factory(config)
     try:
         with _sigterm_interrupts():
             conversations = reads.list_conversations(db, run_id=run_id)
@@ -548,9 +577,11 @@ async def _attempt_conversation(
         status="failed",
     )
     try:
-        scenario = Scenario.model_validate(record.scenario)
+        scenario = get_env(config.env).scenario_from_json(record.scenario)
         env = make_env(scenario)
-        search_config = config.search_config(scenario.id)
+        # Repeated trials of one task (τ² Pass^k) get seeds of their own.
+        trial = getattr(scenario, "trial", 0) or 0
+        search_config = config.search_config(scenario.id if not trial else f"{scenario.id}#trial{trial}")
         await asyncio.to_thread(
             writes.start_conversation,
             db,
@@ -576,17 +607,20 @@ async def _attempt_conversation(
         finally:
             await writer.flush()
         tree = search.tree
-        score = None
-        if hasattr(env, "score"):
-            calls = [call for node in ideal_path(tree) for call in node.api_calls]
-            score = env.score(calls).model_dump(mode="json")
+        score = score_path(env, ideal_path(tree))
+        reward, success = tree.reward, bool(tree.goal_ids) and not tree.remaining_goals
+        if score is not None and not config.josh and get_env(config.env).plays_to_the_end:
+            # A plain rollout of an environment rewarded by its end state (τ²) is worth that
+            # reward; JOSH trees keep the search's (goal calls reached).
+            reward, success = float(score["reward"]), bool(score["success"])
         seconds = time.perf_counter() - start
-        await asyncio.to_thread(writes.finish_conversation, db, tree, seconds=seconds, score=score)
+        await asyncio.to_thread(writes.finish_conversation, db, tree, seconds=seconds, score=score,
+                                reward=reward, success=success)
         result = result.model_copy(
             update=dict(
                 status="done",
-                reward=tree.reward,
-                success=bool(tree.goal_ids) and not tree.remaining_goals,
+                reward=reward,
+                success=success,
                 stop_reason=tree.stop_reason,
                 nodes=len(tree.nodes),
                 seconds=seconds,

@@ -9,11 +9,16 @@ the search tried); goal outcomes stay those of the ideal path.
 
 Only conversations with status "done" are analysed; `load_conversations` also says how many
 were left out (still running, pending, or failed with an exception).
+
+A stored scenario names its environment (τ² tasks carry `env`; ToolWOZ scenarios predate
+environments): the scenario is read by that environment, and `env_reward` / `env_success` are
+the environment's own score of the ideal path (ToolWOZ: the goal share again; τ²: the
+database-and-outputs reward that Pass^k counts).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -22,8 +27,8 @@ from josh_core.search.tree import ConversationTree, Node
 from josh_core.storage import reads
 from josh_core.storage.db import Database
 from josh_core.storage.models import ConversationRecord
+from josh_core.envs import DEFAULT_ENV, env_of_scenario, get_env, score_path
 from josh_core.toolwoz.scoring import MissedGoal, MissReason, ScoreReport
-from josh_core.toolwoz.types import Scenario
 from josh_core.types import ApiCallRecord
 
 NodeScope = Literal["ideal", "all"]
@@ -44,6 +49,7 @@ class AnalysedConversation(BaseModel):
     run_id: str
     conversation_id: str
     scenario_id: str
+    env: str = DEFAULT_ENV  # the environment the scenario belongs to
     domains: list[str]
     reward: float  # the stored final reward (JOSH trees: the ideal path's)
     success: bool  # every goal reached
@@ -53,6 +59,8 @@ class AnalysedConversation(BaseModel):
     generations: int = 0  # agent generations on those turns
     format_error_generations: int = 0  # generations whose action could not be read
     missed: list[MissedGoal] = Field(default_factory=list)  # the ideal path's missed goals
+    env_reward: float | None = None  # the environment's own score of the ideal path (τ²: 0 or 1)
+    env_success: bool | None = None
 
 
 class LoadedConversations(BaseModel):
@@ -74,11 +82,13 @@ def _ideal_calls(tree: ConversationTree) -> list[ApiCallRecord]:
     return [call for node in ideal_path(tree) for call in node.api_calls]
 
 
-def _score(record: ConversationRecord, scenario: Scenario, tree: ConversationTree) -> ScoreReport:
+def _score(record: ConversationRecord, scenario: Any, tree: ConversationTree, env: str = DEFAULT_ENV) -> ScoreReport:
     """The environment's score of the ideal path: stored with the conversation when it
     finished; computed again only for rows that predate it."""
     if record.score:
         return ScoreReport.model_validate(record.score)
+    if env != DEFAULT_ENV:
+        return ScoreReport.model_validate(score_path(get_env(env).make_env(scenario), ideal_path(tree)))
     from josh_core.toolwoz.env import ToolWOZEnv
 
     return ToolWOZEnv(scenario).score(_ideal_calls(tree))
@@ -92,8 +102,9 @@ def analyse_conversation(
         raise ValueError(f"nodes must be one of {', '.join(NODE_SCOPES)}, not {nodes!r}")
     if record.scenario is None:
         raise ValueError(f"conversation {record.id} has no stored scenario")
-    scenario = Scenario.model_validate(record.scenario)
-    score = _score(record, scenario, tree)
+    env = env_of_scenario(record.scenario)
+    scenario = get_env(env).scenario_from_json(record.scenario)
+    score = _score(record, scenario, tree, env)
     missed_by_goal = {m.goal_id: m for m in score.missed}
     # Goal completion follows the stored reward events (they make the stored reward);
     # why a goal was missed comes from the environment's score of the ideal path.
@@ -114,6 +125,7 @@ def analyse_conversation(
         run_id=record.run_id,
         conversation_id=record.id,
         scenario_id=record.scenario_id,
+        env=env,
         domains=list(scenario.domains),
         reward=float(record.reward or 0.0),
         success=bool(record.success),
@@ -123,6 +135,8 @@ def analyse_conversation(
         generations=len(generations),
         format_error_generations=sum(1 for g in generations if g.action == "format_error"),
         missed=[m for m in score.missed if m.goal_id not in reached],
+        env_reward=score.reward,
+        env_success=score.success,
     )
 
 

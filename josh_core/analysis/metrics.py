@@ -6,6 +6,13 @@
 - Per domain and per goal API: how many goal calls of that domain / API the conversations had
   and how many were completed (the goal completion rate).
 - Bootstrap std against the number of conversations (Figure 3c): see `bootstrap.py`.
+- Pass^k (τ²-bench; environments whose metric family is "pass^k"): with n trials of a task of
+  which c succeeded (the environment's own reward is 1: the database equals the gold one and
+  the required outputs were said), pass^k = C(c, k) / C(n, k), the chance that k trials drawn
+  from the n all succeed, averaged over tasks; k runs from 1 to the fewest trials any task
+  has. Trials are every conversation of the same task among those selected: `josh metrics`
+  without `--run` pools every run of the database (k runs with different seeds give Pass^k up
+  to k), and `josh eval --trials K` plays each task K times in one run.
 
 Every function takes the conversations `load_conversations` returns, so the CLI and the app
 compute the same numbers from the same rows.
@@ -46,6 +53,8 @@ class MetricsReport(BaseModel):
     per_domain: list[dict] = Field(default_factory=list)
     per_api: list[dict] = Field(default_factory=list)
     bootstrap: list[dict] = Field(default_factory=list)
+    envs: list[str] = Field(default_factory=list)  # environments of the conversations
+    pass_k: list[dict] = Field(default_factory=list)  # {env, k, pass_k, tasks} (τ² environments)
 
 
 def _rate(numerator: float, denominator: float) -> float:
@@ -167,6 +176,31 @@ def bootstrap(
     )
 
 
+def pass_hat_k(conversations: Sequence[AnalysedConversation]) -> pd.DataFrame:
+    """Pass^k per environment whose metric family is "pass^k" (module docstring)."""
+    from math import comb
+
+    from josh_core.envs import get_env
+
+    columns = ["env", "k", "pass_k", "tasks", "trials"]
+    trials: dict[str, dict[str, list[bool]]] = {}
+    for c in conversations:
+        try:
+            family = get_env(c.env).metrics
+        except ValueError:  # an environment this install does not have
+            continue
+        if family == "pass^k" and c.env_success is not None:
+            trials.setdefault(c.env, {}).setdefault(c.scenario_id, []).append(bool(c.env_success))
+    rows = []
+    for env, tasks in sorted(trials.items()):
+        most = min(len(outcomes) for outcomes in tasks.values())
+        for k in range(1, most + 1):
+            values = [comb(sum(o), k) / comb(len(o), k) for o in tasks.values()]
+            rows.append({"env": env, "k": k, "pass_k": sum(values) / len(values), "tasks": len(tasks),
+                         "trials": sum(len(o) for o in tasks.values())})
+    return pd.DataFrame(rows, columns=columns)
+
+
 def _plain(value: object) -> object:
     if isinstance(value, pd.Timestamp):
         return value.isoformat()
@@ -214,4 +248,6 @@ def report_from(
         per_domain=records(per_domain(conversations)),
         per_api=records(per_api(conversations)),
         bootstrap=records(bootstrap(conversations, bootstrap_sizes, resamples, seed)),
+        envs=sorted({c.env for c in conversations}),
+        pass_k=records(pass_hat_k(conversations)),
     )

@@ -97,7 +97,16 @@ def _table(title: str, frame: pd.DataFrame, columns: dict[str, str], formats: di
 
 
 def print_metrics(console: Console, report: MetricsReport) -> None:
-    summary = Table(title="ToolWOZ metrics (section 4.1)")
+    if report.pass_k:
+        table = Table(title="Pass^k (τ²-bench: the database equals the gold one and the required outputs were said)")
+        for column in ("environment", "k", "Pass^k", "tasks", "trials"):
+            table.add_column(column, justify="left" if column == "environment" else "right")
+        for row in report.pass_k:
+            table.add_row(plain(row["env"]), str(row["k"]), _num(row["pass_k"]), str(row["tasks"]), str(row["trials"]))
+        console.print(table)
+    toolwoz_only = not report.envs or report.envs == ["toolwoz"]
+    summary = Table(title="ToolWOZ metrics (section 4.1)" if toolwoz_only else
+                    "Average Reward and 100% Success Rate (plain τ² runs: τ²'s reward; JOSH trees: goal calls reached)")
     for column in ("conversations", "Average Reward", "100% Success Rate", "goal calls completed"):
         summary.add_column(column, justify="right")
     summary.add_row(
@@ -187,14 +196,19 @@ def print_evaluation(console: Console, evaluation: Evaluation) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_(
-        split: str = typer.Option(DEFAULT_EVAL_SPLIT, help="Scenario split."),
+        env: str = typer.Option("toolwoz", "--env", help="Environment (`josh envs`): toolwoz, tau2-retail, tau2-airline."),
+        split: Optional[str] = typer.Option(
+            None, help=f"Scenario split (default: the environment's evaluation split; ToolWOZ {DEFAULT_EVAL_SPLIT}, τ² test)."
+        ),
         limit: Optional[int] = typer.Option(None, help="Only the first N scenarios."),
         scenario_file: Optional[Path] = typer.Option(
             None, "--scenario-file", exists=True, dir_okay=False,
             help="Evaluate on the scenarios of this JSON file (one or a list) instead of a split.",
         ),  # fmt: skip
         agent: str = typer.Option(DEFAULT_AGENT_SPEC, help="Agent SPEC."),
-        user: str = typer.Option(DEFAULT_USER_SPEC, help="User simulator SPEC."),
+        user: Optional[str] = typer.Option(
+            None, help=f"User simulator SPEC (default: the environment's; ToolWOZ {DEFAULT_USER_SPEC}, τ² llm:embedded)."
+        ),
         style: str = typer.Option("auto", help="Agent style: auto (compact for the embedded model, react otherwise) | react | compact | fc."),
         temperature: Optional[float] = typer.Option(None, help="Agent sampling temperature."),
         max_actions: Optional[int] = typer.Option(None, "--max-actions", help="Cap on agent actions per turn (default: 5 for react/fc, 3 for compact)."),
@@ -205,6 +219,8 @@ def register(app: typer.Typer) -> None:
         ),
         max_turns: int = typer.Option(15, "--max-turns", help="Max agent turns per conversation."),
         seed: int = typer.Option(0, help="Run seed."),
+        trials: int = typer.Option(1, "--trials", min=1, max=64,
+                                   help="Play each task this many times (τ²: Pass^k up to k = trials)."),
         concurrency: int = typer.Option(1, help="Conversations played at the same time."),
         db: Optional[Path] = typer.Option(None, help="DuckDB file (default JOSH_DB or ./josh.duckdb)."),
         resume: Optional[str] = typer.Option(None, "--resume", help="Finish the evaluation run with this id."),
@@ -233,10 +249,18 @@ def register(app: typer.Typer) -> None:
                         evaluation = resume_evaluation(db_path, resume, observer=observer, resamples=resamples,
                                                        base_url=base_url)
                     else:
+                        from josh_core.envs import UnknownEnvironment, get_env
+
+                        try:
+                            environment = get_env(env)
+                        except UnknownEnvironment as error:
+                            _fail(f"--env: {error}")
+                        split = split or environment.eval_split
                         constrained, grounded = decoding_flags(decoding)
                         try:
                             config = RolloutConfig(
-                                josh=False, agent=agent, user=user, style=style, temperature=temperature,
+                                env=environment.name, josh=False, agent=agent, user=user, style=style,
+                                temperature=temperature,
                                 constrained=constrained, grounded=grounded,
                                 max_actions_per_turn=max_actions, base_url=base_url, max_turns=max_turns,
                                 seed=seed, concurrency=concurrency,
@@ -245,7 +269,12 @@ def register(app: typer.Typer) -> None:
                             )  # fmt: skip
                         except ValidationError as error:
                             _fail(config_error_text(error))
-                        scenarios = load_scenarios_or_fail(split, limit, scenario_file)
+                        scenarios = load_scenarios_or_fail(split, limit, scenario_file, config.env)
+                        if trials > 1:
+                            if environment.metrics != "pass^k":
+                                _fail(f"--trials: {environment.name} is measured by Average Reward, not Pass^k; "
+                                      "evaluate with --trials 1")
+                            scenarios = [s.model_copy(update={"trial": t}) for t in range(trials) for s in scenarios]
                         evaluation = evaluate(db_path, scenarios, config, observer=observer, resamples=resamples)
                 except KeyError as error:
                     _fail(str(error.args[0]) if error.args else str(error))

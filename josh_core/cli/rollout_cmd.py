@@ -57,15 +57,18 @@ def config_error_text(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def load_scenarios_or_fail(split: Optional[str], limit: Optional[int], scenario_file: Optional[Path]) -> list:
-    """The scenarios of a split or a scenario file, or a plain error naming what was wrong."""
+def load_scenarios_or_fail(split: Optional[str], limit: Optional[int], scenario_file: Optional[Path],
+                           env: Optional[str] = None) -> list:
+    """The scenarios of a split or a scenario file of an environment (default ToolWOZ), or a
+    plain error naming what was wrong."""
+    from josh_core.envs.tau2.data import Tau2DataUnavailable
     from josh_core.toolwoz.data import DataUnavailableError
 
     try:
-        scenarios = _load_scenarios(split, limit, scenario_file)
+        scenarios = _load_scenarios(split, limit, scenario_file, env)
     except (ValueError, OSError, RecursionError) as error:
         _fail(f"--scenario-file {error}" if scenario_file is not None else f"--split: {error}")
-    except DataUnavailableError as error:
+    except (DataUnavailableError, Tau2DataUnavailable) as error:
         _fail(str(error))
     if not scenarios:
         _fail("no scenarios selected")
@@ -135,7 +138,16 @@ class ProgressObserver(RolloutObserver):
             self.progress.advance(self.run_task)
 
 
-def _load_scenarios(split: Optional[str], limit: Optional[int], scenario_file: Optional[Path]):
+def _load_scenarios(split: Optional[str], limit: Optional[int], scenario_file: Optional[Path],
+                    env: Optional[str] = None):
+    if env is not None and env != "toolwoz":
+        from josh_core.envs import get_env
+
+        environment = get_env(env)
+        if scenario_file is not None:
+            scenarios = environment.load_scenario_file(scenario_file)
+            return scenarios[:limit] if limit is not None else scenarios
+        return environment.load_split(split or environment.eval_split, limit)
     from josh_core.toolwoz.scenarios import load_scenario_file, load_split
 
     if scenario_file is not None:
@@ -152,15 +164,19 @@ def register(app: typer.Typer) -> None:
     @app.command("rollout")
     def rollout(
         josh: bool = typer.Option(False, "--josh", help="JOSH beam search (else plain rollouts)."),
+        env: str = typer.Option("toolwoz", "--env", help="Environment (`josh envs`): toolwoz, tau2-retail, tau2-airline."),
         split: Optional[str] = typer.Option(
-            None, help=f"Scenario split (default {DEFAULT_JOSH_SPLIT} with --josh, else {DEFAULT_PLAIN_SPLIT})."
+            None, help=f"Scenario split of the environment (ToolWOZ: default {DEFAULT_JOSH_SPLIT} with --josh, "
+            f"else {DEFAULT_PLAIN_SPLIT}; τ²: train with --josh, else test)."
         ),
         limit: Optional[int] = typer.Option(None, help="Only the first N scenarios."),
         scenario_file: Optional[Path] = typer.Option(
             None, "--scenario-file", exists=True, dir_okay=False, help="A scenario JSON file (one or a list)."
         ),
         agent: str = typer.Option(DEFAULT_AGENT_SPEC, help="Agent SPEC."),
-        user: str = typer.Option(DEFAULT_USER_SPEC, help="User simulator SPEC."),
+        user: Optional[str] = typer.Option(
+            None, help=f"User simulator SPEC (default: the environment's; ToolWOZ {DEFAULT_USER_SPEC}, τ² llm:embedded)."
+        ),
         style: str = typer.Option("auto", help="Agent style: auto (compact for the embedded model, react otherwise) | react | compact | fc."),
         temperature: Optional[float] = typer.Option(None, help="Agent sampling temperature."),
         max_actions: Optional[int] = typer.Option(None, "--max-actions", help="Cap on agent actions per turn (default: 5 for react/fc, 3 for compact)."),
@@ -198,15 +214,22 @@ def register(app: typer.Typer) -> None:
                     except (FileNotFoundError, RunBusy, PolicyError, DatabaseError, ValidationError) as error:
                         _fail(str(error))
                 else:
+                    from josh_core.envs import UnknownEnvironment, get_env
+
+                    try:
+                        environment = get_env(env)
+                    except UnknownEnvironment as error:
+                        _fail(f"--env: {error}")
                     if scenario_file is None:
-                        split = split or (DEFAULT_JOSH_SPLIT if josh else DEFAULT_PLAIN_SPLIT)
+                        split = split or environment.default_split(josh)
                     try:
                         constrained, grounded = decoding_flags(decoding)
                     except ValueError as error:
                         _fail(f"--decoding: {error}")
                     try:
                         config = RolloutConfig(
-                            josh=josh, agent=agent, user=user, style=style, temperature=temperature,
+                            env=environment.name, josh=josh, agent=agent, user=user, style=style,
+                            temperature=temperature,
                             constrained=constrained, grounded=grounded,
                             max_actions_per_turn=max_actions, base_url=base_url, max_turns=max_turns,
                             beam=beam, branching=branching, seed=seed, concurrency=concurrency,
@@ -215,7 +238,7 @@ def register(app: typer.Typer) -> None:
                         )
                     except ValidationError as error:
                         _fail(config_error_text(error))
-                    scenarios = load_scenarios_or_fail(split, limit, scenario_file)
+                    scenarios = load_scenarios_or_fail(split, limit, scenario_file, config.env)
                     try:
                         built_agent, built_user = build_policies(config)
                     except PolicyError as error:

@@ -19,7 +19,7 @@ from typing import Any
 from josh_core.llm.base import ChatRequest
 from josh_core.policies.base import AgentTurn, Generation, TurnContext
 from josh_core.policies.parse import parse_react
-from josh_core.policies.prompts import APIRETURN, compact_format_feedback, compact_system_prompt
+from josh_core.policies.prompts import APIRETURN, compact_format_feedback, compact_system_prompt, domain_instructions
 from josh_core.policies.react_agent import REACT_STOP, ModelAgent, generation_seed
 from josh_core.types import Message, ToolEnvironment
 
@@ -49,7 +49,7 @@ class CompactAgent(ModelAgent):
         return COMPACT_MAX_TOKENS if self.constrained else COMPACT_FREE_MAX_TOKENS
 
     def prompt_messages(self, env: ToolEnvironment) -> list[Message]:
-        return [Message(role="system", content=compact_system_prompt(env.tools()))]
+        return [Message(role="system", content=compact_system_prompt(env.tools(), domain_instructions(env)))]
 
     def system_prompt(self, env: ToolEnvironment) -> str:
         return self.prompt_messages(env)[0].content

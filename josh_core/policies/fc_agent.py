@@ -12,7 +12,7 @@ from typing import Any
 
 from josh_core.llm.base import ChatRequest
 from josh_core.policies.base import AgentTurn, Generation, TurnContext
-from josh_core.policies.prompts import FC_FORMAT_FEEDBACK, FC_SYSTEM_PROMPT
+from josh_core.policies.prompts import FC_FORMAT_FEEDBACK, fc_system_prompt
 from josh_core.policies.react_agent import ModelAgent, generation_seed
 from josh_core.types import Message, ToolCall, ToolEnvironment
 
@@ -31,7 +31,7 @@ class FunctionCallingAgent(ModelAgent):
         return FC_MAX_TOKENS
 
     def system_prompt(self, env: ToolEnvironment) -> str:
-        return FC_SYSTEM_PROMPT
+        return fc_system_prompt(env)
 
     async def act(self, ctx: TurnContext) -> AgentTurn:
         env = ctx.env

@@ -4,7 +4,8 @@ The model plays the customer: the system prompt carries the scenario's goal; the
 conversation is given with roles swapped (the agent's words as "user" messages, the
 simulator's own earlier words as "assistant"), and a reminder closes every request. It
 says END_CONVERSATION to hang up (the token stays in the stored text, as with the agenda user). Temperature
-0 by default, as in the paper.
+0 by default, as in the paper. Scenarios of other environments bring their own goal text
+(`scenario.user_system_prompt()`, `scenario.user_reminder`: τ² tasks).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class LLMUser:
         for msg in ctx.history:
             role = "assistant" if msg.role == "user" else "user"
             out.append(Message(role=role, content=msg.content))
-        reminder = USER_REMINDER
+        reminder = getattr(ctx.scenario, "user_reminder", None) or USER_REMINDER  # τ² tasks bring their own
         if out[-1].role == "user":
             out[-1] = Message(role="user", content=out[-1].content + "\n\n" + reminder)
         else:  # only when the history ends with the customer (not in normal turn order)

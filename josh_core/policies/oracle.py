@@ -13,6 +13,9 @@ Its turns are written in the compact agent style (`APICALL {...} <COMMAND_END>`,
 them) behind the compact system prompt, so its conversations export as SFT data a compact
 agent can learn the format from: the warm start of the self-training experiment
 (docs/experiments.md), stated as such there. Agent SPEC `oracle`.
+
+On environments that know their gold actions (τ²: `env.oracle_turn`), the oracle plays those
+back instead (josh_core/envs/tau2/oracle.py).
 """
 
 from __future__ import annotations
@@ -63,15 +66,19 @@ class OracleAgent:
     style = "compact"
 
     def prompt_messages(self, env: Any) -> list[Message]:
-        from josh_core.policies.prompts import compact_system_prompt
+        from josh_core.policies.prompts import compact_system_prompt, domain_instructions
 
-        return [Message(role="system", content=compact_system_prompt(env.tools()))]
+        return [Message(role="system", content=compact_system_prompt(env.tools(), domain_instructions(env)))]
 
     def system_prompt(self, env: Any) -> str:
         return self.prompt_messages(env)[0].content
 
     async def act(self, ctx: TurnContext) -> AgentTurn:
         scenario, env = ctx.scenario, ctx.env
+        # Environments with gold actions (τ²) play them back: josh_core/envs/tau2/oracle.py.
+        own = getattr(env, "oracle_turn", None)
+        if callable(own):
+            return own(ctx)
         user_text = " ".join(m.content for m in ctx.history if m.role == "user").lower()
         records: list[ApiCallRecord] = list(ctx.api_calls)
         made = {(r.call.name, tuple(sorted(r.call.parameters.items()))) for r in records if r.call}

@@ -10,6 +10,11 @@ Function-calling agent: a shorter system prompt; the tools travel as the OpenAI 
 
 LLM user (section 4.3's goal-based simulator): system prompt with the goal; a reminder is
 appended as the last user message of every request.
+
+Other environments (τ²): the environment's own instructions (`env.agent_instructions`: a role
+sentence and the domain's policy) replace the travel desk's, the format rules stay, the API
+examples are the environment's (`env.api_examples`) and the ToolWOZ demonstration is left
+out; the LLM user's system prompt is the scenario's (`scenario.user_system_prompt()`).
 """
 
 from __future__ import annotations
@@ -47,6 +52,31 @@ Rules:
 - After "{APIRETURN} ERROR", read the API list again and correct the call."""
 
 EXAMPLES_HEADER = "One filled-in call per API (sample values; use the customer's values instead):"
+
+# The format rules alone, for environments that bring their own instructions (τ²'s policy).
+REACT_FORMAT = f"""How to reply: write two commands, each closed by {COMMAND_END}.
+PLAN <one private sentence about what you do next> {COMMAND_END}
+then exactly one of:
+APICALL {{"name": "<api name>", "parameters": {{...}}}} {COMMAND_END}
+SPEAK <your message to the user> {COMMAND_END}
+
+Rules:
+- The user never sees PLAN, APICALL or the API results. SPEAK is the only way to talk to the user, and it ends your turn.
+- After an APICALL you receive a message that starts with {APIRETURN}. Then write PLAN again and make another APICALL or SPEAK.
+- Put into a call only values the user said or an earlier {APIRETURN} showed. Never invent ids.
+- After "{APIRETURN} ERROR", read the API list again and correct the call."""
+
+
+def domain_instructions(env: Any) -> str | None:
+    """An environment's own instructions for the agent (τ²: role and policy), or None when the
+    prompts here are the environment's (ToolWOZ)."""
+    text = getattr(env, "agent_instructions", None)
+    return text if isinstance(text, str) and text.strip() else None
+
+
+def env_api_examples(env: Any, default: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    examples = getattr(env, "api_examples", None)
+    return examples if isinstance(examples, list) else default
 DEMO_FENCE = ("That was an example conversation with a different customer. A new customer starts now: "
               "use only what this customer says and what the APIs return.")
 
@@ -60,9 +90,14 @@ def api_line(tool: dict[str, Any]) -> str:
     return f"{fn['name']}({', '.join(params)})"
 
 
-def react_system_prompt(tools: list[dict[str, Any]], examples: list[dict[str, Any]]) -> str:
+def react_system_prompt(tools: list[dict[str, Any]], examples: list[dict[str, Any]],
+                        instructions: str | None = None) -> str:
     names = {t.get("function", t)["name"] for t in tools}
-    lines = [REACT_INSTRUCTIONS, "", "APIs (every parameter is optional; where choices are listed, use one of them):"]
+    if instructions:
+        lines = [instructions, "", REACT_FORMAT, "",
+                 "APIs (give every parameter; where choices are listed, use one of them):"]
+    else:
+        lines = [REACT_INSTRUCTIONS, "", "APIs (every parameter is optional; where choices are listed, use one of them):"]
     lines += [api_line(t) for t in tools]
     lines += ["", EXAMPLES_HEADER]
     lines += [f"APICALL {json.dumps(ex)}" for ex in examples if ex["name"] in names]
@@ -112,10 +147,11 @@ def react_demonstration() -> list[Message]:
 
 
 def react_prompt_messages(tools: list[dict[str, Any]], examples: list[dict[str, Any]],
-                          demonstrate: bool = True) -> list[Message]:
-    """System prompt (+ demonstration and fence): everything before the real conversation."""
-    messages = [Message(role="system", content=react_system_prompt(tools, examples))]
-    if demonstrate:
+                          demonstrate: bool = True, instructions: str | None = None) -> list[Message]:
+    """System prompt (+ demonstration and fence): everything before the real conversation.
+    With an environment's own `instructions` there is no demonstration (it is ToolWOZ's)."""
+    messages = [Message(role="system", content=react_system_prompt(tools, examples, instructions))]
+    if demonstrate and not instructions:
         messages += react_demonstration()
         messages.append(Message(role="system", content=DEMO_FENCE))
     return messages
@@ -145,8 +181,17 @@ SPEAK <your message to the customer> {COMMAND_END}
 to answer the customer, which ends your turn. Search before you book, book only what a search returned, and tell the customer what you found."""
 
 
-def compact_system_prompt(tools: list[dict[str, Any]]) -> str:
+COMPACT_FORMAT = f"""Reply with one line, either
+APICALL {{"name": "<api name>", "parameters": {{...}}}} {COMMAND_END}
+with values the user said or an {APIRETURN} showed, or
+SPEAK <your message to the user> {COMMAND_END}
+to answer the user, which ends your turn."""
+
+
+def compact_system_prompt(tools: list[dict[str, Any]], instructions: str | None = None) -> str:
     """The compact style's whole prompt: instructions, one line per API, the reply format."""
+    if instructions:
+        return "\n".join([instructions, "APIs:", *(api_line(t) for t in tools), COMPACT_FORMAT])
     return "\n".join([COMPACT_INSTRUCTIONS, *(api_line(t) for t in tools), COMPACT_RULES])
 
 
@@ -165,6 +210,15 @@ FC_SYSTEM_PROMPT = """You are the assistant of a travel desk in Cambridge. You h
 - Book only what a search returned, with its exact name (or trainID); ask the customer for missing booking details first.
 - When a search returns [], tell the customer nothing matched and ask what to change. Do not repeat a call that failed.
 - Your text replies go to the customer. Keep them short."""
+
+FC_DOMAIN_SUFFIX = "Call the functions you are given; your text replies go to the user. Keep them short."
+
+
+def fc_system_prompt(env: Any) -> str:
+    """The function-calling agent's system prompt: the environment's instructions, else ours."""
+    instructions = domain_instructions(env)
+    return f"{instructions}\n\n{FC_DOMAIN_SUFFIX}" if instructions else FC_SYSTEM_PROMPT
+
 
 FC_FORMAT_FEEDBACK = f"{FORMAT_FEEDBACK_PREFIX} your last reply was empty or not readable. Call a function or answer the customer."
 
@@ -213,4 +267,8 @@ def user_goal_lines(scenario: Any) -> str:
 
 
 def user_system_prompt(scenario: Any) -> str:
+    """The LLM user's system prompt: the scenario's own (τ² tasks) or the travel desk's."""
+    own = getattr(scenario, "user_system_prompt", None)
+    if callable(own):
+        return own()
     return USER_SYSTEM_TEMPLATE.format(goals=user_goal_lines(scenario), end=END_CONVERSATION)

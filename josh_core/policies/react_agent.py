@@ -24,7 +24,13 @@ from josh_core.llm.base import (
 )
 from josh_core.policies.base import AgentTurn, Generation, TurnContext
 from josh_core.policies.parse import parse_react
-from josh_core.policies.prompts import APIRETURN, react_format_feedback, react_prompt_messages
+from josh_core.policies.prompts import (
+    APIRETURN,
+    domain_instructions,
+    env_api_examples,
+    react_format_feedback,
+    react_prompt_messages,
+)
 from josh_core.types import Message, ToolEnvironment
 
 log = logging.getLogger(__name__)
@@ -129,7 +135,8 @@ class ReactAgent(ModelAgent):
         """Everything before the conversation: system prompt, demonstration, fence."""
         from josh_core.toolwoz.apis import API_EXAMPLES
 
-        return react_prompt_messages(env.tools(), API_EXAMPLES, self.demonstrate)
+        return react_prompt_messages(env.tools(), env_api_examples(env, API_EXAMPLES), self.demonstrate,
+                                     domain_instructions(env))
 
     def system_prompt(self, env: ToolEnvironment) -> str:
         return self.prompt_messages(env)[0].content

@@ -126,8 +126,10 @@ def start_conversation(
     prompt_messages: list[dict[str, Any]] | None = None,
     seed: int,
     goals: list[str],
+    worker: str | None = None,
 ) -> None:
-    """Mark a conversation running, dropping whatever an interrupted attempt left of it."""
+    """Mark a conversation running, dropping whatever an interrupted attempt left of it.
+    `worker`: the worker of a distributed run that plays it (None in one process)."""
 
     def write(con: duckdb.DuckDBPyConnection) -> None:
         for table in ("api_calls", "reward_events", "nodes"):
@@ -136,24 +138,31 @@ def start_conversation(
             "UPDATE conversations SET status = 'running', stop_reason = NULL, reward = 0, "
             "success = NULL, goals = ?, goals_reached = '[]', score = NULL, system_prompt = ?, "
             "prompt_messages = ?, tools = ?, seed = ?, steps = 0, node_count = 0, started_at = ?, finished_at = NULL, "
-            "seconds = NULL, error = NULL WHERE id = ?",
-            [dumps(goals), system_prompt, dumps(prompt_messages), dumps(tools), seed, _now(), conversation_id],
+            "seconds = NULL, error = NULL, worker = ? WHERE id = ?",
+            [dumps(goals), system_prompt, dumps(prompt_messages), dumps(tools), seed, _now(), worker,
+             conversation_id],
         )
 
     db.write(write)
 
 
 def finish_conversation(
-    db: Database, tree: ConversationTree, *, seconds: float, score: dict[str, Any] | None = None
+    db: Database, tree: ConversationTree, *, seconds: float, score: dict[str, Any] | None = None,
+    reward: float | None = None, success: bool | None = None,
 ) -> None:
+    """Mark a conversation done. Its reward and success are the tree's (goal calls reached)
+    unless given: plain runs of environments rewarded by the end state store that (τ²)."""
     reached = [e.goal_id for e in tree.goal_events()]
-    success = bool(tree.goal_ids) and not tree.remaining_goals
+    if success is None:
+        success = bool(tree.goal_ids) and not tree.remaining_goals
+    if reward is None:
+        reward = tree.reward
     db.write(
         lambda con: con.execute(
             "UPDATE conversations SET status = 'done', stop_reason = ?, reward = ?, success = ?, "
             "goals_reached = ?, score = ?, steps = ?, node_count = ?, finished_at = ?, seconds = ? "
             "WHERE id = ?",
-            [tree.stop_reason, tree.reward, success, dumps(reached), dumps(score), tree.step,
+            [tree.stop_reason, reward, success, dumps(reached), dumps(score), tree.step,
              len(tree.nodes), _now(), seconds, tree.conversation_id],
         ),
         checkpoint=True,

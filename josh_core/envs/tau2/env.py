@@ -285,5 +285,11 @@ class Tau2PathEnv:
     def for_path(self, calls: Sequence[ApiCallRecord]) -> Tau2PathEnv:
         return self.env.for_path(calls)
 
+    def oracle_turn(self, ctx: Any) -> Any:
+        """The oracle agent's turn here: the task's gold actions (josh_core/envs/tau2/oracle.py)."""
+        from josh_core.envs.tau2.oracle import oracle_turn
+
+        return oracle_turn(self, ctx)
+
     def __getattr__(self, name: str) -> Any:  # tools, goal_ids, completed_goals, prompts, ...
         return getattr(self.env, name)

@@ -53,6 +53,7 @@ class Tau2Task(BaseModel):
     communicate_info: list[str] = Field(default_factory=list)
     nl_assertions: list[str] | None = None
     reward_basis: list[str] = Field(default_factory=list)
+    trial: int = 0  # which trial of the task this is (`josh eval --trials K`: Pass^k); seeds differ per trial
 
     def goal_call_ids(self) -> list[str]:
         return [f"{i}:{g.name}" for i, g in enumerate(self.goal_calls)]
@@ -60,6 +61,10 @@ class Tau2Task(BaseModel):
     @property
     def domain(self) -> str:
         return self.domains[0]
+
+    @property
+    def user_reminder(self) -> str:
+        return USER_REMINDER
 
     def user_system_prompt(self) -> str:
         """The LLM user's system prompt: who they are and what they want (our own wording)."""
@@ -76,6 +81,11 @@ How to behave:
 - Follow the instructions above about what you accept and what you refuse.
 - Keep each message short, as the customer. Never act as the agent.
 - When your request is handled, or the agent clearly cannot help, say goodbye and then {end}."""
+
+
+USER_REMINDER = ("(Reminder: you are the customer. Say the next thing this customer would say, following your "
+                 f"instructions; do not give everything at once. Write {END_CONVERSATION} to end the chat. Reply "
+                 "with the customer's next message only.)")
 
 
 _PARTS = (("reason_for_call", "Reason for your call"), ("known_info", "What you know"),
