@@ -11,11 +11,16 @@ alternatives. A turn ends at the first SPEAK or when its generations run out.
 
 User file: `{"turns": ["utterance", ...]}`; `turns[t]` is the user's t-th utterance on a path
 (`turns[0]` is the opener). After the last one the user ends the conversation.
+
+Either file may say `"latency": SECONDS`: every turn then waits that long first, as a model
+server would (benchmarks and the distributed tests use it; the tree does not change).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +33,24 @@ END_CONVERSATION = "END_CONVERSATION"
 
 
 def _load_turns(path: str | Path) -> list[Any]:
+    return _load_script(path)[0]
+
+
+def _load_script(path: str | Path) -> tuple[list[Any], float]:
+    """A script file's turns and its latency per turn (seconds, default 0)."""
     data = json.loads(Path(path).read_text())
     if not isinstance(data, dict) or not isinstance(data.get("turns"), list):
         raise ValueError(f"{path}: expected a JSON object with a 'turns' list")
-    return data["turns"]
+    latency = data.get("latency", 0)
+    if isinstance(latency, bool) or not isinstance(latency, (int, float)) or not math.isfinite(latency) or not 0 <= latency <= 3600:
+        raise ValueError(f"{path}: 'latency' must be a number of seconds from 0 to 3600")
+    return data["turns"], float(latency)
 
 
 class ScriptAgent:
     """Replays scripted ReACT generations; API calls really go to the environment."""
 
-    def __init__(self, turns: list[list[list[str]]], name: str = "script"):
+    def __init__(self, turns: list[list[list[str]]], name: str = "script", latency: float = 0.0):
         if not turns:
             raise ValueError("a script agent needs at least one turn")
         if not isinstance(turns, list):
@@ -50,10 +63,12 @@ class ScriptAgent:
                     raise ValueError(f"agent script turn {t}, alternative {a}: generations must be strings")
         self.turns = turns
         self.name = name
+        self.latency = latency  # seconds waited before every turn (a model server's latency)
 
     @classmethod
     def from_file(cls, path: str | Path) -> ScriptAgent:
-        return cls(_load_turns(path), name=f"script:{path}")
+        turns, latency = _load_script(path)
+        return cls(turns, name=f"script:{path}", latency=latency)
 
     def system_prompt(self, env: ToolEnvironment) -> str:
         names = ", ".join(tool["function"]["name"] for tool in env.tools() if "function" in tool)
@@ -69,6 +84,8 @@ class ScriptAgent:
     async def act(self, ctx: TurnContext) -> AgentTurn:
         # Each text is read exactly as the ReACT agent reads a model's output (same parser,
         # same history text, same error feedback), so a script stands in for a model.
+        if self.latency:
+            await asyncio.sleep(self.latency)
         turn = AgentTurn()
         for text in self.alternative(ctx.turn_index, ctx.child_index):
             parsed = parse_react(text)
@@ -95,17 +112,21 @@ class ScriptAgent:
 class ScriptUser:
     """Says the scripted utterances in order, then hangs up."""
 
-    def __init__(self, turns: list[str], name: str = "script"):
+    def __init__(self, turns: list[str], name: str = "script", latency: float = 0.0):
         if not isinstance(turns, list) or not all(isinstance(t, str) for t in turns):
             raise ValueError("a script user's turns must be strings")
         self.turns = turns
         self.name = name
+        self.latency = latency
 
     @classmethod
     def from_file(cls, path: str | Path) -> ScriptUser:
-        return cls(_load_turns(path), name=f"script:{path}")
+        turns, latency = _load_script(path)
+        return cls(turns, name=f"script:{path}", latency=latency)
 
     async def reply(self, ctx: TurnContext) -> UserTurn:
+        if self.latency:
+            await asyncio.sleep(self.latency)
         if ctx.turn_index < len(self.turns):
             return UserTurn(text=self.turns[ctx.turn_index])
         return UserTurn(text=END_CONVERSATION, ended=True)

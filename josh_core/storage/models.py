@@ -49,6 +49,7 @@ class ConversationRecord(BaseModel):
     finished_at: datetime | None = None
     seconds: float | None = None
     error: str | None = None
+    worker: str | None = None  # distributed runs (--ray): the worker that played it
 
     @field_validator("goals", "goals_reached", mode="before")
     @classmethod

@@ -125,6 +125,33 @@ def conversations_frame(
     )
 
 
+def worker_progress(db: Database, run_id: str) -> pd.DataFrame:
+    """Per worker of a distributed run (`--ray`): conversations done, failed and running, nodes
+    written, and the scenarios it is playing now. Empty for a run played in one process (and for
+    databases older than the `worker` column). A conversation a dead worker left is counted for
+    the worker that played it again."""
+
+    def read(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+        has_column = con.execute(
+            "SELECT count(*) FROM information_schema.columns WHERE table_catalog = current_database() "
+            "AND table_name = 'conversations' AND column_name = 'worker'"
+        ).fetchone()[0]
+        if not has_column:
+            return pd.DataFrame(columns=["worker", "done", "failed", "running", "nodes", "playing"])
+        return con.execute(
+            "SELECT worker, count(*) FILTER (WHERE status = 'done') AS done, "
+            "count(*) FILTER (WHERE status = 'failed') AS failed, "
+            "count(*) FILTER (WHERE status = 'running') AS running, "
+            "coalesce(sum(node_count), 0) AS nodes, "
+            "coalesce(string_agg(scenario_id, ', ' ORDER BY position) FILTER (WHERE status = 'running'), '') "
+            "AS playing FROM conversations WHERE run_id = ? AND worker IS NOT NULL "
+            "GROUP BY worker ORDER BY min(started_at), worker",
+            [run_id],
+        ).df()
+
+    return db.read(read)
+
+
 # -- trees ------------------------------------------------------------------------------------
 
 

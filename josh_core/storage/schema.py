@@ -199,6 +199,17 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        5,
+        "conversations.worker: the worker of a distributed run (--ray) that played it",
+        (
+            # e.g. "w2 on 10.0.0.5 (node 3f2a1b9c, pid 4242)"; NULL for runs played in one process.
+            "ALTER TABLE conversations ADD COLUMN worker VARCHAR",
+        ),
+    ),
+)
+
 LATEST_VERSION = MIGRATIONS[-1].version
 
 
