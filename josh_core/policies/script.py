@@ -71,11 +71,15 @@ class ScriptAgent:
         return cls(turns, name=f"script:{path}", latency=latency)
 
     def system_prompt(self, env: ToolEnvironment) -> str:
+        from josh_core.policies.prompts import domain_instructions
+
         names = ", ".join(tool["function"]["name"] for tool in env.tools() if "function" in tool)
-        return (
+        generic = (
             "You are a customer service agent helping a user. Use PLAN, APICALL and SPEAK "
             f"commands, each ended by <COMMAND_END>. Available APIs: {names}."
         )
+        instructions = domain_instructions(env)  # τ²: the role and the policy lead
+        return f"{instructions}\n\n{generic}" if instructions else generic
 
     def alternative(self, turn_index: int, child_index: int) -> list[str]:
         alternatives = self.turns[min(turn_index, len(self.turns) - 1)]
