@@ -388,6 +388,14 @@ def db_stamp(db: Database) -> tuple[int, int]:
     return mtime(db.path), mtime(db.wal_path)
 
 
+def conversations_stamp(db: Database, run_id: str | None = None) -> tuple:
+    """Changes when conversations are added, grow or finish (not when annotations are written)."""
+    from josh_core.storage import reads
+
+    frame = reads.conversations_frame(db, run_id=run_id)
+    return (len(frame), int(frame["node_count"].fillna(0).sum()), int((frame["status"] == "done").sum()))
+
+
 @st.cache_resource(max_entries=12, show_spinner=False)
 def _tree(path: str, conversation_id: str, stamp: tuple):
     from josh_core.storage import reads

@@ -11,7 +11,7 @@ from josh_core.analysis.pairs import VERDICT_WORDS, agreement, author_name, pair
 from josh_core.analysis.transcript import path_views, turn_view
 from josh_core.storage import reads, writes
 from josh_core.storage.annotations import ANONYMOUS, add_verdict, comments
-from ui_common import conversation_html, db_stamp, esc, load_tree, md, pick_run, require_database, tree_labels, turn_html
+from ui_common import conversation_html, conversations_stamp, esc, load_tree, md, pick_run, require_database, tree_labels, turn_html
 
 # What export does with a turn of each label, in plain words.
 USE_WORDS = {"ideal": "a positive", "negative": "a negative", "partial": "nothing (partial credit)", "unexplored": "nothing"}
@@ -44,7 +44,7 @@ def _queue(path: str, run: str | None, stamp: tuple):
     return pair_queue(Database(path), run)
 
 
-items = _queue(str(db.path), run_id, db_stamp(db))
+items = _queue(str(db.path), run_id, conversations_stamp(db, run_id))
 if not items:
     st.info("No pairs yet: pairs come from finished JOSH trees whose ideal path branched (a user turn "
             "with the ideal agent turn and at least one alternative).")

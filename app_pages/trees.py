@@ -9,7 +9,7 @@ import streamlit as st
 from josh_core.analysis.transcript import goal_rows, ideal_leaf, path_views, same_scenario, stop_word, turn_view
 from josh_core.storage import reads
 from ui_common import (
-    conversation_html, fmt_reward, goals_html, load_tree, md, node_panel_html, pick_conversation,
+    conversation_html, fmt_reward, goals_html, load_tree, md, node_panel_html, page_link, pick_conversation,
     require_database, tree_graph, tree_graph_data, tree_labels,
 )  # fmt: skip
 
@@ -21,13 +21,15 @@ if conversation is None:
 
 views = {"explore": "Explore the tree", "compare": "Compare two conversations"}
 linked_view = st.query_params.get("view", "explore")
+if st.session_state.get("trees-view-in-url") != linked_view:  # a link chose the view
+    st.session_state["trees-view"] = linked_view if linked_view in views else "explore"
 view = st.segmented_control("View", list(views), format_func=views.get, key="trees-view",
-                            default=linked_view if linked_view in views else "explore",
                             label_visibility="collapsed") or "explore"  # fmt: skip
 if view == "compare":
     st.query_params["view"] = "compare"
 else:
     st.query_params.pop("view", None)
+st.session_state["trees-view-in-url"] = view
 
 tree = load_tree(db, conversation)
 rows = goal_rows(conversation, tree)
@@ -99,9 +101,11 @@ else:
         same = "same scenario · " if c.scenario_id == conversation.scenario_id else ""
         return f"{same}{c.scenario_id} · {c.run_id} · {agent} · reward {fmt_reward(c.reward)}"
 
-    other = st.selectbox("Compare with", choices, index=ids.index(linked_other) if linked_other in ids else 0,
-                         format_func=describe, key="trees-other")  # fmt: skip
-    st.query_params["other"] = other.id
+    by_id = {c.id: c for c in choices}
+    other_id = st.selectbox("Compare with", ids, index=ids.index(linked_other) if linked_other in ids else 0,
+                            format_func=lambda c: describe(by_id[c]), key="trees-other")  # fmt: skip
+    st.query_params["other"] = other_id
+    other = by_id[other_id]
     columns = st.columns(2, gap="medium")
     for column, record in zip(columns, (conversation, other)):
         with column:
@@ -119,3 +123,4 @@ else:
             leaf = ideal_leaf(other_tree)
             st.caption("The ideal path (the conversation the search settled on).")
             st.html(conversation_html(path_views(other_tree, leaf, labels) if leaf else []))
+            page_link("app_pages/trees.py", "Explore this tree", conversation=record.id)

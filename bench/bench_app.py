@@ -59,8 +59,9 @@ def build_db(folder: Path) -> tuple[Path, list[str]]:
 
 
 def baseline_app(folder: Path, rev: str) -> Path:
-    """The app at `rev` (app.py, ui_common.py, pages/), run against today's josh_core."""
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "app.py", "ui_common.py", "pages"],
+    """The app at `rev` with its own josh_core (app.py, ui_common.py, pages/, josh_core/): the
+    page as it was, reading today's database."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "app.py", "ui_common.py", "pages", "josh_core"],
                              check=True, capture_output=True).stdout  # fmt: skip
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
     return folder
@@ -201,7 +202,7 @@ def main() -> None:
             if not args.no_baseline:
                 (tmp / "baseline").mkdir()
                 folder = baseline_app(tmp / "baseline", args.baseline_rev)
-                env = {"PYTHONPATH": str(ROOT)}
+                env = {"PYTHONPATH": str(folder)}
                 with streamlit_app(db, cwd=folder, env=env) as url:
                     page = new_page()
                     page.goto(url)  # the old app's first session runs in folder mode: warm it

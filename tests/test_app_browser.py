@@ -164,6 +164,29 @@ def test_tree_explorer_click_selects_a_node_and_the_url_follows(page, app_url, a
     no_exception(page)
 
 
+def test_compare_view_puts_two_conversations_of_one_scenario_side_by_side(page, app_url, app_db):
+    db = Database(app_db)
+    runs = reads.list_runs(db)
+    base, trained = runs[0], runs[1]
+    [first] = [c for c in reads.list_conversations(db, run_id=base.id) if c.position == 0]
+    [twin] = [c for c in reads.list_conversations(db, run_id=trained.id) if c.scenario_id == first.scenario_id]
+    page.goto(f"{app_url}/trees?db={app_db}&conversation={first.id}")
+    page.get_by_role("heading", name="Conversation trees").wait_for(timeout=45_000)
+    wait_idle(page)
+    page.get_by_text("Compare two conversations", exact=True).click()
+    page.get_by_text("Compare with").first.wait_for(timeout=30_000)
+    wait_idle(page)
+    assert query(page)["other"] == twin.id  # the same scenario in another run comes first
+    assert page.locator(".jw-chat").count() == 2 and page.locator(".jw-goals").count() == 2
+    assert page.get_by_text("Everything is booked.").count() >= 1  # the trained agent's ideal turn
+    shot(page, "trees-compare")
+    page.get_by_role("link", name="Explore this tree").nth(1).click()
+    page.wait_for_function(f"() => new URLSearchParams(location.search).get('conversation') === {twin.id!r}",
+                           timeout=30_000)  # fmt: skip
+    page.locator(".jg-node").nth(twin.node_count - 1).wait_for(state="attached", timeout=30_000)
+    no_exception(page)
+
+
 def test_model_text_stays_inert_in_the_tree_explorer(page, app_url, app_db):
     db = Database(app_db)
     conversation = reads.list_conversations(db)[0]
