@@ -382,3 +382,31 @@ def test_josh_on_a_retail_task_yields_an_ideal_path_negatives_and_kto_dpo_export
     assert any("224 Elm Street" in json.dumps(v.model_dump(mode="json")) for v in views)
     drawn = graph_data(tree, labels)
     assert len(drawn["nodes"]) == len(tree.nodes)
+
+
+def test_the_app_draws_a_tau2_tree_and_its_metrics(tau2_ready, tmp_path):
+    """The trees and errors pages run on a τ² database (Streamlit's AppTest: the real pages
+    without a browser; the browser tests cover drawing and clicking on ToolWOZ trees)."""
+    from streamlit.testing.v1 import AppTest
+
+    task = get_env("tau2-retail").get_task("34")
+    agent, user = _josh_scripts(tmp_path, task)
+    scenario_file = tmp_path / "task.json"
+    scenario_file.write_text(json.dumps(task.model_dump(mode="json")))
+    db_path = tmp_path / "app.duckdb"
+    subprocess.run([sys.executable, "-m", "josh_core", "rollout", "--josh", "--env", "tau2-retail", "--scenario-file",
+                    str(scenario_file), "--agent", f"script:{agent}", "--user", f"script:{user}", "--beam", "4",
+                    "--db", str(db_path)], capture_output=True, text=True, check=True)
+    root = Path(__file__).resolve().parent.parent
+    seen = {}
+    for page in ("app_pages/trees.py", "app_pages/errors.py"):
+        app = AppTest.from_file(str(root / "app.py"), default_timeout=120)
+        app.query_params["db"] = str(db_path)
+        app.run()
+        app.switch_page(page)
+        app.run()
+        assert not app.exception and not app.error, (page, [e.value for e in app.exception])
+        seen[page] = {m.label: m.value for m in app.metric}
+    trees = seen["app_pages/trees.py"]
+    assert (trees["Reward"], trees["Goal calls hit"], trees["Nodes"], trees["Stopped"]) == ("1.00", "1 of 1", "9", "goals done")
+    assert seen["app_pages/errors.py"]["Average reward"] == "1.000"
