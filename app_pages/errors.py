@@ -36,6 +36,11 @@ cols[1].metric("Average reward", f"{metrics.average_reward:.3f}", help="mean sha
 cols[2].metric("100% success rate", f"{100 * metrics.success_rate:.1f}%",
                help=f"{round(metrics.success_rate * metrics.n)} of {metrics.n} conversations reached every goal")  # fmt: skip
 cols[3].metric("Goal calls completed", share(metrics.goals_completed, metrics.goal_calls))
+if metrics.pass_k:  # τ² environments: Pass^k over the trials of each task in scope
+    st.caption("Pass^k (τ²-bench): the chance that k trials of a task all end with the gold database and the "
+               "required outputs said, averaged over tasks. More trials: `josh eval --trials K` or several runs.")
+    st.dataframe(pd.DataFrame(metrics.pass_k).rename(columns={"env": "environment", "pass_k": "Pass^k"}),
+                 hide_index=True)
 cols = st.columns(4)
 cols[0].metric("Conversations with bad API use", share(rates.conversations_with_bad_api_use, rates.n),
                help="at least one call to an unknown API, with an unknown parameter or an invalid value")  # fmt: skip
