@@ -410,3 +410,27 @@ def test_the_app_draws_a_tau2_tree_and_its_metrics(tau2_ready, tmp_path):
     trees = seen["app_pages/trees.py"]
     assert (trees["Reward"], trees["Goal calls hit"], trees["Nodes"], trees["Stopped"]) == ("1.00", "1 of 1", "9", "goals done")
     assert seen["app_pages/errors.py"]["Average reward"] == "1.000"
+
+
+def test_selftrain_takes_an_environment(tau2_ready, tmp_path):
+    from josh_core.storage import stages
+    from josh_core.storage.db import Database
+    from josh_core.train.selftrain import Selftrain, SelftrainConfig, scenario_slices
+
+    config = SelftrainConfig(experiment="t2", env="tau2-retail", user="llm:embedded", warm_start=2, train_limit=5,
+                             eval_split="test", eval_limit=3)
+    warm, rounds, evaluation = scenario_slices(config)
+    assert [len(warm), len(rounds[0]), len(evaluation)] == [2, 5, 3]
+    assert {t.env for t in warm + rounds[0] + evaluation} == {"tau2-retail"}
+    assert not {t.id for t in warm} & {t.id for t in rounds[0]}
+    db_path = tmp_path / "st.duckdb"
+    rollout = Selftrain(config, db_path)._rollout_config("oracle", josh=False)
+    assert (rollout.env, rollout.user) == ("tau2-retail", "llm:embedded")
+    # An experiment stored before environments existed (no `env` in its settings) is ToolWOZ's.
+    old = SelftrainConfig(experiment="old").model_dump(mode="json")
+    old.pop("env")
+    stages.start_stage(Database(db_path), "old", 0, "config", old)
+    stages.finish_stage(Database(db_path), "old", 0, "config", old, 0.0)
+    Selftrain(SelftrainConfig(experiment="old"), db_path)._check_config()
+    with pytest.raises(ValueError, match="env"):
+        Selftrain(SelftrainConfig(experiment="old", env="tau2-retail", user="llm:embedded"), db_path)._check_config()

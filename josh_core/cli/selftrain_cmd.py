@@ -64,8 +64,10 @@ def register(app: typer.Typer) -> None:
     def selftrain(
         experiment: str = typer.Option("selftrain", help="Name of the experiment (its stages are stored under it; "
                                        "rerun the same command to resume it)."),
+        env: str = typer.Option("toolwoz", "--env", help="Environment (`josh envs`): toolwoz, tau2-retail, tau2-airline."),
         base: str = typer.Option("embedded", help="The starting agent SPEC."),
-        user: str = typer.Option("agenda", help="User simulator SPEC."),
+        user: Optional[str] = typer.Option(None, help="User simulator SPEC (default: the environment's; ToolWOZ "
+                                           "agenda, τ² llm:embedded)."),
         rounds: int = typer.Option(1, min=1, help="Rounds of JOSH -> train -> eval (round k starts from round k-1)."),
         kind: list[str] = typer.Option(["sft"], "--kind", help="Training kind, sft | kto | dpo; repeat for several "
                                        "(each trained from the same rollouts)."),
@@ -75,7 +77,8 @@ def register(app: typer.Typer) -> None:
                                        "(0: none); see docs/experiments.md."),
         train_split: str = typer.Option("train", help="Split the JOSH scenarios come from."),
         train_limit: int = typer.Option(100, min=1, help="JOSH conversations per round."),
-        eval_split: str = typer.Option("val", help="Held-out split to evaluate on."),
+        eval_split: Optional[str] = typer.Option(None, help="Held-out split to evaluate on (default: ToolWOZ val, "
+                                                 "τ² test)."),
         eval_limit: int = typer.Option(100, min=1, help="Held-out conversations per evaluation."),
         all_domains: bool = typer.Option(False, "--all-domains", help="Use multi-domain scenarios too "
                                          "(default: single-domain only)."),
@@ -131,8 +134,17 @@ def register(app: typer.Typer) -> None:
                 value = raw
             (warm_overrides if which == "warmstart" else per_kind.setdefault(which, {}))[key] = value
         try:
+            from josh_core.envs import UnknownEnvironment, get_env
+
+            try:
+                environment = get_env(env)
+            except UnknownEnvironment as error:
+                fail(f"--env: {error}")
+            user = user or environment.default_user
+            eval_split = eval_split or ("val" if environment.name == "toolwoz" else environment.eval_split)
             config = SelftrainConfig(
-                experiment=experiment, base=base, user=user, rounds=rounds, kinds=kind, filter=filter_,
+                experiment=experiment, env=environment.name, base=base, user=user, rounds=rounds, kinds=kind,
+                filter=filter_,
                 warm_start=warm_start, train_split=train_split, train_limit=train_limit, eval_split=eval_split,
                 eval_limit=eval_limit, single_domain=not all_domains, beam=beam, branching=branching,
                 max_turns=max_turns, eval_max_turns=eval_max_turns, temperature=temperature, seed=seed,

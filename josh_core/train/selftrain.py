@@ -43,6 +43,7 @@ class SelftrainConfig(BaseModel):
     """Everything that decides an experiment (stored with its stages; a rerun must match)."""
 
     experiment: str = "selftrain"
+    env: str = "toolwoz"  # the environment (`josh envs`); experiments stored before it were ToolWOZ's
     base: str = "embedded"  # the starting agent SPEC
     user: str = "agenda"
     rounds: int = Field(1, ge=1)
@@ -98,13 +99,13 @@ class SelftrainResult(BaseModel):
 def scenario_slices(config: SelftrainConfig) -> tuple[list[Scenario], list[list[Scenario]], list[Scenario]]:
     """(warm-start scenarios, JOSH scenarios per round, evaluation scenarios): disjoint slices
     of the train split in that order, and the head of the evaluation split."""
-    from josh_core.toolwoz.data import ensure_prepared
-    from josh_core.toolwoz.scenarios import load_split
+    from josh_core.envs import get_env
 
-    ensure_prepared()
+    environment = get_env(config.env)
+    environment.ensure_prepared()
 
     def pick(split: str) -> list[Scenario]:
-        scenarios = load_split(split, None)
+        scenarios = environment.load_split(split, None)
         return [s for s in scenarios if len(s.domains) == 1] if config.single_domain else scenarios
 
     train = pick(config.train_split)
@@ -150,9 +151,9 @@ class Selftrain:
             stage_store.start_stage(self.db, self.config.experiment, 0, "config", mine)
             stage_store.finish_stage(self.db, self.config.experiment, 0, "config", mine, 0.0)
             return
-        if stored["result"] != mine:
-            changed = sorted(k for k in set(mine) | set(stored["result"])
-                             if mine.get(k) != stored["result"].get(k))
+        settings = {"env": "toolwoz", **stored["result"]}  # stored before environments: ToolWOZ
+        if settings != mine:
+            changed = sorted(k for k in set(mine) | set(settings) if mine.get(k) != settings.get(k))
             raise ValueError(f"experiment {self.config.experiment!r} was started with other settings "
                              f"({', '.join(changed)} differ): use its settings or another --experiment name")
 
@@ -180,7 +181,7 @@ class Selftrain:
     def _rollout_config(self, agent: str, *, josh: bool) -> RolloutConfig:
         c = self.config
         return RolloutConfig(
-            josh=josh, agent=agent, user=c.user, temperature=c.temperature, seed=c.seed,
+            env=c.env, josh=josh, agent=agent, user=c.user, temperature=c.temperature, seed=c.seed,
             max_turns=c.max_turns if josh else c.eval_max_turns, beam=c.beam, branching=c.branching,
             concurrency=c.concurrency,
         )
