@@ -9,6 +9,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from josh_core.envs import get_env
+from josh_core.envs import names as env_names
 from josh_core.launch import check_launch, launched_run_id, rollout_args, run_progress, start_rollout_process, stop_process
 from josh_core.policies.factory import DECODING_MODES, decoding_flags
 from josh_core.rollout import RolloutConfig
@@ -24,15 +26,24 @@ if state in ("folder", "empty", "invalid"):
     st.stop()
 st.caption(f"Writes into {db_path}" + (" (a new database)" if state == "missing" else ""))
 
+# Outside the form: the splits and the default user follow the environment chosen.
+env_name = st.selectbox("Environment", env_names(), key="launch-env",
+                        format_func=lambda n: f"{n}: {get_env(n).title}",
+                        help="`josh envs`; ToolWOZ, or τ²-bench retail / airline (docs/environments.md)")  # fmt: skip
+environment = get_env(env_name)
+
 with st.form("launch"):
     cols = st.columns(3)
     agent = cols[0].text_input("Agent SPEC", st.query_params.get("agent", "embedded"),
                                help="embedded[@ADAPTER] | openai:MODEL | hf:PATH[@ADAPTER] | vllm:MODEL | llamacpp:GGUF | script:FILE")  # fmt: skip
-    user = cols[1].text_input("User SPEC", "agenda", help="agenda | llm:SPEC | script:FILE")
+    user = cols[1].text_input("User SPEC", environment.default_user, key=f"launch-user-{env_name}",
+                              help=" | ".join({"agenda": "agenda", "llm": "llm:SPEC", "script": "script:FILE"}[k]
+                                              for k in environment.user_kinds))  # fmt: skip
     base_url = cols[2].text_input("Base URL (openai:)", "", help="e.g. http://gpu-box:8000/v1 for `vllm serve`")
     cols = st.columns(4)
     josh = cols[0].toggle("JOSH beam search", value=True)
-    split = cols[1].selectbox("Split", ["train", "val", "test", "official-test"])
+    split = cols[1].selectbox("Split", list(environment.splits), key=f"launch-split-{env_name}",
+                              index=list(environment.splits).index(environment.josh_split))  # fmt: skip
     limit = cols[2].number_input("Scenarios", min_value=1, value=1)
     style = cols[3].selectbox("Agent style", ["auto", "react", "compact", "fc"],
                               help="auto: compact for the embedded model, ReACT otherwise")  # fmt: skip
@@ -58,7 +69,8 @@ if submitted:
         try:
             constrained, grounded = decoding_flags(decoding)
             config = RolloutConfig(
-                constrained=constrained, grounded=grounded, josh=josh, agent=agent.strip(), user=user.strip(),
+                env=env_name, constrained=constrained, grounded=grounded, josh=josh, agent=agent.strip(),
+                user=user.strip(),
                 style=style, base_url=base_url.strip() or None, split=split, limit=int(limit), beam=int(beam),
                 branching=int(branching), max_turns=int(max_turns), seed=int(seed), concurrency=int(concurrency),
             )  # fmt: skip

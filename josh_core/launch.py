@@ -17,6 +17,8 @@ from josh_core.rollout import RolloutConfig
 def rollout_args(config: RolloutConfig, db_path: str | Path) -> list[str]:
     """The `josh rollout` arguments that reproduce `config` on `db_path`."""
     args = ["rollout", *(["--josh"] if config.josh else [])]
+    if config.env != "toolwoz":
+        args += ["--env", config.env]
     if config.scenario_file:
         args += ["--scenario-file", config.scenario_file]
     elif config.split:
@@ -121,10 +123,11 @@ def check_launch(config: RolloutConfig) -> list[str]:
     if config.scenario_file and not Path(config.scenario_file).expanduser().is_file():
         problems.append(f"scenario file {config.scenario_file}: no such file")
     if not config.scenario_file and config.split:
-        from josh_core.toolwoz.store import SPLITS
+        from josh_core.envs import get_env
 
-        if config.split not in SPLITS:
-            problems.append(f"split {config.split!r}: expected one of {', '.join(SPLITS)}")
+        splits = get_env(config.env).splits
+        if config.split not in splits:
+            problems.append(f"split {config.split!r}: expected one of {', '.join(splits)}")
     return problems
 
 

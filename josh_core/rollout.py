@@ -117,13 +117,15 @@ class RolloutConfig(BaseModel):
     def _known_env(cls, value: str) -> str:
         return get_env(value).name  # UnknownEnvironment (a ValueError) names the registered ones
 
-    @field_validator("user")
+    @field_validator("user", mode="before")
     @classmethod
-    def _user_for_env(cls, value: str | None, info: ValidationInfo) -> str:
+    def _user_for_env(cls, value: Any, info: ValidationInfo) -> Any:
         if "env" not in info.data:  # the environment was refused: that error is the one to show
             return value or DEFAULT_USER_SPEC
         environment = get_env(info.data["env"])
         value = value or environment.default_user
+        if not isinstance(value, str):
+            return value  # the type check that follows names the problem
         problem = environment.check_user(value)
         if problem:
             raise ValueError(problem)
