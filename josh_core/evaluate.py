@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
@@ -30,6 +31,9 @@ from josh_core.rollout import (
 )
 from josh_core.storage.db import Database
 from josh_core.toolwoz.types import Scenario
+
+if TYPE_CHECKING:
+    from josh_core.distributed.ray_rollout import RayOptions
 
 DEFAULT_EVAL_SPLIT = "official-test"
 
@@ -116,17 +120,19 @@ def evaluate(
     bootstrap_sizes: Sequence[int] | None = None,
     resamples: int = DEFAULT_RESAMPLES,
     bootstrap_seed: int = 0,
+    ray: RayOptions | None = None,
 ) -> Evaluation:
     """Play `scenarios` as plain rollouts into `db_path` and measure the run.
 
     Policies are built from the config's SPECs unless given; `config.josh` must be False.
+    `ray`: play on Ray workers (see `start_run`).
     """
     if config.josh:
         raise ValueError("an evaluation plays plain rollouts: use josh=False")
     start = time.perf_counter()
     result = start_run(
         db_path, scenarios, config,
-        agent=agent, user=user, make_env=make_env, observer=observer, run_id=run_id,
+        agent=agent, user=user, make_env=make_env, observer=observer, run_id=run_id, ray=ray,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     return _finish(db_path, result, seconds, bootstrap_sizes=bootstrap_sizes,
@@ -145,9 +151,11 @@ def resume_evaluation(
     resamples: int = DEFAULT_RESAMPLES,
     bootstrap_seed: int = 0,
     base_url: str | None = None,
+    ray: RayOptions | None = None,
 ) -> Evaluation:
     """Finish an interrupted evaluation (its finished conversations are kept) and measure it.
-    `base_url` replaces the run's endpoint (needed when its URL carried credentials)."""
+    `base_url` replaces the run's endpoint (needed when its URL carried credentials); `ray`
+    plays on Ray workers."""
     from josh_core.storage import reads
 
     run = reads.get_run(Database(db_path), run_id)
@@ -155,7 +163,7 @@ def resume_evaluation(
         raise ValueError(f"run {run_id} is a {run.kind} run, not an evaluation")
     start = time.perf_counter()
     result = resume_run(db_path, run_id, agent=agent, user=user, make_env=make_env, observer=observer,
-                        base_url=base_url)
+                        base_url=base_url, ray=ray)
     seconds = time.perf_counter() - start
     return _finish(db_path, result, seconds, bootstrap_sizes=bootstrap_sizes,
                    resamples=resamples, bootstrap_seed=bootstrap_seed)  # fmt: skip

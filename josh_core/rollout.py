@@ -35,9 +35,10 @@ import threading
 import time
 import traceback
 from contextlib import contextmanager
+from dataclasses import dataclass
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
@@ -60,6 +61,9 @@ from josh_core.storage.models import ConversationRecord
 from josh_core.envs import DEFAULT_ENV, get_env, score_path
 from josh_core.toolwoz.types import Scenario
 from josh_core.types import Message, ToolEnvironment
+
+if TYPE_CHECKING:  # Ray is imported only by runs that ask for it (--ray)
+    from josh_core.distributed.ray_rollout import RayOptions, RayPlayer
 
 EnvFactory = Callable[[Any], ToolEnvironment]  # a scenario of the run's environment -> its env
 
@@ -229,6 +233,14 @@ class RolloutObserver:
     def conversation_finished(self, result: ConversationResult) -> None:
         pass
 
+    # Distributed runs (--ray) only.
+    def conversation_worker(self, conversation_id: str, worker: str) -> None:
+        """The worker that plays the conversation (right after `conversation_started`; again
+        with another worker when a worker died and the conversation restarted)."""
+
+    def worker_status(self, worker: str, status: str) -> None:
+        """A worker is "ready", "lost", or something went wrong with it (plain words)."""
+
 
 def code_revision() -> str | None:
     """The git commit of the code (with "+dirty" for uncommitted changes), if known."""
@@ -294,14 +306,48 @@ def start_run(
     make_env: EnvFactory | None = None,
     observer: RolloutObserver | None = None,
     run_id: str | None = None,
+    ray: RayOptions | None = None,
 ) -> RunResult:
     """Record a new run of `scenarios` (of `config.env`) and play it. Policies are built from
-    the config's SPECs unless given; environments come from the registry unless `make_env`."""
+    the config's SPECs unless given; environments come from the registry unless `make_env`.
+
+    `ray`: play the conversations on Ray workers (josh_core.distributed.ray_rollout), which
+    build the policies from the config themselves (`agent` and `user` are not used); this
+    process writes the database. `make_env` must then be picklable."""
     if not scenarios:
         raise ValueError("no scenarios to run")
-    if agent is None or user is None:
+    player = None
+    if ray is not None:
+        player = _ray_player(ray, config, make_env)
+        agent = user = None
+    elif agent is None or user is None:
         built_agent, built_user = build_policies(config)
         agent, user = agent or built_agent, user or built_user
+    try:
+        return _record_and_play(db_path, scenarios, config, agent, user, make_env, observer, run_id, player)
+    finally:
+        if player is not None:
+            player.close()
+
+
+def _ray_player(ray: RayOptions, config: RolloutConfig, make_env: EnvFactory | None) -> RayPlayer:
+    from josh_core.distributed.ray_rollout import RayPlayer
+
+    return RayPlayer(ray, config, make_env)
+
+
+def _record_and_play(
+    db_path: str | Path,
+    scenarios: list[Scenario],
+    config: RolloutConfig,
+    agent: Agent | None,
+    user: UserSimulator | None,
+    make_env: EnvFactory | None,
+    observer: RolloutObserver | None,
+    run_id: str | None,
+    player: RayPlayer | None,
+) -> RunResult:
+    names = player.names if player is not None else (getattr(agent, "name", None), getattr(user, "name", None))
     db = Database(db_path)
     run_id = writes.create_run(
         db,
@@ -310,14 +356,14 @@ def start_run(
         scenarios=[(s.id, s.model_dump(mode="json")) for s in scenarios],
         agent_spec=config.agent,
         user_spec=config.user,
-        agent_name=getattr(agent, "name", None),
-        user_name=getattr(user, "name", None),
+        agent_name=names[0],
+        user_name=names[1],
         seed=config.seed,
         code_revision=code_revision(),
         run_id=run_id,
     )
     with run_lock(db.path, run_id):
-        return _play(db, run_id, config, agent, user, make_env, observer)
+        return _play(db, run_id, config, agent, user, make_env, observer, player)
 
 
 def resume_run(
@@ -329,17 +375,19 @@ def resume_run(
     make_env: EnvFactory | None = None,
     observer: RolloutObserver | None = None,
     base_url: str | None = None,
+    ray: RayOptions | None = None,
 ) -> RunResult:
     """Continue a run with its stored configuration; finished conversations are not redone.
 
     `base_url` replaces the stored endpoint; it is required when the run's URL carried
-    credentials (they are not stored)."""
+    credentials (they are not stored). `ray`: play on Ray workers (as `start_run`), whether
+    or not the run was started on Ray."""
     db = Database(db_path)
     run = reads.get_run(db, run_id)
     stored = {k: v for k, v in run.config.items() if k in RolloutConfig.model_fields}
     if base_url is not None:
         stored["base_url"] = base_url
-    elif is_redacted_url(stored.get("base_url")) and (agent is None or user is None):
+    elif is_redacted_url(stored.get("base_url")) and (agent is None or user is None or ray is not None):
         raise PolicyError(
             f"--base-url: run {run_id} was played against {stored['base_url']}, whose credentials are "
             "not stored; give the URL again with --base-url"
@@ -347,11 +395,18 @@ def resume_run(
     config = RolloutConfig.model_validate(stored)
     # RunBusy if another process is playing this run: checked before any model is loaded.
     with run_lock(db.path, run_id):
-        if agent is None or user is None:
+        player = None
+        if ray is not None:
+            player = _ray_player(ray, config, make_env)
+        elif agent is None or user is None:
             built_agent, built_user = build_policies(config)
             agent, user = agent or built_agent, user or built_user
-        writes.set_run_status(db, run_id, "running")
-        return _play(db, run_id, config, agent, user, make_env, observer)
+        try:
+            writes.set_run_status(db, run_id, "running")
+            return _play(db, run_id, config, agent, user, make_env, observer, player)
+        finally:
+            if player is not None:
+                player.close()
 
 
 def max_connection_failures() -> int:
@@ -413,6 +468,12 @@ class _SafeObserver(RolloutObserver):
     def conversation_finished(self, result: ConversationResult) -> None:
         self._call("conversation_finished", result)
 
+    def conversation_worker(self, conversation_id: str, worker: str) -> None:
+        self._call("conversation_worker", conversation_id, worker)
+
+    def worker_status(self, worker: str, status: str) -> None:
+        self._call("worker_status", worker, status)
+
 
 @contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
@@ -456,8 +517,10 @@ def _play(
     user: UserSimulator,
     make_env: EnvFactory | None,
     observer: RolloutObserver | None,
+    player: RayPlayer | None = None,
 ) -> RunResult:
-    """Play the run's unfinished conversations (the caller holds the run's lock)."""
+    """Play the run's unfinished conversations (the caller holds the run's lock), here or on
+    the `player`'s workers."""
     observer = _SafeObserver(observer or RolloutObserver())
     make_env = make_env or environment_factory(config)
     try:
@@ -465,7 +528,10 @@ def _play(
             conversations = reads.list_conversations(db, run_id=run_id)
             todo = [c for c in conversations if c.status != "done"]
             observer.run_started(run_id, len(conversations), len(conversations) - len(todo))
-            results, stopped = asyncio.run(_play_all(db, config, agent, user, make_env, observer, todo))
+            if player is not None:
+                results, stopped = asyncio.run(player.play_all(db, config, observer, todo))
+            else:
+                results, stopped = asyncio.run(_play_all(db, config, agent, user, make_env, observer, todo))
     except (KeyboardInterrupt, RunInterrupted):
         try:
             _retry_busy(lambda: writes.mark_interrupted(db, run_id), attempts=2)
@@ -563,6 +629,50 @@ async def play_conversation(
     return result
 
 
+@dataclass
+class PreparedConversation:
+    """A conversation about to be played: its scenario, environment and search configuration,
+    and what `writes.start_conversation` stores of it."""
+
+    scenario: Any
+    env: ToolEnvironment
+    search_config: SearchConfig
+    stored: dict[str, Any]  # system_prompt, prompt_messages, tools, seed, goals
+
+
+def prepare_conversation(
+    record: ConversationRecord, config: RolloutConfig, agent: Agent, make_env: EnvFactory
+) -> PreparedConversation:
+    """Everything a player needs before a conversation's first step (local and distributed
+    players share it, so both store the same)."""
+    scenario = get_env(config.env).scenario_from_json(record.scenario)
+    env = make_env(scenario)
+    # Repeated trials of one task (τ² Pass^k) get seeds of their own.
+    trial = getattr(scenario, "trial", 0) or 0
+    search_config = config.search_config(scenario.id if not trial else f"{scenario.id}#trial{trial}")
+    stored = dict(
+        system_prompt=agent.system_prompt(env),
+        prompt_messages=[m.model_dump(exclude_none=True) for m in agent_prompt_messages(agent, env)],
+        tools=env.tools(),
+        seed=search_config.seed,
+        goals=list(env.goal_ids()),
+    )
+    return PreparedConversation(scenario, env, search_config, stored)
+
+
+def conversation_outcome(
+    config: RolloutConfig, env: ToolEnvironment, tree: Any
+) -> tuple[dict[str, Any] | None, float, bool]:
+    """A finished search's score (of its ideal path), reward and success."""
+    score = score_path(env, ideal_path(tree))
+    reward, success = tree.reward, bool(tree.goal_ids) and not tree.remaining_goals
+    if score is not None and not config.josh and get_env(config.env).plays_to_the_end:
+        # A plain rollout of an environment rewarded by its end state (τ²) is worth that
+        # reward; JOSH trees keep the search's (goal calls reached).
+        reward, success = float(score["reward"]), bool(score["success"])
+    return score, reward, success
+
+
 async def _attempt_conversation(
     db: Database,
     record: ConversationRecord,
@@ -579,21 +689,9 @@ async def _attempt_conversation(
         status="failed",
     )
     try:
-        scenario = get_env(config.env).scenario_from_json(record.scenario)
-        env = make_env(scenario)
-        # Repeated trials of one task (τ² Pass^k) get seeds of their own.
-        trial = getattr(scenario, "trial", 0) or 0
-        search_config = config.search_config(scenario.id if not trial else f"{scenario.id}#trial{trial}")
-        await asyncio.to_thread(
-            writes.start_conversation,
-            db,
-            record.id,
-            system_prompt=agent.system_prompt(env),
-            prompt_messages=[m.model_dump(exclude_none=True) for m in agent_prompt_messages(agent, env)],
-            tools=env.tools(),
-            seed=search_config.seed,
-            goals=list(env.goal_ids()),
-        )
+        prepared = prepare_conversation(record, config, agent, make_env)
+        scenario, env, search_config = prepared.scenario, prepared.env, prepared.search_config
+        await asyncio.to_thread(writes.start_conversation, db, record.id, **prepared.stored)
         observer.conversation_started(record.id, scenario.id, search_config.max_depth)
         writer = writes.TreeWriter(db)
         search = JoshSearch(
@@ -609,12 +707,7 @@ async def _attempt_conversation(
         finally:
             await writer.flush()
         tree = search.tree
-        score = score_path(env, ideal_path(tree))
-        reward, success = tree.reward, bool(tree.goal_ids) and not tree.remaining_goals
-        if score is not None and not config.josh and get_env(config.env).plays_to_the_end:
-            # A plain rollout of an environment rewarded by its end state (τ²) is worth that
-            # reward; JOSH trees keep the search's (goal calls reached).
-            reward, success = float(score["reward"]), bool(score["success"])
+        score, reward, success = conversation_outcome(config, env, tree)
         seconds = time.perf_counter() - start
         await asyncio.to_thread(writes.finish_conversation, db, tree, seconds=seconds, score=score,
                                 reward=reward, success=success)

@@ -25,5 +25,26 @@ def _register_commands() -> None:
 _register_commands()
 
 
+# Options whose value may be left out: `--ray` alone plays on a Ray instance started here. The
+# command-line parser wants a value after every option, so a bare one gets its default here.
+OPTIONAL_VALUES = {"--ray": "local"}
+
+
+def with_optional_values(args: list[str]) -> list[str]:
+    """`args` with the default value after each bare option of OPTIONAL_VALUES (one that ends
+    the line or is followed by another option)."""
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg == "--":
+            out.extend(args[i + 1 :])
+            break
+        if arg in OPTIONAL_VALUES and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            out.append(OPTIONAL_VALUES[arg])
+    return out
+
+
 def main() -> None:
-    app()
+    import sys
+
+    app(args=with_optional_values(sys.argv[1:]))

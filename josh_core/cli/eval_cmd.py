@@ -194,6 +194,8 @@ def print_evaluation(console: Console, evaluation: Evaluation) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    from josh_core.cli.rollout_cmd import RAY_ENDPOINTS_HELP, RAY_HELP, RAY_WORKERS_HELP
+
     @app.command("eval")
     def eval_(
         env: str = typer.Option("toolwoz", "--env", help="Environment (`josh envs`): toolwoz, tau2-retail, tau2-airline."),
@@ -226,6 +228,9 @@ def register(app: typer.Typer) -> None:
         resume: Optional[str] = typer.Option(None, "--resume", help="Finish the evaluation run with this id."),
         resamples: int = typer.Option(DEFAULT_RESAMPLES, help="Bootstrap resamples per sample size."),
         as_json: bool = typer.Option(False, "--json", help="Print the evaluation as JSON."),
+        ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]", help=RAY_HELP),
+        ray_workers: Optional[int] = typer.Option(None, "--ray-workers", help=RAY_WORKERS_HELP),
+        ray_endpoints: Optional[str] = typer.Option(None, "--ray-endpoints", help=RAY_ENDPOINTS_HELP),
     ) -> None:
         """Evaluate an agent: plain rollouts over a split, stored as a run, with its metrics."""
         db_path = db or default_db_path()
@@ -236,7 +241,11 @@ def register(app: typer.Typer) -> None:
             config_error_text,
             interrupted,
             load_scenarios_or_fail,
+            ray_options_or_fail,
         )
+        from josh_core.distributed import RayUnavailable
+
+        ray_options = ray_options_or_fail(ray, ray_workers, ray_endpoints)
 
         columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn())
@@ -247,7 +256,7 @@ def register(app: typer.Typer) -> None:
                 try:
                     if resume is not None:
                         evaluation = resume_evaluation(db_path, resume, observer=observer, resamples=resamples,
-                                                       base_url=base_url)
+                                                       base_url=base_url, ray=ray_options)
                     else:
                         from josh_core.envs import UnknownEnvironment, get_env
 
@@ -275,10 +284,11 @@ def register(app: typer.Typer) -> None:
                                 _fail(f"--trials: {environment.name} is measured by Average Reward, not Pass^k; "
                                       "evaluate with --trials 1")
                             scenarios = [s.model_copy(update={"trial": t}) for t in range(trials) for s in scenarios]
-                        evaluation = evaluate(db_path, scenarios, config, observer=observer, resamples=resamples)
+                        evaluation = evaluate(db_path, scenarios, config, observer=observer, resamples=resamples,
+                                              ray=ray_options)
                 except KeyError as error:
                     _fail(str(error.args[0]) if error.args else str(error))
-                except (FileNotFoundError, ValueError, RunBusy, DatabaseError) as error:
+                except (FileNotFoundError, ValueError, RunBusy, DatabaseError, RayUnavailable) as error:
                     _fail(str(error))
         except (KeyboardInterrupt, RunInterrupted) as interrupt:
             interrupted(interrupt, observer.run_id if observer else None, db_path)

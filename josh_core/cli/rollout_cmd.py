@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from josh_core.cli.output import error_console, fail, plain, styled, warn
+from josh_core.distributed import RayUnavailable
 from josh_core.extract import ExportOptions, export_dataset
 from josh_core.paths import default_db_path
 from josh_core.policies.factory import DEFAULT_AGENT_SPEC, DEFAULT_USER_SPEC, decoding_flags
@@ -92,6 +93,30 @@ def _fail(message: str) -> NoReturn:
     fail(message)
 
 
+# `--ray [ADDRESS]`, `--ray-workers`, `--ray-endpoints`: shared by rollout and eval (and the
+# ADDRESS may be left out: josh_core/cli/__init__.py gives a bare --ray the value "local").
+RAY_HELP = ("Play the conversations on Ray workers (the ray extra): bare --ray starts Ray here "
+            "(or joins RAY_ADDRESS); auto: this machine's cluster; HOST:PORT: a cluster's head. This process "
+            "writes the database. See docs/distributed.md.")
+RAY_WORKERS_HELP = ("Ray workers (default: one per GPU for in-process models, else one per --ray-endpoints URL, "
+                    "else one per CPU of the cluster); each plays --concurrency conversations at a time.")
+RAY_ENDPOINTS_HELP = "Comma-separated OpenAI-compatible base URLs (e.g. several vllm serve); worker i uses URL i mod n."
+
+
+def ray_options_or_fail(address: Optional[str], workers: Optional[int], endpoints: Optional[str]):
+    """The RayOptions of the --ray flags (None without --ray); Ray is imported only here."""
+    if address is None:
+        if workers is not None or endpoints:
+            _fail("--ray-workers and --ray-endpoints need --ray")
+        return None
+    from josh_core.distributed.ray_rollout import RayOptions
+
+    try:
+        return RayOptions(address=address, workers=workers, endpoints=(endpoints or "").split(","))
+    except ValueError as error:
+        _fail(str(error))
+
+
 class ProgressObserver(RolloutObserver):
     """Rich progress: a bar for the run, one per conversation in flight (agent turns), and a
     one-line summary per finished conversation."""
@@ -103,6 +128,12 @@ class ProgressObserver(RolloutObserver):
         self.run_task = None
         self.tasks: dict[str, int] = {}
         self.nodes: dict[str, int] = {}
+        self.scenarios: dict[str, str] = {}
+        self.worker_of: dict[str, str] = {}  # conversation -> worker (distributed runs)
+        self.worker_tasks: dict[str, int] = {}
+        self.worker_labels: dict[str, str] = {}
+        self.worker_done: dict[str, int] = {}
+        self.worker_notes: dict[str, str] = {}
 
     def run_started(self, run_id: str, total: int, already_done: int) -> None:
         self.run_id = run_id
@@ -110,8 +141,42 @@ class ProgressObserver(RolloutObserver):
         self.run_task = self.progress.add_task(f"run {run_id}", total=total, completed=already_done)
 
     def conversation_started(self, conversation_id: str, scenario_id: str, max_steps: int) -> None:
+        previous = self.tasks.pop(conversation_id, None)  # a distributed run restarts it after a worker died
+        if previous is not None:
+            self.progress.remove_task(previous)
         self.tasks[conversation_id] = self.progress.add_task(f"  {scenario_id}", total=max_steps)
+        self.scenarios[conversation_id] = scenario_id
         self.nodes[conversation_id] = 0
+
+    # Distributed runs (--ray): one line per worker, conversations it finished and what it plays.
+    def conversation_worker(self, conversation_id: str, worker: str) -> None:
+        short = worker.split(" ", 1)[0]
+        self.worker_of[conversation_id] = short
+        task = self.tasks.get(conversation_id)
+        if task is not None:
+            self.progress.update(task, description=f"  {self.scenarios.get(conversation_id, '')} [{short}]")
+        self._worker_line(short, worker)
+
+    def worker_status(self, worker: str, status: str) -> None:
+        short = worker.split(" ", 1)[0]
+        if status == "ready":
+            self._worker_line(short, worker)
+        elif status == "lost":
+            self._worker_line(short, worker, note="lost")
+        else:
+            self.console.print(plain(f"worker {worker}: {status}"), highlight=False)
+
+    def _worker_line(self, short: str, label: str | None = None, note: str = "") -> None:
+        if label:
+            self.worker_labels[short] = label
+        if short not in self.worker_tasks:
+            self.worker_tasks[short] = self.progress.add_task("", total=None)
+        if note:
+            self.worker_notes[short] = note
+        playing = [self.scenarios.get(c, c) for c, w in self.worker_of.items() if w == short and c in self.tasks]
+        text = self.worker_notes.get(short) or ("playing " + ", ".join(playing) if playing else "idle")
+        self.progress.update(self.worker_tasks[short], completed=self.worker_done.get(short, 0),
+                             description=f"worker {self.worker_labels.get(short, short)}: {text}")
 
     def step(self, conversation_id: str, event: StepEvent) -> None:
         self.nodes[conversation_id] = self.nodes.get(conversation_id, 0) + len(event.created)
@@ -123,6 +188,10 @@ class ProgressObserver(RolloutObserver):
         task = self.tasks.pop(result.conversation_id, None)
         if task is not None:
             self.progress.remove_task(task)
+        worker = self.worker_of.get(result.conversation_id)
+        if worker is not None:
+            self.worker_done[worker] = self.worker_done.get(worker, 0) + 1
+            self._worker_line(worker)
         # Scenario ids and error messages come from outside: plain text, never markup.
         if result.status == "done":
             line = plain(
@@ -195,9 +264,13 @@ def register(app: typer.Typer) -> None:
         concurrency: int = typer.Option(1, help="Conversations played at the same time."),
         db: Optional[Path] = typer.Option(None, help="DuckDB file (default JOSH_DB or ./josh.duckdb)."),
         resume: Optional[str] = typer.Option(None, "--resume", help="Continue the run with this id."),
+        ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]", help=RAY_HELP),
+        ray_workers: Optional[int] = typer.Option(None, "--ray-workers", help=RAY_WORKERS_HELP),
+        ray_endpoints: Optional[str] = typer.Option(None, "--ray-endpoints", help=RAY_ENDPOINTS_HELP),
     ) -> None:
         """Run plain or JOSH rollouts and store every tree in DuckDB."""
         db_path = db or default_db_path()
+        ray_options = ray_options_or_fail(ray, ray_workers, ray_endpoints)
         console = Console(highlight=False, soft_wrap=True)
         columns = (
             TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
@@ -208,10 +281,12 @@ def register(app: typer.Typer) -> None:
                 observer = ProgressObserver(progress, console)
                 if resume is not None:
                     try:
-                        result = resume_run(db_path, resume, observer=observer, base_url=base_url)
+                        result = resume_run(db_path, resume, observer=observer, base_url=base_url, ray=ray_options)
                     except KeyError as error:
                         _fail(str(error.args[0]) if error.args else str(error))
                     except (FileNotFoundError, RunBusy, PolicyError, DatabaseError, ValidationError) as error:
+                        _fail(str(error))
+                    except RayUnavailable as error:
                         _fail(str(error))
                 else:
                     from josh_core.envs import UnknownEnvironment, get_env
@@ -239,14 +314,18 @@ def register(app: typer.Typer) -> None:
                     except ValidationError as error:
                         _fail(config_error_text(error))
                     scenarios = load_scenarios_or_fail(split, limit, scenario_file, config.env)
-                    try:
-                        built_agent, built_user = build_policies(config)
-                    except PolicyError as error:
-                        _fail(str(error))
+                    built_agent = built_user = None
+                    if ray_options is None:  # on Ray, every worker builds its own
+                        try:
+                            built_agent, built_user = build_policies(config)
+                        except PolicyError as error:
+                            _fail(str(error))
                     try:
                         result = start_run(db_path, scenarios, config, agent=built_agent, user=built_user,
-                                           observer=observer)
-                    except DatabaseError as error:
+                                           observer=observer, ray=ray_options)
+                    except (DatabaseError, PolicyError) as error:
+                        _fail(str(error))
+                    except RayUnavailable as error:  # no Ray, no cluster, no room for a worker
                         _fail(str(error))
         except (KeyboardInterrupt, RunInterrupted) as interrupt:
             interrupted(interrupt, observer.run_id if observer else None, db_path)
