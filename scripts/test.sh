@@ -5,7 +5,8 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/josh ] || bash scripts/setup.sh
 # The llama.cpp backend's tests need its optional extra: llama-cpp-python compiles from source
 # (about 12 minutes on 2 cores, once; pip caches the wheel). Require it so they never skip.
-.venv/bin/python -m pip install -q -e ".[dev,llamacpp]"
+# Ray (the [ray] extra) runs the distributed-rollout tests on a local two-node cluster.
+.venv/bin/python -m pip install -q -e ".[dev,llamacpp,ray]"
 export JOSH_REQUIRE_LLAMACPP=1
 # Browser tests drive Debian's Chromium; install it when missing (needs root, as in CI).
 if ! command -v chromium >/dev/null 2>&1; then
