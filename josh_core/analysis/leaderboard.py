@@ -1,8 +1,8 @@
 """A comparison table of the evaluations stored in a database: one row per run.
 
 An evaluation is a plain rollout run (`josh eval`, or `josh rollout` without `--josh`): its
-configuration (agent SPEC and style, the model behind it, user simulator, seed, split) comes
-from the run record, its numbers from the same functions as `josh metrics` and `josh errors`.
+configuration (environment, agent SPEC and style, the model behind it, user simulator, seed,
+split) comes from the run record, its numbers from the same functions as `josh metrics` and `josh errors`.
 JOSH runs can be listed too (`kinds=("plain", "josh")`), but their rewards come from a search
 that tried many branches, so they do not compare with evaluations.
 """
@@ -21,7 +21,7 @@ from josh_core.storage import reads
 from josh_core.storage.db import Database
 
 LEADERBOARD_COLUMNS = [
-    "run_id", "created_at", "kind", "status", "agent_spec", "agent_name", "style", "temperature",
+    "run_id", "created_at", "kind", "env", "status", "agent_spec", "agent_name", "style", "temperature",
     "decoding", "user_spec", "seed", "split", "n", "not_done", "average_reward", "success_rate",
     "bad_api_use", "incorrect_format", "code_revision",
 ]  # fmt: skip
@@ -50,6 +50,7 @@ def leaderboard(
                 "run_id": run.id,
                 "created_at": run.created_at,
                 "kind": run.kind,
+                "env": config.get("env") or "toolwoz",  # runs from before environments were ToolWOZ's
                 "status": run.status,
                 "agent_spec": run.agent_spec,
                 "agent_name": run.agent_name,
