@@ -43,7 +43,9 @@ class Tau2Environment(Environment):
     # -- scenarios --------------------------------------------------------------------------
     def tasks(self) -> list[Tau2Task]:
         """Every task, in the benchmark's order."""
-        return list(_tasks(self.domain.name, self.name, tuple(sorted(self.domain.write_tools))))
+        self.ensure_prepared()
+        tasks_file = data.domain_dir(self.domain.name) / "tasks.json"  # the cache follows the data dir
+        return list(_tasks(self.domain.name, self.name, str(tasks_file), tasks_file.stat().st_mtime))
 
     def task_from_benchmark(self, item: dict[str, Any]) -> Tau2Task:
         """A tasks.json entry as a task whose goal calls are the gold writes that succeed when
@@ -119,7 +121,7 @@ def _with_reachable_goals(domain: Tau2Domain, task: Tau2Task) -> Tau2Task:
 
 
 @lru_cache(maxsize=8)
-def _tasks(domain: str, env_name: str, write_tools: tuple[str, ...]) -> tuple[Tau2Task, ...]:
+def _tasks(domain: str, env_name: str, path: str, stamp: float) -> tuple[Tau2Task, ...]:
     from josh_core.envs import get_env
 
     environment = get_env(env_name)
