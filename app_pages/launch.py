@@ -58,6 +58,13 @@ with st.form("launch"):
         help="auto: grounded for local models, free for API models; grounded: action grammar with "
              "values from the conversation; grammar: action grammar only; free: unconstrained text.",
     )  # fmt: skip
+    cols = st.columns([3, 1])
+    ray_address = cols[0].text_input(
+        "Ray cluster (optional)", "",
+        help="Empty: play in the rollout's own process. local: start Ray in it and spread the conversations "
+             "over workers; auto or HOST:PORT: a running cluster (docs/distributed.md).",
+    )  # fmt: skip
+    ray_workers = cols[1].number_input("Ray workers", min_value=0, value=0, help="0: one per CPU (or GPU) of the cluster")
     submitted = st.form_submit_button("Start", type="primary")
 
 if submitted:
@@ -82,9 +89,11 @@ if submitted:
             st.error("Not started:\n" + "\n".join(f"- {p}" for p in problems))
         else:
             log_path = db_path.resolve().parent / "logs" / f"rollout-{time.strftime('%Y%m%d-%H%M%S')}.log"
-            process = start_rollout_process(config, db_path, log_path)
+            ray_address = ray_address.strip() or None
+            process = start_rollout_process(config, db_path, log_path, ray_address, int(ray_workers) or None)
             st.session_state["launched"] = {"pid": process.pid, "log": str(log_path), "process": process,
-                                            "args": rollout_args(config, db_path), "run": None,
+                                            "args": rollout_args(config, db_path, ray_address, int(ray_workers) or None),
+                                            "run": None,
                                             "stopped": False, "started": time.time()}  # fmt: skip
 
 launched = st.session_state.get("launched")
@@ -127,6 +136,10 @@ if launched:
             if progress is not None:
                 st.progress(min(progress.fraction, 1.0), text=f"run {run_id}: {progress.summary()}")
                 frame = progress.frame[["position", "scenario_id", "status", "steps", "node_count", "reward", "error"]]
+                if len(progress.workers):  # a distributed run (--ray): what each worker has done and plays
+                    st.caption(f"{len(progress.workers)} Ray workers")
+                    st.dataframe(progress.workers, hide_index=True, width="stretch",
+                                 column_config={"playing": "playing now", "nodes": "nodes written"})  # fmt: skip
                 st.dataframe(frame, hide_index=True, width="stretch",
                              column_config={"node_count": "nodes", "steps": f"steps (of {progress.max_turns})"})  # fmt: skip
                 first = progress.frame.iloc[0]["id"] if len(progress.frame) else None

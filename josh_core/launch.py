@@ -14,8 +14,11 @@ from josh_core.policies.factory import decoding_mode
 from josh_core.rollout import RolloutConfig
 
 
-def rollout_args(config: RolloutConfig, db_path: str | Path) -> list[str]:
-    """The `josh rollout` arguments that reproduce `config` on `db_path`."""
+def rollout_args(
+    config: RolloutConfig, db_path: str | Path, ray_address: str | None = None, ray_workers: int | None = None
+) -> list[str]:
+    """The `josh rollout` arguments that reproduce `config` on `db_path` (on Ray workers when
+    `ray_address` is given: "local" starts Ray in the rollout's process)."""
     args = ["rollout", *(["--josh"] if config.josh else [])]
     if config.env != "toolwoz":
         args += ["--env", config.env]
@@ -42,16 +45,24 @@ def rollout_args(config: RolloutConfig, db_path: str | Path) -> list[str]:
         "--concurrency", str(config.concurrency),
         "--db", str(db_path),
     ]
+    if ray_address:
+        args += ["--ray", ray_address]
+        if ray_workers:
+            args += ["--ray-workers", str(ray_workers)]
     return args
 
 
-def start_rollout_process(config: RolloutConfig, db_path: str | Path, log_path: str | Path) -> subprocess.Popen:
-    """Run the rollout in its own process (it survives page reloads), logging to `log_path`."""
+def start_rollout_process(
+    config: RolloutConfig, db_path: str | Path, log_path: str | Path,
+    ray_address: str | None = None, ray_workers: int | None = None,
+) -> subprocess.Popen:
+    """Run the rollout in its own process (it survives page reloads), logging to `log_path`;
+    on Ray workers when `ray_address` is given (see `rollout_args`)."""
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "w")  # noqa: SIM115 - handed to the child process
     return subprocess.Popen(
-        [sys.executable, "-m", "josh_core", *rollout_args(config, db_path)],
+        [sys.executable, "-m", "josh_core", *rollout_args(config, db_path, ray_address, ray_workers)],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -157,10 +168,14 @@ def stop_process(pid: int) -> bool:
 
 
 class RunProgress:
-    """How far a run has got, by conversations, search steps and nodes written."""
+    """How far a run has got, by conversations, search steps and nodes written (and, for a
+    distributed run, by worker: `workers`, empty otherwise)."""
 
-    def __init__(self, run, frame):
+    def __init__(self, run, frame, workers=None):
+        import pandas as pd
+
         self.run = run
+        self.workers = workers if workers is not None else pd.DataFrame()
         self.max_turns = int((run.config or {}).get("max_turns") or 0)
         self.conversations = len(frame)
         statuses = frame["status"].tolist() if len(frame) else []
@@ -192,4 +207,5 @@ class RunProgress:
 def run_progress(db, run_id: str) -> RunProgress:
     from josh_core.storage import reads
 
-    return RunProgress(reads.get_run(db, run_id), reads.conversations_frame(db, run_id=run_id))
+    return RunProgress(reads.get_run(db, run_id), reads.conversations_frame(db, run_id=run_id),
+                       reads.worker_progress(db, run_id))

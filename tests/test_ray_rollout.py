@@ -226,6 +226,45 @@ def test_a_killed_driver_resumes_on_ray_to_the_same_database(tmp_path, ray_clust
     assert run_contents(db_path, run_id) == reference
 
 
+@pytest.mark.slow
+def test_the_launch_page_starts_a_run_on_ray_and_shows_each_worker(tmp_path, ray_cluster, scripts, monkeypatch):
+    """The Launch page (Streamlit's AppTest: the real page without a browser) starts a rollout on
+    the cluster and follows it by worker, from the database, as it does a local run."""
+    from streamlit.testing.v1 import AppTest
+
+    address, env = ray_cluster
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):  # the launched process joins the cluster
+        monkeypatch.setenv(name, env[name])
+    _, agent_file, user_file = scripts
+    db_path = tmp_path / "app.duckdb"
+    app = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=120)
+    app.query_params["db"] = str(db_path)
+    app.run()
+    app.switch_page("app_pages/launch.py")
+    app.run()
+
+    def field(kind: str, label: str):
+        return next(widget for widget in getattr(app, kind) if widget.label == label)
+
+    field("text_input", "Agent SPEC").input(f"script:{agent_file}")
+    field("text_input", "User SPEC").input(f"script:{user_file}")
+    field("number_input", "Scenarios").set_value(4)
+    field("number_input", "Max turns").set_value(3)
+    field("text_input", "Ray cluster (optional)").input(address)
+    field("number_input", "Ray workers").set_value(2)
+    next(button for button in app.button if button.label == "Start").click()
+    app.run()
+    launched = app.session_state["launched"]
+    assert launched["args"][-4:] == ["--ray", address, "--ray-workers", "2"]
+    assert launched["process"].wait(timeout=180) == 0, Path(launched["log"]).read_text()[-3000:]
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert "2 Ray workers" in [caption.value for caption in app.caption]
+    workers = app.dataframe[0].value
+    assert len(workers) == 2 and int(workers["done"].sum()) == 4 and int(workers["running"].sum()) == 0
+    assert all(re.match(r"w\d+ on .* \(node \w+, pid \d+\)$", label) for label in workers["worker"])
+
+
 def test_a_bare_ray_flag_means_a_local_ray_instance():
     assert with_optional_values(["rollout", "--ray"]) == ["rollout", "--ray", "local"]
     assert with_optional_values(["rollout", "--ray", "--limit", "3"]) == ["rollout", "--ray", "local", "--limit", "3"]
