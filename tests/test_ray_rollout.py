@@ -265,6 +265,30 @@ def test_the_launch_page_starts_a_run_on_ray_and_shows_each_worker(tmp_path, ray
     assert all(re.match(r"w\d+ on .* \(node \w+, pid \d+\)$", label) for label in workers["worker"])
 
 
+@pytest.mark.slow
+def test_the_selftrain_rollout_stage_plays_on_ray(tmp_path, ray_cluster, scripts, reference, monkeypatch):
+    """`SelftrainConfig.ray_address` sends the JOSH rollout stage to the cluster (this process is
+    the driver here); the address is where, not what: a rerun may change it."""
+    from josh_core.toolwoz.scenarios import load_scenario_file
+    from josh_core.train.selftrain import Selftrain, SelftrainConfig
+
+    address, env = ray_cluster
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN"):
+        monkeypatch.setenv(name, env[name])
+    scenario_file, agent_file, user_file = scripts
+    db_path = tmp_path / "selftrain.duckdb"
+    loop = Selftrain(SelftrainConfig(experiment="ray", ray_address=address), db_path)
+    loop._check_config()
+    Selftrain(SelftrainConfig(experiment="ray"), db_path)._check_config()  # the same experiment, run here
+    config = RolloutConfig(josh=True, agent=f"script:{agent_file}", user=f"script:{user_file}", max_turns=7,
+                           seed=5, scenario_file=str(scenario_file))  # fmt: skip
+    result = loop._play(load_scenario_file(scenario_file), config, loop.config.ray_address)({"run_id": "run-ray"})
+    assert result["conversations"] == SCENARIOS and result["failed"] == 0
+    conversations = reads.list_conversations(Database(db_path), run_id="run-ray")
+    assert all(c.worker and c.worker.startswith("w") for c in conversations)
+    assert run_contents(db_path, "run-ray") == reference
+
+
 def test_a_bare_ray_flag_means_a_local_ray_instance():
     assert with_optional_values(["rollout", "--ray"]) == ["rollout", "--ray", "local"]
     assert with_optional_values(["rollout", "--ray", "--limit", "3"]) == ["rollout", "--ray", "local", "--limit", "3"]

@@ -97,6 +97,8 @@ def register(app: typer.Typer) -> None:
         settings: list[str] = typer.Option([], "--set", help="A training setting of one kind, KIND.KEY=VALUE "
                                            "(e.g. kto.learning_rate=5e-5); repeatable; wins over --lr/--epochs."),
         db: Path = typer.Option(None, help="DuckDB file of the experiment (runs, trainings, stages)."),
+        ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]", help="Play the JOSH rollout stages on "
+                                          "Ray workers (bare --ray: start Ray here; docs/distributed.md)."),
         workdir: Optional[Path] = typer.Option(None, help="Where exports and adapters go "
                                                "(default: DB_STEM-selftrain/EXPERIMENT beside the database)."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -149,7 +151,7 @@ def register(app: typer.Typer) -> None:
                 eval_limit=eval_limit, single_domain=not all_domains, beam=beam, branching=branching,
                 max_turns=max_turns, eval_max_turns=eval_max_turns, temperature=temperature, seed=seed,
                 concurrency=concurrency, train_overrides={k: per_kind[k] for k in kind},
-                warm_start_overrides=warm_overrides,
+                warm_start_overrides=warm_overrides, ray_address=ray,
             )
         except ValidationError as error:
             problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())

@@ -328,10 +328,8 @@ class RayPlayer:
         if address in (None, "", LOCAL):
             kwargs["include_dashboard"] = False
             address = None
-        elif "RAY_AUTH_MODE" not in os.environ and _token_available():
-            # `ray start --head` turns token authentication on when a token exists; a driver
-            # joining such a cluster must say so (Ray 2.5x+ does not infer it).
-            os.environ["RAY_AUTH_MODE"] = "token"
+        else:
+            _join_with_token()
         try:
             ray.init(address=address, **kwargs)
         except Exception as error:
@@ -653,6 +651,23 @@ class RayPlayer:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def _join_with_token() -> None:
+    """Before joining a cluster: `ray start --head` turns token authentication on when the
+    machine has a token (~/.ray/auth_token or RAY_AUTH_TOKEN), and a driver must then present it,
+    which Ray (2.60) does only when RAY_AUTH_MODE=token. Say so when a token is at hand, and make
+    Ray, imported before, read the setting again (as its own `ray start` does)."""
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is None and _token_available():
+        os.environ["RAY_AUTH_MODE"] = mode = "token"
+    if mode == "token":
+        try:
+            from ray._raylet import Config
+
+            Config.initialize("")
+        except Exception:  # noqa: BLE001 - another Ray: its own rules apply
+            log.debug("could not refresh Ray's configuration", exc_info=True)
 
 
 def _token_available() -> bool:

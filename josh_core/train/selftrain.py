@@ -64,6 +64,9 @@ class SelftrainConfig(BaseModel):
     concurrency: int = Field(4, ge=1)  # conversations played at once (their leaves batch together)
     train_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)  # kind -> settings
     warm_start_overrides: dict[str, Any] = Field(default_factory=dict)
+    # The JOSH rollout stages on Ray workers (`--ray`; "local" starts Ray here). Where, not what:
+    # a rerun may use another cluster, so it is not part of the settings a rerun must match.
+    ray_address: str | None = None
 
 
 class StageEvent(BaseModel):
@@ -146,7 +149,7 @@ class Selftrain:
     def _check_config(self) -> None:
         """A rerun must have the configuration the experiment started with."""
         stored = self._stages().get((0, "config"))
-        mine = self.config.model_dump(mode="json")
+        mine = self.config.model_dump(mode="json", exclude={"ray_address"})
         if stored is None:
             stage_store.start_stage(self.db, self.config.experiment, 0, "config", mine)
             stage_store.finish_stage(self.db, self.config.experiment, 0, "config", mine, 0.0)
@@ -186,16 +189,22 @@ class Selftrain:
             concurrency=c.concurrency,
         )
 
-    def _play(self, scenarios: list[Scenario], config: RolloutConfig) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def _play(self, scenarios: list[Scenario], config: RolloutConfig,
+              ray_address: str | None = None) -> Callable[[dict[str, Any]], dict[str, Any]]:
         def work(state: dict[str, Any]) -> dict[str, Any]:
             run_id = state["run_id"]
             from josh_core.storage import reads
 
+            ray = None
+            if ray_address:
+                from josh_core.distributed.ray_rollout import RayOptions
+
+                ray = RayOptions(address=ray_address)
             exists = any(r.id == run_id for r in reads.list_runs(self.db)) if self.db_path.exists() else False
             if exists:
-                result = resume_run(self.db_path, run_id, observer=self.observer)
+                result = resume_run(self.db_path, run_id, observer=self.observer, ray=ray)
             else:
-                result = start_run(self.db_path, scenarios, config, observer=self.observer, run_id=run_id)
+                result = start_run(self.db_path, scenarios, config, observer=self.observer, run_id=run_id, ray=ray)
             done = [c for c in result.conversations if c.status == "done"]
             from josh_core.storage import reads as r
 
@@ -256,8 +265,8 @@ class Selftrain:
 
         starting = self._evaluate(0, "eval", agent, evaluation)
         for rnd, scenarios in enumerate(slices, start=1):
-            rollout = self._stage(rnd, "rollout", self._play(scenarios, self._rollout_config(agent, josh=True)),
-                                  self._new_run)
+            rollout = self._stage(rnd, "rollout", self._play(scenarios, self._rollout_config(agent, josh=True),
+                                                             c.ray_address), self._new_run)
             next_agent = None
             for kind in c.kinds:
                 data = self.workdir / "exports" / f"round{rnd}-{kind}.jsonl"
