@@ -241,7 +241,7 @@ class Selftrain:
 
     def _evaluate(self, rnd: int, name: str, agent: str, scenarios: list[Scenario]) -> dict[str, Any]:
         config = self._rollout_config(agent, josh=False)
-        return self._stage(rnd, name, self._play(scenarios, config), self._new_run) | {"agent": agent}
+        return self._stage(rnd, name, self._play(scenarios, config), lambda: {**self._new_run(), "agent": agent})
 
     # -- the whole experiment ------------------------------------------------------------------
     def run(self) -> SelftrainResult:
