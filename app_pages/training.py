@@ -13,6 +13,39 @@ from ui_common import md, page_link, require_database
 st.title("Trainings")
 db = require_database()
 
+
+def experiments_section() -> None:
+    """`josh selftrain` experiments stored here: rounds, base vs trained with intervals, stages."""
+    from josh_core.storage.stages import list_experiments
+    from josh_core.train.selftrain import comparison_rows, load_result
+
+    names = list_experiments(db)
+    if not names:
+        return
+    st.subheader("Self-training experiments")
+    name = st.selectbox("Experiment", names, index=len(names) - 1, key="experiment-pick")
+    result = load_result(db.path, name)
+    rounds = pd.DataFrame([
+        {"round": r.round, "kind": r.kind or "start", "agent": r.agent, "JOSH trees": r.josh_conversations,
+         "trees with a goal": r.trees_with_goal, "examples": r.examples,
+         "eval conversations": r.metrics.get("conversations"), "Average Reward": r.metrics.get("average_reward"),
+         "successes": r.metrics.get("successes")}
+        for r in result.rounds
+    ])  # fmt: skip
+    if rounds.empty:
+        st.caption("No evaluation has finished yet.")
+    else:
+        st.dataframe(rounds, hide_index=True, width="stretch")
+    for comparison in result.comparisons:
+        st.caption(f"Round {comparison['round']} {comparison['kind']} vs the starting agent on "
+                   f"{comparison['n']} paired scenarios: means with bootstrap 95% intervals")
+        st.dataframe(pd.DataFrame(comparison_rows(comparison)), hide_index=True, width="stretch")
+    with st.expander("Stages"):
+        st.dataframe(pd.DataFrame([{k: v for k, v in stage.items() if k != "result"} for stage in result.stages]),
+                     hide_index=True, width="stretch")
+
+
+experiments_section()
 trainings = list_trainings(db)
 if not trainings:
     st.info("No trainings in this database yet. Export data on the Export page, then run "

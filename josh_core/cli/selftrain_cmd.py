@@ -178,12 +178,14 @@ def register(app: typer.Typer) -> None:
                          on_train_log=on_train_log)
         try:
             if summary_only:
-                result = loop.summary()
+                from josh_core.train.selftrain import load_result
+
+                result = load_result(db_path, experiment)
             else:
                 with progress:
                     result = loop.run()
-        except (ValueError, DatabaseError, TrainingDataError, TrainingConfigError, FileNotFoundError) as error:
-            fail(error)
+        except (ValueError, KeyError, DatabaseError, TrainingDataError, TrainingConfigError, FileNotFoundError) as error:
+            fail(error.args[0] if isinstance(error, KeyError) and error.args else error)
         if as_json:
             typer.echo(dumps(result))
         else:

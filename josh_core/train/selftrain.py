@@ -317,6 +317,17 @@ class Selftrain:
                                workdir=str(self.workdir), rounds=rounds, comparisons=comparisons, stages=table)
 
 
+def load_result(db_path: str | Path, experiment: str) -> SelftrainResult:
+    """The stored result of an experiment (for the app and `--summary`), from its recorded settings."""
+    db = Database(db_path, read_only=True)
+    stored = stage_store.get_stages(db, experiment).get((0, "config"))
+    if stored is None:
+        raise KeyError(f"no self-training experiment {experiment!r} in {db_path}")
+    loop = Selftrain(SelftrainConfig.model_validate(stored["result"]), db_path)
+    loop.db = db
+    return loop.summary()
+
+
 def base_model_spec(agent: str) -> str:
     """`embedded@A` -> `embedded`: the model an adapter trained from `agent` applies to (a
     continued adapter holds the earlier rounds' updates too)."""
