@@ -427,10 +427,12 @@ def test_selftrain_takes_an_environment(tau2_ready, tmp_path):
     rollout = Selftrain(config, db_path)._rollout_config("oracle", josh=False)
     assert (rollout.env, rollout.user) == ("tau2-retail", "llm:embedded")
     # An experiment stored before environments existed (no `env` in its settings) is ToolWOZ's.
-    old = SelftrainConfig(experiment="old").model_dump(mode="json")
+    Selftrain(SelftrainConfig(experiment="old"), db_path)._check_config()  # stores the settings as they are now
+    old = dict(stages.get_stages(Database(db_path), "old")[(0, "config")]["result"])
     old.pop("env")
     stages.start_stage(Database(db_path), "old", 0, "config", old)
     stages.finish_stage(Database(db_path), "old", 0, "config", old, 0.0)
+    assert "env" not in stages.get_stages(Database(db_path), "old")[(0, "config")]["result"]
     Selftrain(SelftrainConfig(experiment="old"), db_path)._check_config()
     with pytest.raises(ValueError, match="env"):
         Selftrain(SelftrainConfig(experiment="old", env="tau2-retail", user="llm:embedded"), db_path)._check_config()
