@@ -93,6 +93,10 @@ def test_an_interrupted_run_is_marked_and_resumes(signum, tmp_path, toolwoz_data
     from rollout_fixtures import write_scripts
 
     scenario_file, agent_file, user_file = write_scripts(tmp_path, _scenarios(3))
+    # Agent turns that take a while (as a model's would), so the signal lands inside a
+    # conversation rather than in the gap between two fast ones.
+    script = json.loads(agent_file.read_text())
+    agent_file.write_text(json.dumps({**script, "latency": 0.3}))
     db_path = tmp_path / "int.duckdb"
     args = ["rollout", "--josh", "--scenario-file", str(scenario_file), "--agent", f"script:{agent_file}",
             "--user", f"script:{user_file}", "--max-turns", "7", "--db", str(db_path)]
