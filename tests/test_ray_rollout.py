@@ -1,8 +1,10 @@
 """Distributed rollouts on a real Ray cluster (`josh rollout --ray ADDRESS`).
 
 The cluster is two `ray start --block` processes on this machine, a head and a second node, one
-CPU each, so the run's two workers sit on different nodes (Ray 2.60 advertises the machine's
-own address for `--node-ip-address=127.0.0.1`; nothing leaves the machine). The rollouts are
+CPU each, so the run's two workers sit on different nodes. Ray 2.60 advertises the machine's
+interface address even for `--node-ip-address=127.0.0.1`, so `scripts/test.sh` runs this module
+in a network namespace of its own with only loopback (`unshare --net`), where the cluster lives
+on 127.0.0.1 alone. The rollouts are
 script-policy JOSH conversations whose script files wait 0.1 s per turn, so a worker can be
 killed in the middle of one. What is checked is what a user sees: the database of the
 distributed run, with a worker killed mid-conversation, or with its driver killed and the run
