@@ -287,6 +287,17 @@ class Selftrain:
         return self.summary(starting_run=starting["run_id"])
 
     # -- reading an experiment back -------------------------------------------------------------
+    def _agent_of(self, result: dict[str, Any]) -> str:
+        """The agent an evaluation stage played (stored with it; else its run's agent SPEC)."""
+        if result.get("agent"):
+            return result["agent"]
+        from josh_core.storage import reads
+
+        try:
+            return reads.get_run(self.db, result["run_id"]).agent_spec or ""
+        except (KeyError, LookupError):
+            return ""
+
     def summary(self, starting_run: str | None = None) -> SelftrainResult:
         stages = self._stages()
         if starting_run is None:
@@ -295,7 +306,7 @@ class Selftrain:
         comparisons: list[dict[str, Any]] = []
         start_eval = stages.get((0, "eval"))
         if start_eval and start_eval["status"] == "done":
-            rounds.append(RoundSummary(round=0, agent=start_eval["result"].get("agent", ""), kind=None,
+            rounds.append(RoundSummary(round=0, agent=self._agent_of(start_eval["result"]), kind=None,
                                        metrics=_eval_metrics(start_eval["result"])))
         for (rnd, name), stage in sorted(stages.items()):
             if rnd == 0 or not name.startswith("eval-") or stage["status"] != "done" or "skipped" in stage["result"]:
@@ -304,7 +315,7 @@ class Selftrain:
             rollout = (stages.get((rnd, "rollout")) or {}).get("result", {})
             export = (stages.get((rnd, f"export-{kind}")) or {}).get("result", {})
             rounds.append(RoundSummary(
-                round=rnd, agent=stage["result"].get("agent", ""), kind=kind,
+                round=rnd, agent=self._agent_of(stage["result"]), kind=kind,
                 josh_conversations=rollout.get("conversations"), trees_with_goal=rollout.get("with_goal"),
                 examples=export.get("rows"), metrics=_eval_metrics(stage["result"]),
             ))
