@@ -35,6 +35,7 @@ from josh_core.llm.base import (
     SamplingParams,
 )
 from josh_core.llm.batching import MicroBatcher
+from josh_core.llm.kv_store import KVStore, common_prefix_len
 from josh_core.llm.local_chat import cut_at_stop, parse_tool_calls, to_template_messages
 
 log = logging.getLogger(__name__)
@@ -55,14 +56,6 @@ class _Row:
     finished: bool = False
     force_eos: bool = False  # a stop string appeared: end the row at the next step
     finish_reason: str | None = None  # "stop" (EOS or stop string) | "length" (budget spent)
-
-
-def _common_prefix_len(a: tuple[int, ...], b: tuple[int, ...]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 class RowSampler:
@@ -188,8 +181,6 @@ class HFBackend:
         self._load_lock = threading.Lock()
         self._gen_lock = threading.Lock()
         self._prefix_caches: OrderedDict[tuple[int, ...], Any] = OrderedDict()
-        from josh_core.llm.kv_store import KVStore
-
         self.kv_store = KVStore()
         self._batcher = MicroBatcher(self.generate_batch, max_rows=max_batch_rows, collect_s=collect_s)
         self.load_seconds: float | None = None
@@ -280,7 +271,7 @@ class HFBackend:
         # Start from the cached prefix sharing the most leading tokens (cropped to them).
         best_key, best_len = None, 0
         for key in cache:
-            common = _common_prefix_len(key, prefix)
+            common = common_prefix_len(key, prefix)
             if common > best_len:
                 best_key, best_len = key, common
         if best_key is not None:

@@ -54,15 +54,6 @@ class CompactAgent(ModelAgent):
     def system_prompt(self, env: ToolEnvironment) -> str:
         return self.prompt_messages(env)[0].content
 
-    def _constraint_for(self, tools: list[dict[str, Any]], conversation: list[Message], last: bool):
-        if not self.constrained:
-            return None
-        if self.grounded:
-            from josh_core.policies.grounding import conversation_values, grounded_tools
-
-            tools = grounded_tools(tools, conversation_values(conversation))
-        return self.constraint(tools, ("speak",) if last else ("apicall", "speak"))
-
     async def act(self, ctx: TurnContext) -> AgentTurn:
         env = ctx.env
         tools = env.tools()
@@ -74,7 +65,8 @@ class CompactAgent(ModelAgent):
             request = ChatRequest(
                 messages=prefix + conversation,
                 sampling=self.sampling(generation_seed(ctx.seed, index), REACT_STOP),
-                constraint=self._constraint_for(tools, conversation, last),
+                constraint=self._constraint_or_none(tools, conversation,
+                                                    actions=("speak",) if last else ("apicall", "speak")),
             )
             start = time.perf_counter()
             response = await self.generate(request)

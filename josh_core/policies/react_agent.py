@@ -83,9 +83,9 @@ class ModelAgent:
         })
 
     def _constraint_or_none(self, tools: list[dict[str, Any]],
-                            conversation: list[Message] | None = None) -> OutputConstraint | None:
+                            conversation: list[Message] | None = None, **kwargs: Any) -> OutputConstraint | None:
         """The output constraint of one generation; `conversation` (the path's messages so far)
-        supplies the grounded values."""
+        supplies the grounded values; `kwargs` go to the style's `constraint`."""
         if not self.constrained:
             return None
         if self.grounded and conversation is not None:
@@ -93,7 +93,7 @@ class ModelAgent:
 
             tools = grounded_tools(tools, conversation_values(conversation))
         try:
-            return self.constraint(tools)
+            return self.constraint(tools, **kwargs)
         except ImportError as exc:  # structured decoding not installed: run unconstrained
             log.warning("structured decoding unavailable (%s); generating unconstrained", exc)
             self.constrained = False
