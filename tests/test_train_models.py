@@ -184,3 +184,61 @@ def test_trained_adapters_load_as_agents_and_play(folder, sft_run, kto_run, dpo_
     agent_nodes = [n for n in tree.nodes.values() if n.kind == "agent"]
     assert agent_nodes and agent_nodes[0].generations
     assert reads.get_run(Database(db_path), run.run_id).agent_spec == f"embedded@{dpo_run.adapter_dir}"
+
+
+class Interrupted(Exception):
+    pass
+
+
+def stop_after_saving(step: int):
+    """A callback that ends the training right after the checkpoint of `step` is written, as a
+    kill at that moment would."""
+    from transformers import TrainerCallback
+
+    class StopAfterSave(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                raise Interrupted(f"stopped after saving step {step}")
+
+    return StopAfterSave()
+
+
+def test_an_interrupted_training_resumes_from_its_checkpoint(folder, exports, db_path):
+    from josh_core.train import checkpoints
+    from josh_core.train.runner import run_training
+
+    settings = {**SMOKE, "max_steps": 3, "checkpoint_minutes": 0}
+    straight = train("sft", exports["sft"], "embedded", folder / "straight", overrides=settings)
+    assert straight.resumed_from_step is None and straight.steps == 3
+    assert not list((folder / "straight").glob("checkpoint-*"))  # removed once the adapter is saved
+
+    out = folder / "interrupted"
+    with pytest.raises(Interrupted):
+        run_training("sft", exports["sft"], "embedded", out, overrides=settings, db=db_path,
+                     callbacks=[lambda: stop_after_saving(2)])
+    assert (out / "checkpoint-2" / "trainer_state.json").is_file()
+    first_id = json.loads((out / checkpoints.RESUME_FILE).read_text())["training_id"]
+
+    resumed = train("sft", exports["sft"], "embedded", out, overrides=settings, db=db_path)
+    assert resumed.resumed_from_step == 2 and resumed.steps == 3
+    # Steps 1-2 come from the first attempt's log, step 3 was trained on from the checkpoint
+    # (optimizer, scheduler and RNG restored): the same losses as the uninterrupted training.
+    assert resumed.losses == pytest.approx(straight.losses, rel=1e-4)
+    after, reference = lora_weights(out), lora_weights(folder / "straight")
+    assert all(torch_close(after[k], reference[k]) for k in reference)
+    assert not list(out.glob("checkpoint-*")) and not (out / checkpoints.RESUME_FILE).exists()
+    interrupted_row = trainings.get_training(Database(db_path), first_id)
+    assert interrupted_row.status == "failed" and resumed.training_id in interrupted_row.error
+
+    # A different training into the same folder does not pick up another's checkpoint.
+    with pytest.raises(Interrupted):
+        run_training("sft", exports["sft"], "embedded", out, overrides=settings,
+                     callbacks=[lambda: stop_after_saving(1)])
+    other = train("sft", exports["sft"], "embedded", out, overrides={**settings, "learning_rate": 5e-4})
+    assert other.resumed_from_step is None and other.steps == 3
+
+
+def torch_close(a, b) -> bool:
+    import torch
+
+    return bool(torch.allclose(a, b, rtol=1e-4, atol=1e-6))

@@ -91,6 +91,12 @@ class TrainConfig:
     gradient_checkpointing: bool | None = field(
         default=None, metadata={"help": "Recompute activations to save memory; None: on CUDA only."}
     )
+    checkpoint_minutes: float | None = field(
+        default=10.0,
+        metadata={"help": "Save a resumable checkpoint into OUT after the first step that ends this many "
+                          "minutes after the last save (0: every step; None: never). Rerunning the same "
+                          "training into the same OUT resumes from it."},
+    )
     trl_args: dict[str, Any] = field(
         default_factory=dict,
         metadata={"help": "Extra arguments passed as they are to the TRL config (e.g. save_steps)."},
@@ -238,6 +244,8 @@ def _validate(config: TrainConfig) -> None:
         raise TrainingConfigError(f"max_steps must be a positive integer (or -1 for epochs), got {config.max_steps!r}")
     if config.max_length is not None and (not isinstance(config.max_length, int) or config.max_length < 8):
         raise TrainingConfigError(f"max_length must be an integer of at least 8 tokens, got {config.max_length!r}")
+    if config.checkpoint_minutes is not None:
+        positive("checkpoint_minutes", allow_zero=True)
     if not isinstance(config.trl_args, dict):
         raise TrainingConfigError("trl_args must be an object / table")
     if isinstance(config, KTOTrainConfig) and config.per_device_train_batch_size < 2:

@@ -11,6 +11,9 @@ app call. It
    row's `metrics` and to `on_log`,
 6. saves the adapter, the tokenizer and `josh_training.json` into `out`, so `embedded@OUT` or
    `hf:PATH@OUT` plays the trained agent, and closes the row ('done', or 'failed' with the error).
+
+While it trains it keeps a timed checkpoint in `out`; the same training rerun into the same `out`
+resumes from it (`josh_core.train.checkpoints`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from josh_core.train import checkpoints
 from josh_core.train.config import (
     DPOTrainConfig,
     KTOTrainConfig,
@@ -68,6 +72,7 @@ class TrainingResult(BaseModel):
     seconds: float
     status: Literal["done", "failed"] = "done"
     metrics_path: str
+    resumed_from_step: int | None = None  # the checkpoint an interrupted training went on from
     notes: list[str] = Field(default_factory=list)  # e.g. "load_in_4bit ignored: no CUDA device"
 
 
@@ -211,6 +216,38 @@ def _save_adapter(trainer, tokenizer, out: Path) -> None:
     tokenizer.save_pretrained(str(out))
 
 
+def _metrics_up_to(metrics_path: Path, step: int | None) -> list[dict[str, Any]]:
+    """The logged records of an interrupted attempt up to the checkpoint resumed from (later ones
+    are logged again as the steps are redone)."""
+    if step is None or not metrics_path.is_file():
+        return []
+    records = []
+    for line in metrics_path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut by the interruption
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+            records.append(record)
+    return records
+
+
+def _close_interrupted(database, old_id: str, new_id: str, step: int | None) -> None:
+    """The row of the interrupted attempt says where the training went on: a killed attempt is
+    still 'running', one stopped by an error is 'failed' with it."""
+    from josh_core.storage import trainings
+
+    try:
+        row = trainings.get_training(database, old_id)
+    except (KeyError, LookupError):
+        return
+    if row.status == "done":
+        return
+    resumed = f"resumed from step {step} as {new_id}"
+    error = f"{row.error}; {resumed}" if row.error else f"interrupted; {resumed}"
+    trainings.finish_training(database, old_id, status="failed", seconds=row.seconds or 0.0, error=error)
+
+
 def run_training(
     kind: str,
     data: str | Path,
@@ -238,12 +275,16 @@ def run_training(
     if base_spec.adapter is not None and out.resolve() == Path(base_spec.adapter).resolve():
         raise TrainingConfigError("--out must differ from the adapter being continued")
     out.mkdir(parents=True, exist_ok=True)
-    metrics_path = out / METRICS_FILE
-    metrics_path.write_text("")
     precision = choose_precision(config)
     for note in precision.notes:
         log.warning(note)
     resolved = _resolved_config(config, precision, training_data)
+    resume_key = {"kind": kind, "base": base, "data_hash": training_data.sha256, "config": resolved}
+    resume_from, previous = checkpoints.prepare(out, resume_key)
+    resumed_step = checkpoints.checkpoint_step(resume_from) if resume_from else None
+    metrics_path = out / METRICS_FILE
+    earlier_records = _metrics_up_to(metrics_path, resumed_step) if resume_from else []
+    metrics_path.write_text("".join(json.dumps(r) + "\n" for r in earlier_records))
 
     database = Database(db) if db is not None else None
     training_id = trainings.new_training_id()
@@ -254,7 +295,11 @@ def run_training(
             data_hash=training_data.sha256, examples=training_data.examples, config=resolved,
             adapter_path=str(out.resolve()), training_id=training_id,
         )
+        if previous and previous.get("training_id"):
+            _close_interrupted(database, previous["training_id"], training_id, resumed_step)
+    checkpoints.record_attempt(out, training_id)
     recorder = _trainer_callback_class()(metrics_path, database, training_id, on_log, started)
+    recorder.records.extend(earlier_records)
     try:
         tokenizer = load_tokenizer(base_spec.model_path)
         model = load_model(base_spec, config, precision)
@@ -262,6 +307,8 @@ def run_training(
         from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 
         extra = [cb if isinstance(cb, (TrainerCallback, type)) else cb() for cb in callbacks or []]
+        if config.checkpoint_minutes is not None:
+            extra.append(checkpoints.timed_checkpoint_callback(config.checkpoint_minutes))
         trainer = _build_trainer(kind, model, tokenizer, training_data, config, args, [recorder, *extra])
 
         trainer.remove_callback(PrinterCallback)  # logs reach callers through on_log instead
@@ -271,8 +318,11 @@ def run_training(
                 f"no example of {training_data.path} fits in max_length={config.max_length} tokens "
                 "(prompts alone are longer); raise max_length"
             )
-        trainer.train()
+        if resume_from is not None:
+            log.warning("resuming training in %s from step %s", out, resumed_step)
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         _save_adapter(trainer, tokenizer, out)
+        checkpoints.discard(out)
         steps = trainer.state.global_step
     except BaseException as error:
         if database is not None:
@@ -302,6 +352,7 @@ def run_training(
         final_loss=losses[-1] if losses else None,
         seconds=round(seconds, 3),
         metrics_path=str(metrics_path.resolve()),
+        resumed_from_step=resumed_step,
         notes=precision.notes,
     )
     manifest = {
@@ -310,6 +361,7 @@ def run_training(
         "base": base,
         "base_model": base_spec.model_path,
         "continued_from": base_spec.adapter,
+        "resumed_from_step": resumed_step,
         "data": {"path": result.data_path, "sha256": training_data.sha256, "examples": training_data.examples},
         "config": resolved,
         "metrics": {
