@@ -37,11 +37,12 @@ from josh_core.toolwoz.db import Database, entity_id_field
 from josh_core.toolwoz.types import Scenario
 from josh_core.types import ApiCallRecord, ApiResult, ToolCall
 
-# The scoring modes of a ToolWOZ environment; the default is ours (docs/toolwoz.md says why).
+# The scoring modes of a ToolWOZ environment, the default first: ours (docs/toolwoz.md says
+# why). The registry entry (envs/toolwoz), the CLI flags and RolloutConfig all read these.
 TOOLWOZ = "toolwoz"
 REFERENCE = "reference"
 SCORING_MODES: tuple[str, ...] = (TOOLWOZ, REFERENCE)
-DEFAULT_SCORING = TOOLWOZ
+DEFAULT_SCORING = SCORING_MODES[0]
 
 # The original's `valid_api_defs.json`: every API it executes, with its parameters. Taxi and
 # hospital are searchable there but have no table here, so their searches find nothing.
