@@ -322,11 +322,11 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
         """Average Reward, 100% Success Rate, per-domain / per-API rates and bootstrap std."""
-        database = _existing_db(db)
         from josh_core.toolwoz.reference_scoring import SCORING_MODES  # only ToolWOZ has a choice
 
         if scoring is not None and scoring not in SCORING_MODES:
             _fail(f"--scoring: no scoring {scoring!r}; use one of {', '.join(SCORING_MODES)}")
+        database = _existing_db(db)
         try:
             report = metrics_report(
                 database, run, bootstrap_sizes=_sizes(bootstrap_sizes), resamples=resamples, seed=seed,
