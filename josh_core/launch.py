@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from josh_core.envs import get_env
 from josh_core.policies.factory import decoding_mode
 from josh_core.rollout import RolloutConfig
 
@@ -22,6 +23,8 @@ def rollout_args(
     args = ["rollout", *(["--josh"] if config.josh else [])]
     if config.env != "toolwoz":
         args += ["--env", config.env]
+    if config.scoring is not None and config.scoring != get_env(config.env).default_scoring:
+        args += ["--scoring", config.scoring]
     if config.scenario_file:
         args += ["--scenario-file", config.scenario_file]
     elif config.split:

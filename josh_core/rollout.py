@@ -97,6 +97,9 @@ class RolloutConfig(BaseModel):
 
     # The environment (`josh envs`); declared first so that the user check below can see it.
     env: str = Field(DEFAULT_ENV, validate_default=True)
+    # Reward semantics, among the environment's `scoring_modes` (ToolWOZ: toolwoz | reference);
+    # None resolves to its default, so stored runs always name the one they were played with.
+    scoring: str | None = Field(None, validate_default=True)
     josh: bool = False
     agent: str = DEFAULT_AGENT_SPEC
     user: str = Field(None, validate_default=True)  # type: ignore[assignment]  # None: the environment's default
@@ -120,6 +123,13 @@ class RolloutConfig(BaseModel):
     @classmethod
     def _known_env(cls, value: str) -> str:
         return get_env(value).name  # UnknownEnvironment (a ValueError) names the registered ones
+
+    @field_validator("scoring")
+    @classmethod
+    def _scoring_for_env(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if "env" not in info.data:  # the environment was refused: that error is the one to show
+            return value
+        return get_env(info.data["env"]).check_scoring(value)
 
     @field_validator("user", mode="before")
     @classmethod
@@ -268,8 +278,9 @@ def toolwoz_env(scenario: Scenario) -> ToolEnvironment:
 
 
 def environment_factory(config: RolloutConfig) -> EnvFactory:
-    """How the run's scenarios become environments: its registered environment's `make_env`."""
-    return get_env(config.env).make_env
+    """How the run's scenarios become environments: its registered environment's `make_env`,
+    with the run's scoring."""
+    return get_env(config.env).env_factory(config.scoring)
 
 
 def agent_prompt_messages(agent: Agent, env: ToolEnvironment) -> list[Message]:

@@ -89,8 +89,10 @@ def scenarios(toolwoz_data):
 def envs(scenarios, toolwoz_db):
     from josh_core.toolwoz.env import ToolWOZEnv
 
-    # A spread of scenarios (one domain and several, booking and not).
-    return [ToolWOZEnv(s, db=toolwoz_db) for s in scenarios[::400]]
+    from josh_core.toolwoz.reference_scoring import SCORING_MODES
+
+    # A spread of scenarios (one domain and several, booking and not), in every scoring mode.
+    return [ToolWOZEnv(s, db=toolwoz_db, scoring=mode) for s in scenarios[::400] for mode in SCORING_MODES]
 
 
 @SETTINGS

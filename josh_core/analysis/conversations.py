@@ -26,7 +26,7 @@ from josh_core.search.labels import ideal_path
 from josh_core.search.tree import ConversationTree, Node
 from josh_core.storage import reads
 from josh_core.storage.db import Database
-from josh_core.storage.models import ConversationRecord
+from josh_core.storage.models import ConversationRecord, RunRecord
 from josh_core.envs import DEFAULT_ENV, env_of_scenario, get_env, score_path
 from josh_core.toolwoz.scoring import MissedGoal, MissReason, ScoreReport
 from josh_core.types import ApiCallRecord
@@ -50,6 +50,7 @@ class AnalysedConversation(BaseModel):
     conversation_id: str
     scenario_id: str
     env: str = DEFAULT_ENV  # the environment the scenario belongs to
+    scoring: str | None = None  # the run's reward semantics (ToolWOZ: toolwoz | reference)
     domains: list[str]
     reward: float  # the stored final reward (JOSH trees: the ideal path's)
     success: bool  # every goal reached
@@ -140,20 +141,37 @@ def analyse_conversation(
     )
 
 
+def run_scoring(run: RunRecord) -> str | None:
+    """The reward semantics a run was played with: stored in its configuration, else (runs
+    from before there was a choice) its environment's default."""
+    scoring = run.config.get("scoring")
+    if isinstance(scoring, str):
+        return scoring
+    try:
+        return get_env(run.config.get("env") or DEFAULT_ENV).default_scoring
+    except ValueError:  # an environment this installation lacks: nothing to say
+        return None
+
+
 def load_conversations(
-    db: Database | str, run_id: str | None = None, nodes: NodeScope = "ideal"
+    db: Database | str, run_id: str | None = None, nodes: NodeScope = "ideal", scoring: str | None = None
 ) -> LoadedConversations:
-    """Every finished conversation of the database (or of one run), ready for analysis."""
+    """Every finished conversation of the database (or of one run), ready for analysis;
+    with `scoring`, only those of runs played with that reward semantics."""
     database = db if isinstance(db, Database) else Database(db)
     if run_id is not None:
         reads.get_run(database, run_id)  # KeyError for an unknown run
     records = reads.list_conversations(database, run_id=run_id)
+    scorings = {rid: run_scoring(reads.get_run(database, rid)) for rid in dict.fromkeys(r.run_id for r in records)}
+    if scoring is not None:
+        records = [r for r in records if scorings[r.run_id] == scoring]
     done = [r for r in records if r.status == "done"]
     not_done: dict[str, int] = {}
     for record in records:
         if record.status != "done":
             not_done[record.status] = not_done.get(record.status, 0) + 1
     trees = reads.load_trees(database, [r.id for r in done])
-    conversations = [analyse_conversation(r, trees[r.id], nodes) for r in done if r.id in trees]
+    conversations = [analyse_conversation(r, trees[r.id], nodes).model_copy(update={"scoring": scorings[r.run_id]})
+                     for r in done if r.id in trees]  # fmt: skip
     run_ids = list(dict.fromkeys(r.run_id for r in records))
     return LoadedConversations(conversations=conversations, run_ids=run_ids, not_done=not_done)

@@ -54,6 +54,7 @@ class MetricsReport(BaseModel):
     per_api: list[dict] = Field(default_factory=list)
     bootstrap: list[dict] = Field(default_factory=list)
     envs: list[str] = Field(default_factory=list)  # environments of the conversations
+    scorings: list[str] = Field(default_factory=list)  # reward semantics of their runs (mixed: not comparable)
     pass_k: list[dict] = Field(default_factory=list)  # {env, k, pass_k, tasks} (τ² environments)
 
 
@@ -224,9 +225,11 @@ def metrics_report(
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
     nodes: NodeScope = "ideal",
+    scoring: str | None = None,
 ) -> MetricsReport:
-    """Metrics of the stored conversations of a database (or one run)."""
-    loaded = load_conversations(db, run_id, nodes=nodes)
+    """Metrics of the stored conversations of a database (or one run); with `scoring`, only
+    of the runs played with that reward semantics."""
+    loaded = load_conversations(db, run_id, nodes=nodes, scoring=scoring)
     return report_from(loaded.conversations, loaded.run_ids, loaded.not_done,
                        bootstrap_sizes=bootstrap_sizes, resamples=resamples, seed=seed)  # fmt: skip
 
@@ -249,5 +252,6 @@ def report_from(
         per_api=records(per_api(conversations)),
         bootstrap=records(bootstrap(conversations, bootstrap_sizes, resamples, seed)),
         envs=sorted({c.env for c in conversations}),
+        scorings=sorted({c.scoring for c in conversations if c.scoring}),
         pass_k=records(pass_hat_k(conversations)),
     )

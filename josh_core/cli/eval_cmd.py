@@ -114,6 +114,10 @@ def print_metrics(console: Console, report: MetricsReport) -> None:
         f"{report.goals_completed}/{report.goal_calls} ({_pct(report.goal_completion_rate)})",
     )  # fmt: skip
     console.print(summary)
+    if report.scorings and report.scorings != ["toolwoz"]:
+        note = ("runs with different reward semantics are mixed here; pick one with --scoring"
+                if len(report.scorings) > 1 else f"scoring: {report.scorings[0]}")
+        console.print(plain(note))
     if report.not_done:
         left = ", ".join(f"{count} {status}" for status, count in sorted(report.not_done.items()))
         console.print(plain(f"not counted: {left}"))
@@ -194,11 +198,12 @@ def print_evaluation(console: Console, evaluation: Evaluation) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    from josh_core.cli.rollout_cmd import RAY_ENDPOINTS_HELP, RAY_HELP, RAY_WORKERS_HELP
+    from josh_core.cli.rollout_cmd import RAY_ENDPOINTS_HELP, RAY_HELP, RAY_WORKERS_HELP, SCORING_HELP
 
     @app.command("eval")
     def eval_(
         env: str = typer.Option("toolwoz", "--env", help="Environment (`josh envs`): toolwoz, tau2-retail, tau2-airline."),
+        scoring: Optional[str] = typer.Option(None, "--scoring", help=SCORING_HELP),
         split: Optional[str] = typer.Option(
             None, help=f"Scenario split (default: the environment's evaluation split; ToolWOZ {DEFAULT_EVAL_SPLIT}, τ² test)."
         ),
@@ -268,7 +273,7 @@ def register(app: typer.Typer) -> None:
                         constrained, grounded = decoding_flags(decoding)
                         try:
                             config = RolloutConfig(
-                                env=environment.name, josh=False, agent=agent, user=user, style=style,
+                                env=environment.name, scoring=scoring, josh=False, agent=agent, user=user, style=style,
                                 temperature=temperature,
                                 constrained=constrained, grounded=grounded,
                                 max_actions_per_turn=max_actions, base_url=base_url, max_turns=max_turns,
@@ -311,13 +316,21 @@ def register(app: typer.Typer) -> None:
         ),
         resamples: int = typer.Option(DEFAULT_RESAMPLES, help="Bootstrap resamples per sample size."),
         seed: int = typer.Option(0, help="Bootstrap seed."),
+        scoring: Optional[str] = typer.Option(
+            None, "--scoring", help="Only runs played with this reward semantics (ToolWOZ: toolwoz | reference)."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
         """Average Reward, 100% Success Rate, per-domain / per-API rates and bootstrap std."""
+        from josh_core.toolwoz.reference_scoring import SCORING_MODES  # only ToolWOZ has a choice
+
+        if scoring is not None and scoring not in SCORING_MODES:
+            _fail(f"--scoring: no scoring {scoring!r}; use one of {', '.join(SCORING_MODES)}")
         database = _existing_db(db)
         try:
             report = metrics_report(
-                database, run, bootstrap_sizes=_sizes(bootstrap_sizes), resamples=resamples, seed=seed
+                database, run, bootstrap_sizes=_sizes(bootstrap_sizes), resamples=resamples, seed=seed,
+                scoring=scoring,
             )
         except KeyError as error:
             _fail(str(error.args[0]) if error.args else str(error))

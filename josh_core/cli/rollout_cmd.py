@@ -95,6 +95,8 @@ def _fail(message: str) -> NoReturn:
 
 # `--ray [ADDRESS]`, `--ray-workers`, `--ray-endpoints`: shared by rollout and eval (and the
 # ADDRESS may be left out: josh_core/cli/__init__.py gives a bare --ray the value "local").
+SCORING_HELP = ("Reward semantics (ToolWOZ): toolwoz (ours, the default) | reference (the original ToolWOZ "
+                "code's, to compare with the paper's numbers; docs/toolwoz.md).")
 RAY_HELP = ("Play the conversations on Ray workers (the ray extra): bare --ray starts Ray here "
             "(or joins RAY_ADDRESS); auto: this machine's cluster; HOST:PORT: a cluster's head. This process "
             "writes the database. See docs/distributed.md.")
@@ -234,6 +236,7 @@ def register(app: typer.Typer) -> None:
     def rollout(
         josh: bool = typer.Option(False, "--josh", help="JOSH beam search (else plain rollouts)."),
         env: str = typer.Option("toolwoz", "--env", help="Environment (`josh envs`): toolwoz, tau2-retail, tau2-airline."),
+        scoring: Optional[str] = typer.Option(None, "--scoring", help=SCORING_HELP),
         split: Optional[str] = typer.Option(
             None, help=f"Scenario split of the environment (ToolWOZ: default {DEFAULT_JOSH_SPLIT} with --josh, "
             f"else {DEFAULT_PLAIN_SPLIT}; τ²: train with --josh, else test)."
@@ -303,7 +306,7 @@ def register(app: typer.Typer) -> None:
                         _fail(f"--decoding: {error}")
                     try:
                         config = RolloutConfig(
-                            env=environment.name, josh=josh, agent=agent, user=user, style=style,
+                            env=environment.name, scoring=scoring, josh=josh, agent=agent, user=user, style=style,
                             temperature=temperature,
                             constrained=constrained, grounded=grounded,
                             max_actions_per_turn=max_actions, base_url=base_url, max_turns=max_turns,
@@ -323,7 +326,7 @@ def register(app: typer.Typer) -> None:
                     try:
                         result = start_run(db_path, scenarios, config, agent=built_agent, user=built_user,
                                            observer=observer, ray=ray_options)
-                    except (DatabaseError, PolicyError) as error:
+                    except (DatabaseError, PolicyError, RunBusy) as error:
                         _fail(str(error))
                     except RayUnavailable as error:  # no Ray, no cluster, no room for a worker
                         _fail(str(error))

@@ -112,6 +112,7 @@ def register(app: typer.Typer) -> None:
 
         from josh_core.cli.rollout_cmd import ProgressObserver
         from josh_core.storage.db import DatabaseError
+        from josh_core.storage.locks import RunBusy
         from josh_core.train import TrainingConfigError, TrainingDataError
         from josh_core.train.selftrain import Selftrain, SelftrainConfig, StageEvent, dumps
 
@@ -184,7 +185,8 @@ def register(app: typer.Typer) -> None:
             else:
                 with progress:
                     result = loop.run()
-        except (ValueError, KeyError, DatabaseError, TrainingDataError, TrainingConfigError, FileNotFoundError) as error:
+        except (ValueError, KeyError, DatabaseError, TrainingDataError, TrainingConfigError, FileNotFoundError,
+                RunBusy) as error:
             fail(error.args[0] if isinstance(error, KeyError) and error.args else error)
         if as_json:
             typer.echo(dumps(result))

@@ -14,6 +14,7 @@ from rich.table import Table
 from josh_core.cli.output import fail, plain, styled
 from josh_core.toolwoz.data import DataUnavailableError, load_goal_model
 from josh_core.toolwoz.env import score_calls
+from josh_core.toolwoz.reference_scoring import DEFAULT_SCORING, SCORING_MODES
 from josh_core.toolwoz.scenarios import get_scenario, load_scenario_file, load_split
 from josh_core.toolwoz.stats import SplitStats, compute_stats, expected_stats
 from josh_core.toolwoz.store import SPLITS
@@ -21,6 +22,7 @@ from josh_core.toolwoz.types import DOMAINS, Scenario
 
 SplitChoice = Enum("SplitChoice", {s.replace("-", "_"): s for s in SPLITS}, type=str)
 SourceChoice = Enum("SourceChoice", {"synth": "synth", "official": "official"}, type=str)
+ScoringChoice = Enum("ScoringChoice", {m: m for m in SCORING_MODES}, type=str)
 
 
 def _fail(message: str) -> NoReturn:
@@ -142,6 +144,9 @@ def register(app: typer.Typer) -> None:
     def score_command(
         scenario: str = typer.Option(..., "--scenario", help="Scenario JSON file (or a scenario id)."),
         calls: Path = typer.Option(..., "--calls", exists=True, dir_okay=False, help="JSON list of {name, parameters}."),
+        scoring: ScoringChoice = typer.Option(
+            DEFAULT_SCORING, "--scoring", help="toolwoz (ours) | reference (the original ToolWOZ code's rules)."
+        ),
     ) -> None:
         """Execute a list of API calls against a scenario and print the reward JSON."""
         try:
@@ -158,7 +163,7 @@ def register(app: typer.Typer) -> None:
             _fail(f"{calls} must hold a JSON list of {{\"name\": ..., \"parameters\": {{...}}}} objects")
         # A call with a name that is not a string or parameters that are not an object is
         # scored as what it is: a bad-format call.
-        report = score_calls(target, raw)
+        report = score_calls(target, raw, scoring=scoring.value)
         _print_json(report.model_dump(mode="json"))
 
     @toolwoz.command("schema")

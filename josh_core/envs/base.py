@@ -47,6 +47,9 @@ class Environment:
     # on after the goal calls are made (the agent may still have to say something, or must
     # not write anything else); JOSH searches always stop when no goal is left.
     plays_to_the_end: ClassVar[bool] = False
+    # Reward semantics a run may choose (`--scoring`), the default first; empty: the
+    # environment has one way of scoring and no choice.
+    scoring_modes: ClassVar[tuple[str, ...]] = ()
 
     # -- data -------------------------------------------------------------------------------
     def prepare(self, from_path: Path | None = None, force: bool = False,
@@ -77,6 +80,24 @@ class Environment:
     def make_env(self, scenario: Any) -> ToolEnvironment:
         raise NotImplementedError
 
+    @property
+    def default_scoring(self) -> str | None:
+        return self.scoring_modes[0] if self.scoring_modes else None
+
+    def check_scoring(self, scoring: str | None) -> str | None:
+        """The scoring a run plays with (None: the default); ValueError for one it lacks."""
+        if scoring is None or scoring == self.default_scoring:
+            return self.default_scoring
+        if scoring not in self.scoring_modes:
+            offered = ", ".join(self.scoring_modes) if self.scoring_modes else "none (it scores one way)"
+            raise ValueError(f"{self.name} has no scoring {scoring!r}; its scoring modes: {offered}")
+        return scoring
+
+    def env_factory(self, scoring: str | None = None) -> Callable[[Any], ToolEnvironment]:
+        """scenario -> ToolEnvironment with the given scoring (environments with modes override)."""
+        self.check_scoring(scoring)
+        return self.make_env
+
     def check_user(self, spec: str) -> str | None:
         """Why a user SPEC cannot play this environment's scenarios (None when it can)."""
         kind = spec.strip().split(":", 1)[0].split("@", 1)[0]
@@ -99,6 +120,7 @@ class Environment:
             "name": self.name, "title": self.title, "description": self.description,
             "splits": list(self.splits), "josh_split": self.josh_split, "eval_split": self.eval_split,
             "metrics": self.metrics, "default_user": self.default_user, "users": list(self.user_kinds),
+            "scoring_modes": list(self.scoring_modes),
         }
 
 

@@ -5,6 +5,7 @@
     env.py           ToolWOZEnv(scenario): tools(), execute(), completed_goals(), score()
     apis.py          TOOLS, API_PARAMETERS, API_EXAMPLES (the seven APIs)
     normalize.py     normalize(), is_subset()
+    reference_scoring.py  the original ToolWOZ code's serving and scoring (--scoring reference)
     generate.py      toolwoz-synth generation;   official.py  official-format loaders
     stats.py         split statistics;           types.py     Scenario, DomainGoal, GoalCall
 

@@ -2,6 +2,9 @@
 
 Serving and booking are stateless (they depend only on the call and the scenario), so any
 path of a conversation tree can be scored from its own call records alone.
+
+`scoring="reference"` serves and scores with the original ToolWOZ code's rules instead
+(reference_scoring.py); why a goal was missed is still explained with ours.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 from josh_core.toolwoz.apis import TOOLS, CallError, ServingContext, validate_call
 from josh_core.toolwoz.db import Database
 from josh_core.toolwoz.normalize import normalize, normalize_params
+from josh_core.toolwoz.reference_scoring import DEFAULT_SCORING, REFERENCE, SCORING_MODES, ReferenceSemantics
 from josh_core.toolwoz.scoring import (
     GoalSpec,
     ScoreReport,
@@ -27,7 +31,9 @@ _BAD_FORMAT_HINT = 'Write the call as JSON: {"name": "<api name>", "parameters":
 
 
 class ToolWOZEnv:
-    def __init__(self, scenario: Scenario, db: Database | None = None):
+    def __init__(self, scenario: Scenario, db: Database | None = None, scoring: str = DEFAULT_SCORING):
+        if scoring not in SCORING_MODES:
+            raise ValueError(f"unknown ToolWOZ scoring {scoring!r}; use one of {', '.join(SCORING_MODES)}")
         if db is None:
             from josh_core.toolwoz.data import load_database
 
@@ -37,6 +43,8 @@ class ToolWOZEnv:
         self.context = ServingContext(db=db)
         self._goals: list[GoalSpec] = []
         self._args_cache: dict[str, dict[str, str] | None] = {}
+        self.scoring = scoring
+        self._reference = ReferenceSemantics(scenario, db) if scoring == REFERENCE else None
         self._build_goals()
 
     def _build_goals(self) -> None:
@@ -82,6 +90,8 @@ class ToolWOZEnv:
                 error=f"Could not read an API call from {shown!r}. {_BAD_FORMAT_HINT}",
             )
             return ApiCallRecord(call=None, raw=raw, result=result)
+        if self._reference is not None:
+            return ApiCallRecord(call=call, raw=raw, result=self._reference.execute(call))
         try:
             tool, args = validate_call(call.name, call.parameters)
         except CallError as error:
@@ -97,6 +107,8 @@ class ToolWOZEnv:
         return self.scenario.goal_call_ids()
 
     def completed_goals(self, calls: list[ApiCallRecord]) -> set[str]:
+        if self._reference is not None:
+            return self._reference.completed_goals(calls)
         attempts, _ = collect_attempts(calls, self.db, self._normalized_args)
         return {
             goal.goal_id
@@ -107,9 +119,14 @@ class ToolWOZEnv:
     # ------------------------------------------------------------------ scoring
     def score(self, calls: list[ApiCallRecord]) -> ScoreReport:
         attempts, failed = collect_attempts(calls, self.db, self._normalized_args)
+        reference = self._reference.completed_goals(calls) if self._reference is not None else None
         completed, missed = [], []
         for goal in self._goals:
-            if any(completes(goal, attempt, self.db) for attempt in attempts):
+            if reference is not None:
+                met = goal.goal_id in reference
+            else:
+                met = any(completes(goal, attempt, self.db) for attempt in attempts)
+            if met:
                 completed.append(goal.goal_id)
             else:
                 missed.append(explain_miss(goal, attempts, failed))
@@ -156,10 +173,13 @@ def _raw_text(call: Any) -> str:
         return type(call).__name__
 
 
-def score_calls(scenario: Scenario, calls: list[ToolCall | dict[str, Any]], db: Database | None = None) -> ScoreReport:
+def score_calls(
+    scenario: Scenario, calls: list[ToolCall | dict[str, Any]], db: Database | None = None,
+    scoring: str = DEFAULT_SCORING,
+) -> ScoreReport:
     """Execute plain calls ({name, parameters}) in a fresh environment and score them. A call
     that is not one (no string name, parameters not an object) counts as a bad-format call."""
-    env = ToolWOZEnv(scenario, db=db)
+    env = ToolWOZEnv(scenario, db=db, scoring=scoring)
     records = []
     for call in calls:
         tool_call = as_tool_call(call)

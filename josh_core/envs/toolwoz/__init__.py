@@ -6,10 +6,12 @@ registry what it asks of every environment. Moving the package here is left for 
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from josh_core.envs.base import Environment, Progress
+from josh_core.toolwoz.reference_scoring import SCORING_MODES
 from josh_core.types import ToolEnvironment
 
 
@@ -25,6 +27,7 @@ class ToolWOZEnvironment(Environment):
     default_user = "agenda"
     user_kinds = ("agenda", "llm", "script")
     plays_to_the_end = False
+    scoring_modes = SCORING_MODES
 
     def prepare(self, from_path: Path | None = None, force: bool = False,
                 progress: Progress | None = None) -> dict[str, int]:
@@ -54,11 +57,14 @@ class ToolWOZEnvironment(Environment):
 
         return Scenario.model_validate(data)
 
-    def make_env(self, scenario: Any) -> ToolEnvironment:
+    def make_env(self, scenario: Any, scoring: str | None = None) -> ToolEnvironment:
         from josh_core.toolwoz.env import ToolWOZEnv
 
         self.ensure_prepared()
-        return ToolWOZEnv(scenario)
+        return ToolWOZEnv(scenario, scoring=self.check_scoring(scoring) or self.scoring_modes[0])
+
+    def env_factory(self, scoring: str | None = None) -> Callable[[Any], ToolEnvironment]:
+        return partial(self.make_env, scoring=self.check_scoring(scoring))
 
 
 ENVIRONMENT = ToolWOZEnvironment()
