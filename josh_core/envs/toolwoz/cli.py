@@ -1,4 +1,8 @@
-"""`josh toolwoz list | show | score | schema | stats`."""
+"""`josh toolwoz list | show | score | schema | stats`.
+
+Added to the `josh` command by `ToolWOZEnvironment.register_commands`; only `josh_core.cli`
+imports this module (it needs `josh_core.cli.output`, whose package builds the command).
+"""
 
 from __future__ import annotations
 
@@ -12,12 +16,12 @@ from rich.console import Console
 from rich.table import Table
 
 from josh_core.cli.output import fail, plain, styled
-from josh_core.toolwoz.data import DataUnavailableError, load_goal_model
-from josh_core.toolwoz.env import score_calls
-from josh_core.toolwoz.scenarios import get_scenario, load_scenario_file, load_split
-from josh_core.toolwoz.stats import SplitStats, compute_stats, expected_stats
-from josh_core.toolwoz.store import SPLITS
-from josh_core.toolwoz.types import DOMAINS, Scenario
+from josh_core.envs.toolwoz.data import DataUnavailableError, load_goal_model
+from josh_core.envs.toolwoz.env import score_calls
+from josh_core.envs.toolwoz.scenarios import get_scenario, load_scenario_file, load_split
+from josh_core.envs.toolwoz.stats import SplitStats, compute_stats, expected_stats
+from josh_core.envs.toolwoz.store import SPLITS
+from josh_core.envs.toolwoz.types import DOMAINS, Scenario
 
 SplitChoice = Enum("SplitChoice", {s.replace("-", "_"): s for s in SPLITS}, type=str)
 SourceChoice = Enum("SourceChoice", {"synth": "synth", "official": "official"}, type=str)

@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from josh_core.toolwoz.db import Database, entity_id_field
-from josh_core.toolwoz.normalize import is_normalized_subset, normalize
+from josh_core.envs.toolwoz.db import Database, entity_id_field
+from josh_core.envs.toolwoz.normalize import is_normalized_subset, normalize
 from josh_core.types import ApiCallRecord
 
 MissReason = Literal["never_attempted", "missing_parameter", "wrong_value", "wrong_entity"]
