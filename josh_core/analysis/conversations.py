@@ -28,7 +28,7 @@ from josh_core.storage import reads
 from josh_core.storage.db import Database
 from josh_core.storage.models import ConversationRecord
 from josh_core.envs import DEFAULT_ENV, env_of_scenario, get_env, score_path
-from josh_core.envs.toolwoz.scoring import MissedGoal, MissReason, ScoreReport
+from josh_core.envs.score import MissedGoal, MissReason, ScoreReport
 from josh_core.types import ApiCallRecord
 
 NodeScope = Literal["ideal", "all"]
