@@ -60,8 +60,8 @@ class ToolWOZEnvironment(Environment):
         return ToolWOZEnv(scenario)
 
     def register_commands(self, app: typer.Typer) -> None:
-        """`josh toolwoz list | show | score | schema | stats`. Imported here, when the `josh`
-        command is built: the command module needs `josh_core.cli`, which the app never loads."""
+        """`josh toolwoz list | show | score | schema | stats`, imported only when the `josh`
+        command is built (the app never loads typer's commands)."""
         from josh_core.envs.toolwoz import cli
 
         cli.register(app)
