@@ -45,10 +45,10 @@ PYVIS = "pyvis==0.3.2"
 
 def build_db(folder: Path) -> tuple[Path, list[str]]:
     """The app database plus trees of about 45, 213 and 506 nodes; their conversation ids."""
-    from josh_core.toolwoz.scenarios import load_split
+    from josh_core.envs import get_env
 
     db = make_app_db(folder)
-    scenario = load_split("train", 1)[0]
+    scenario = get_env("toolwoz").load_split("train", 1)[0]
     runs = [
         add_big_tree(db, folder, scenario, beam=8, turns=4, goal_turns=(3,)),
         add_big_tree(db, folder, scenario, beam=8),

@@ -72,8 +72,7 @@ def main() -> None:
     from josh_core.llm.hf_backend import HFBackend
     from josh_core.paths import models_dir
     from josh_core.policies.react_agent import ReactAgent
-    from josh_core.rollout import toolwoz_env
-    from josh_core.toolwoz.scenarios import get_scenario, load_split
+    from josh_core.envs import get_env
 
     start = time.perf_counter()
     converted_before = any(p.name.startswith("smollm2-135m-instruct-hf") for p in models_dir().glob("*"))
@@ -83,8 +82,12 @@ def main() -> None:
     backend.load()
     load_s = backend.load_seconds
 
-    scenario = get_scenario(args.scenario) if args.scenario else load_split("train", limit=1)[0]
-    env = toolwoz_env(scenario)
+    toolwoz = get_env("toolwoz")
+    if args.scenario:
+        scenario = next(s for split in toolwoz.splits for s in toolwoz.load_split(split) if s.id == args.scenario)
+    else:
+        scenario = toolwoz.load_split("train", 1)[0]
+    env = toolwoz.make_env(scenario)
     agent = ReactAgent(backend, constrained=not args.unconstrained)
     requests = leaf_requests(agent, env, args.leaves, args.max_tokens)
     prompt_tokens = len(backend.tokenizer(backend.render_prompt(requests[0]))["input_ids"])

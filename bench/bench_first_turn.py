@@ -27,19 +27,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from josh_core.envs import get_env  # noqa: E402
 from josh_core.policies.agenda_user import AgendaUser  # noqa: E402
 from josh_core.policies.base import TurnContext  # noqa: E402
 from josh_core.policies.factory import AgentOptions, build_agent  # noqa: E402
-from josh_core.rollout import toolwoz_env  # noqa: E402
 from josh_core.search.tree import derive_seed  # noqa: E402
-from josh_core.toolwoz.data import ensure_prepared  # noqa: E402
-from josh_core.toolwoz.scenarios import load_split  # noqa: E402
 from josh_core.types import Message  # noqa: E402
 
 
 def pick_scenarios(split: str, n: int):
     by_domain: dict[str, list] = {}
-    for s in load_split(split, None):
+    for s in get_env("toolwoz").load_split(split, None):
         if len(s.domains) == 1 and s.goal_calls and s.goal_calls[0].name.startswith("search_"):
             by_domain.setdefault(s.domains[0], []).append(s)
     mixed = [s for group in zip_longest(*by_domain.values()) for s in group if s is not None]
@@ -47,7 +45,7 @@ def pick_scenarios(split: str, n: int):
 
 
 async def sample(agent, user, scenario, samples: int, seed: int) -> list[dict]:
-    env = toolwoz_env(scenario)
+    env = get_env("toolwoz").make_env(scenario)
     opener = await user.reply(TurnContext(history=[], env=env, scenario=scenario, seed=seed))
     goal = env.goal_ids()[0]
     history = [Message(role="user", content=opener.text)]
@@ -76,7 +74,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "first_turn.md")
     args = parser.parse_args()
-    ensure_prepared()
+    get_env("toolwoz").ensure_prepared()
     scenarios = pick_scenarios(args.split, args.scenarios)
     user = AgendaUser()
     rows = []

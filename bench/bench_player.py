@@ -32,12 +32,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from josh_core.envs import get_env  # noqa: E402
 from josh_core.policies.factory import AgentOptions, build_agent  # noqa: E402
 from josh_core.rollout import RolloutConfig, start_run  # noqa: E402
 from josh_core.storage import reads  # noqa: E402
 from josh_core.storage.db import Database  # noqa: E402
-from josh_core.toolwoz.data import ensure_prepared  # noqa: E402
-from josh_core.toolwoz.scenarios import load_split  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 PLAYERS = {
@@ -85,8 +84,7 @@ def play(player: str, scenario, db_path: Path, args) -> dict:
 
 
 def run_speed(args) -> str:
-    ensure_prepared()
-    scenarios = load_split("train", args.limit)
+    scenarios = get_env("toolwoz").load_split("train", args.limit)
     players = [p for p in args.players.split(",") if p]
     rows: dict[str, list[dict]] = {p: [] for p in players}
     with tempfile.TemporaryDirectory() as tmp:
@@ -128,8 +126,7 @@ def run_speed(args) -> str:
 
 
 def run_goals(args) -> str:
-    ensure_prepared()
-    scenarios = load_split("train", args.limit)
+    scenarios = get_env("toolwoz").load_split("train", args.limit)
     config = RolloutConfig(josh=True, agent="embedded", beam=args.beam, branching=args.branching,
                            max_turns=args.max_turns, seed=args.seed, concurrency=args.concurrency)
     start = time.perf_counter()

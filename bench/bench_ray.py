@@ -77,11 +77,9 @@ def main() -> None:
     import ray
 
     from josh_core.distributed.ray_rollout import RayOptions
-    from josh_core.toolwoz.data import ensure_prepared
-    from josh_core.toolwoz.scenarios import load_split
+    from josh_core.envs import get_env
 
-    ensure_prepared()
-    scenarios = load_split("train", args.scenarios)
+    scenarios = get_env("toolwoz").load_split("train", args.scenarios)
     workers = [int(w) for w in args.workers.split(",")]
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:

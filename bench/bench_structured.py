@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import platform
 import statistics
@@ -48,9 +49,16 @@ from josh_core.llm.structured import (  # noqa: E402
     gbnf_for,
     react_constraint,
 )
-from josh_core.toolwoz.apis import TOOLS  # noqa: E402
+from josh_core.envs import get_env  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
+
+
+@functools.lru_cache(maxsize=1)
+def toolwoz_tools() -> list[dict[str, Any]]:
+    """ToolWOZ's tools schema, from the environment of its first train scenario."""
+    toolwoz = get_env("toolwoz")
+    return toolwoz.make_env(toolwoz.load_split("train", 1)[0]).tools()
 
 
 def machine() -> str:
@@ -81,7 +89,7 @@ def canonical_actions() -> list[str]:
     """Each API with all its parameters and with one, plus SPEAKs: what the grammar emits."""
     texts = []
     values = ["cheap", "the river bar steakhouse and grill", "king's college", "19:45", "2", "monday"]
-    for tool in TOOLS:
+    for tool in toolwoz_tools():
         fn = tool["function"]
         props = fn["parameters"]["properties"]
         full = {k: (p["enum"][i % len(p["enum"])] if "enum" in p else values[i % len(values)])
@@ -238,7 +246,7 @@ class LMFormatEnforcerRunner(AllowedSetRunner):
         self.tokenizer_s = time.perf_counter() - t
         t = time.perf_counter()
         line = r"[^\x00-\x1f<]+ "
-        schema = {k: v for k, v in api_call_schema(TOOLS).items() if k != "x-guidance"}
+        schema = {k: v for k, v in api_call_schema(toolwoz_tools()).items() if k != "x-guidance"}
         parser = SequenceParser([
             StringParser("PLAN "), RegexParser(line), StringParser("<COMMAND_END>\n"),
             UnionParser([
@@ -282,7 +290,7 @@ class OutlinesCoreRunner(AllowedSetRunner):
         self.vocabulary = oc.Vocabulary(tok.eos_token_id, vocab)
         self.tokenizer_s = time.perf_counter() - t
         # With the grammar's maxLength caps the DFA exceeds outlines-core's 2^31-state limit.
-        schema = json.loads(json.dumps(api_call_schema(TOOLS)).replace('"maxLength": 48', '"minLength": 0'))
+        schema = json.loads(json.dumps(api_call_schema(toolwoz_tools())).replace('"maxLength": 48', '"minLength": 0'))
         schema.pop("x-guidance")
         line = r"[^\x00-\x1f< ]([^\x00-\x1f<]*[^\x00-\x1f< ])? "
         regex = (f"PLAN {line}<COMMAND_END>\\n(APICALL {build_regex_from_schema(json.dumps(schema), '[ ]?')} "
@@ -309,7 +317,7 @@ class OutlinesCoreRunner(AllowedSetRunner):
 
 def run_libs(args: argparse.Namespace) -> str:
     tok = tokenizer()
-    constraint = react_constraint(TOOLS)
+    constraint = react_constraint(toolwoz_tools())
     texts = canonical_actions()
     sequences = [tok.encode(t, add_special_tokens=False) for t in texts]
     runners: list[LibRunner] = [LLGuidanceRunner("lark"), LLGuidanceRunner("gbnf"), XGrammarRunner(),
@@ -404,8 +412,6 @@ async def agent_prompts(n_scenarios: int) -> list[tuple[str, list[Any], list[dic
     from josh_core.policies.agenda_user import AgendaUser
     from josh_core.policies.base import TurnContext
     from josh_core.policies.react_agent import ReactAgent
-    from josh_core.rollout import toolwoz_env
-    from josh_core.toolwoz.scenarios import load_split
     from josh_core.types import Message
 
     class _NoBackend:
@@ -414,8 +420,9 @@ async def agent_prompts(n_scenarios: int) -> list[tuple[str, list[Any], list[dic
     agent = ReactAgent(_NoBackend())
     user = AgendaUser()
     out = []
-    for scenario in load_split("train", limit=n_scenarios):
-        env = toolwoz_env(scenario)
+    toolwoz = get_env("toolwoz")
+    for scenario in toolwoz.load_split("train", limit=n_scenarios):
+        env = toolwoz.make_env(scenario)
         opener = await user.reply(TurnContext(history=[], env=env, scenario=scenario))
         messages = agent.prompt_messages(env) + [Message(role="user", content=opener.text)]
         out.append((scenario.id, messages, env.tools()))
@@ -514,7 +521,7 @@ def josh_row(db_path: Path, run_id: str | None = None) -> dict[str, Any]:
             for g in node.generations:
                 generations += 1
                 parsed += g.action != "format_error"
-                exact += check_react(g.text, TOOLS).canonical
+                exact += check_react(g.text, toolwoz_tools()).canonical
     n = len(finished)
     return {
         "conversations": n, "unfinished": len(stored) - n, "generations": generations,
@@ -549,9 +556,8 @@ def run_josh(args: argparse.Namespace) -> str:
     from josh_core.policies.agents import build_model_agent
     from josh_core.policies.factory import AgentOptions, build_user
     from josh_core.rollout import RolloutConfig, start_run
-    from josh_core.toolwoz.scenarios import load_split
 
-    scenarios = load_split("train", limit=args.limit)
+    scenarios = get_env("toolwoz").load_split("train", limit=args.limit)
     db_dir = args.db_dir or Path(tempfile.mkdtemp(prefix="bench-structured-"))
     db_dir.mkdir(parents=True, exist_ok=True)
     lines = list(JOSH_HEADER)

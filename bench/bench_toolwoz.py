@@ -14,11 +14,11 @@ import random
 import time
 from pathlib import Path
 
-from josh_core.toolwoz.data import ensure_prepared, load_database, load_goal_model
-from josh_core.toolwoz.env import ToolWOZEnv
-from josh_core.toolwoz.generate import SPLIT_SIZES, generate_splits
-from josh_core.toolwoz.normalize import normalize_params
-from josh_core.toolwoz.scenarios import clear_cache, load_split
+from josh_core.envs.toolwoz.data import ensure_prepared, load_database, load_goal_model
+from josh_core.envs.toolwoz.env import ToolWOZEnv
+from josh_core.envs.toolwoz.build.generate import SPLIT_SIZES, generate_splits
+from josh_core.envs.toolwoz.normalize import normalize_params
+from josh_core.envs.toolwoz.scenarios import clear_cache, load_split
 
 RESULTS = Path(__file__).parent / "results" / "toolwoz.md"
 

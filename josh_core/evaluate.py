@@ -20,6 +20,8 @@ from josh_core.analysis.bootstrap import DEFAULT_RESAMPLES
 from josh_core.analysis.conversations import load_conversations
 from josh_core.analysis.errors import ErrorReport, error_report_from
 from josh_core.analysis.metrics import MetricsReport, report_from
+from josh_core.envs import get_env
+from josh_core.envs.base import Scenario
 from josh_core.policies.base import Agent, UserSimulator
 from josh_core.rollout import (
     EnvFactory,
@@ -30,12 +32,11 @@ from josh_core.rollout import (
     start_run,
 )
 from josh_core.storage.db import Database
-from josh_core.toolwoz.types import Scenario
 
 if TYPE_CHECKING:
     from josh_core.distributed.ray_rollout import RayOptions
 
-DEFAULT_EVAL_SPLIT = "official-test"
+DEFAULT_EVAL_SPLIT = "official-test"  # ToolWOZ's (the default environment's), for help texts
 
 
 class Evaluation(BaseModel):
@@ -52,28 +53,18 @@ class Evaluation(BaseModel):
 
 
 def load_scenarios(
-    split: str | None = DEFAULT_EVAL_SPLIT,
+    split: str | None = None,
     limit: int | None = None,
     scenario_file: str | Path | None = None,
     env: str | None = None,
 ) -> list[Scenario]:
     """The scenarios to evaluate on: a scenario file (one or a list), else a split (default
     the environment's evaluation split). `env` names a registered environment (default ToolWOZ)."""
-    if env is not None and env != "toolwoz":
-        from josh_core.envs import get_env
-
-        environment = get_env(env)
-        if scenario_file is not None:
-            scenarios = environment.load_scenario_file(scenario_file)
-            return scenarios[: max(limit, 0)] if limit is not None else scenarios
-        return environment.load_split(split or environment.eval_split, limit)
-    from josh_core.toolwoz.scenarios import load_scenario_file, load_split
-
+    environment = get_env(env)
     if scenario_file is not None:
-        loaded = load_scenario_file(scenario_file)
-        scenarios = loaded if isinstance(loaded, list) else [loaded]
+        scenarios = environment.load_scenario_file(scenario_file)
         return scenarios[: max(limit, 0)] if limit is not None else scenarios
-    return load_split(split or DEFAULT_EVAL_SPLIT, limit)
+    return environment.load_split(split or environment.eval_split, limit)
 
 
 def _finish(

@@ -59,7 +59,7 @@ from josh_core.storage.db import Database, DatabaseBusy, lock_timeout
 from josh_core.storage.locks import run_lock
 from josh_core.storage.models import ConversationRecord
 from josh_core.envs import DEFAULT_ENV, get_env, score_path
-from josh_core.toolwoz.types import Scenario
+from josh_core.envs.base import Scenario
 from josh_core.types import Message, ToolEnvironment
 
 if TYPE_CHECKING:  # Ray is imported only by runs that ask for it (--ray)
@@ -267,14 +267,6 @@ def code_revision() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("+dirty" if dirty else "") if head else None
-
-
-def toolwoz_env(scenario: Scenario) -> ToolEnvironment:
-    from josh_core.toolwoz.data import ensure_prepared
-    from josh_core.toolwoz.env import ToolWOZEnv
-
-    ensure_prepared()
-    return ToolWOZEnv(scenario)
 
 
 def environment_factory(config: RolloutConfig) -> EnvFactory:

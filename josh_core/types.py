@@ -1,6 +1,6 @@
 """Small shared types that every layer speaks: messages, tool calls and their results.
 
-Environment-specific types (ToolWOZ scenarios) live in `josh_core/toolwoz/types.py`;
+Environment-specific types (ToolWOZ scenarios) live in each environment (`josh_core/envs/`);
 tree types live in `josh_core/search/tree.py`. Everything here is plain pydantic so that
 it round-trips through JSON (DuckDB rows, JSONL exports, the app).
 """
@@ -88,8 +88,8 @@ class ToolEnvironment(Protocol):
     """What an agent needs from an environment during its turn.
 
     The JOSH engine itself only sees `goal_ids` and `completed_goals`; agents see `tools`
-    and `execute`. ToolWOZ implements it in `josh_core/toolwoz/env.py`; the registered
-    environments are in `josh_core/envs/`.
+    and `execute`. ToolWOZ implements it in `josh_core/envs/toolwoz/env.py`; the
+    registered environments are in `josh_core/envs/`.
 
     Optional: `for_path(calls) -> ToolEnvironment`, a view whose state is the initial state
     with a path's calls replayed and whose `execute` applies its own calls to that state

@@ -91,7 +91,7 @@ def run_scripted(db_path: Path, folder: Path, name: str, scenarios, turns, *, us
 
 def make_app_db(folder: Path, with_big_tree: bool = False, big_beam: int = 8) -> Path:
     """`folder/app.duckdb` with the base and trained runs (and the big tree when asked)."""
-    from josh_core.toolwoz.scenarios import load_split
+    from josh_core.envs.toolwoz.scenarios import load_split
 
     scenarios = load_split("train", 2)
     (folder / "scenarios.json").write_text(json.dumps([s.model_dump(mode="json") for s in scenarios]))

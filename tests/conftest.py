@@ -16,7 +16,7 @@ import pytest
 def toolwoz_data() -> Path:
     """The prepared data dir (inputs converted, toolwoz-synth splits generated)."""
     from josh_core.paths import data_dir
-    from josh_core.toolwoz.data import ensure_prepared
+    from josh_core.envs.toolwoz.data import ensure_prepared
 
     ensure_prepared()
     return data_dir()
@@ -25,6 +25,6 @@ def toolwoz_data() -> Path:
 @pytest.fixture(scope="session")
 def toolwoz_db(toolwoz_data):
     """The indexed MultiWOZ databases."""
-    from josh_core.toolwoz.data import load_database
+    from josh_core.envs.toolwoz.data import load_database
 
     return load_database()

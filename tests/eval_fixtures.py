@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from engine_fixtures import call, speak
 from josh_core.cli import app
-from josh_core.toolwoz.types import DomainGoal, GoalCall, Scenario
+from josh_core.envs.toolwoz.types import DomainGoal, GoalCall, Scenario
 
 
 def _scenario(sid: str, goal: dict[str, DomainGoal], calls: list[GoalCall]) -> Scenario:

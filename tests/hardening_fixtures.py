@@ -88,7 +88,7 @@ def write_json(path: Path, value: Any) -> Path:
 
 
 def scenario_dicts(limit: int = 2, split: str = "train") -> list[dict]:
-    from josh_core.toolwoz.scenarios import load_split
+    from josh_core.envs.toolwoz.scenarios import load_split
 
     return [s.model_dump(mode="json") for s in load_split(split, limit=limit)]
 
@@ -109,7 +109,7 @@ def stored_run(folder: Path, name: str = "runs.duckdb", limit: int = 2) -> tuple
     """A database with one finished plain run of real scenarios played by script policies
     (the first scenario's first goal is reached, so exports have rows)."""
     from josh_core.rollout import RolloutConfig, start_run
-    from josh_core.toolwoz.scenarios import load_split
+    from josh_core.envs.toolwoz.scenarios import load_split
 
     scenarios = load_split("train", limit=limit)
     _, agent, user = simple_scripts(folder, [s.model_dump(mode="json") for s in scenarios])

@@ -18,7 +18,7 @@ from josh_core.policies.fc_agent import FunctionCallingAgent
 from josh_core.policies.parse import parse_react
 from josh_core.policies.prompts import APIRETURN, react_demonstration, react_prompt_messages
 from josh_core.policies.react_agent import ReactAgent, generation_seed
-from josh_core.toolwoz.apis import API_EXAMPLES, TOOLS
+from josh_core.envs.toolwoz.apis import API_EXAMPLES, TOOLS
 from josh_core.types import Message
 
 SEARCH = '{"name": "search_restaurant", "parameters": {"food": "italian", "area": "south"}}'
@@ -102,8 +102,8 @@ def test_demonstration_values_are_not_database_entities(toolwoz_db):
 
 @pytest.fixture
 def env(toolwoz_db):
-    from josh_core.toolwoz.env import ToolWOZEnv
-    from josh_core.toolwoz.scenarios import get_scenario
+    from josh_core.envs.toolwoz.env import ToolWOZEnv
+    from josh_core.envs.toolwoz.scenarios import get_scenario
 
     scenario = get_scenario("synth-train-0000")
     return ToolWOZEnv(scenario, toolwoz_db)

@@ -23,7 +23,7 @@ from josh_core.storage.schema import MIGRATIONS, migrate
 @pytest.fixture()
 def react_run(tmp_path, toolwoz_data):
     """A plain two-turn rollout of a ReACT agent over a scripted backend."""
-    from josh_core.toolwoz.scenarios import load_split
+    from josh_core.envs.toolwoz.scenarios import load_split
 
     scenario = load_split("train", limit=1)[0]
     call = {"name": "search_restaurant", "parameters": {"food": "korean"}}

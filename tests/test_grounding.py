@@ -21,7 +21,7 @@ from josh_core.policies.grounding import (
 )
 from josh_core.policies.prompts import APIRETURN, react_format_feedback
 from josh_core.policies.react_agent import ReactAgent
-from josh_core.toolwoz.apis import TOOLS
+from josh_core.envs.toolwoz.apis import TOOLS
 from josh_core.types import Message
 
 USER = Message(role="user", content="Hi! A train to Stansted Airport, arriving by 10:45, for 2 people.")
@@ -108,8 +108,8 @@ def test_grounded_grammar_accepts_conversation_values_and_rejects_invented_ones(
 
 @pytest.fixture
 def env(toolwoz_db):
-    from josh_core.toolwoz.env import ToolWOZEnv
-    from josh_core.toolwoz.scenarios import get_scenario
+    from josh_core.envs.toolwoz.env import ToolWOZEnv
+    from josh_core.envs.toolwoz.scenarios import get_scenario
 
     return ToolWOZEnv(get_scenario("synth-train-0000"), toolwoz_db)
 

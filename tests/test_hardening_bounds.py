@@ -45,7 +45,7 @@ def _edited(tmp_path, edit) -> object:
     ids=["unknown-domain", "unknown-goal-domain", "unknown-api", "unknown-parameter", "no-goal-calls"],
 )
 def test_scenario_files_must_be_winnable(edit, words, files, tmp_path):
-    from josh_core.toolwoz.scenarios import load_scenario_file
+    from josh_core.envs.toolwoz.scenarios import load_scenario_file
 
     path = _edited(tmp_path, edit)
     result = _rollout(files, tmp_path, scenario_file=path)
@@ -134,7 +134,7 @@ NESTED_BOMB = (
 MEASURE = textwrap.dedent(
     """
     import sys, time, tracemalloc
-    from josh_core.toolwoz.goal_model import goal_model_from_pickle
+    from josh_core.envs.toolwoz.goal_model import goal_model_from_pickle
     raw = bytes.fromhex(sys.argv[1])
     tracemalloc.start()
     start = time.perf_counter()
@@ -164,9 +164,9 @@ def test_the_goal_model_unpickler_is_bounded(payload):
 
 
 def test_the_real_goal_model_still_loads(toolwoz_data):
-    from josh_core.toolwoz import store
-    from josh_core.toolwoz.fetch import GOAL_MODEL_FILE, SDIST_NAME, read_sdist_members
-    from josh_core.toolwoz.goal_model import GoalModel, goal_model_from_pickle
+    from josh_core.envs.toolwoz import store
+    from josh_core.envs.toolwoz.build.fetch import GOAL_MODEL_FILE, SDIST_NAME, read_sdist_members
+    from josh_core.envs.toolwoz.goal_model import GoalModel, goal_model_from_pickle
 
     sdist = store.downloads_dir() / SDIST_NAME
     if not sdist.exists():

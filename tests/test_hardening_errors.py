@@ -95,7 +95,7 @@ def test_files_that_are_not_databases(content, files, tmp_path):
 
 
 def test_score_takes_any_calls_without_a_traceback(tmp_path, toolwoz_data):
-    from josh_core.toolwoz.scenarios import load_split
+    from josh_core.envs.toolwoz.scenarios import load_split
 
     scenario = load_split("train", limit=1)[0]
     scenario_file = write_json(tmp_path / "s.json", scenario.model_dump(mode="json"))

@@ -55,7 +55,7 @@ class LockingAgent:
 
 
 def _play(tmp_path, monkeypatch, hold: float, retries: str):
-    from josh_core.toolwoz.types import Scenario
+    from josh_core.envs.toolwoz.types import Scenario
 
     monkeypatch.setenv("JOSH_DB_LOCK_TIMEOUT", "0.3")
     monkeypatch.setenv("JOSH_DB_BUSY_RETRIES", retries)

@@ -48,7 +48,7 @@ def test_a_scenario_id_with_markup_is_shown_as_it_is(tmp_path, toolwoz_data):
 
 
 def test_an_api_name_with_markup_in_errors_and_metrics_tables(tmp_path, toolwoz_data):
-    from josh_core.toolwoz.scenarios import load_split
+    from josh_core.envs.toolwoz.scenarios import load_split
 
     scenario = load_split("train", limit=1)[0]
     agent = write_json(tmp_path / "agent.json", {"turns": [[[call("[/x]", area="[red]"), speak("Sorry [/y].")]]]})

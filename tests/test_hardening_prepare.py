@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from hardening_fixtures import josh, no_traceback
-from josh_core.toolwoz.fetch import DB_FILES, GOAL_MODEL_FILE
+from josh_core.envs.toolwoz.build.fetch import DB_FILES, GOAL_MODEL_FILE
 
 
 def _raw_inputs() -> dict[str, bytes]:
-    from josh_core.toolwoz import store
-    from josh_core.toolwoz.fetch import SDIST_NAME, read_sdist_members
+    from josh_core.envs.toolwoz import store
+    from josh_core.envs.toolwoz.build.fetch import SDIST_NAME, read_sdist_members
 
     sdist = store.downloads_dir() / SDIST_NAME
     if not sdist.exists():

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from josh_core.policies.parse import ParsedAction, parse_call, parse_react
-from josh_core.toolwoz.apis import API_NAMES, API_PARAMETERS, CallError, validate_call
+from josh_core.envs.toolwoz.apis import API_NAMES, API_PARAMETERS, CallError, validate_call
 from josh_core.types import ApiCallRecord, ToolCall
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -80,16 +80,16 @@ def test_a_well_formed_apicall_round_trips(body):
 
 @pytest.fixture(scope="module")
 def scenarios(toolwoz_data):
-    from josh_core.toolwoz.scenarios import load_split
+    from josh_core.envs.toolwoz.scenarios import load_split
 
     return [s for split in ("train", "val", "test") for s in load_split(split)]
 
 
 @pytest.fixture(scope="module")
 def envs(scenarios, toolwoz_db):
-    from josh_core.toolwoz.env import ToolWOZEnv
+    from josh_core.envs.toolwoz.env import ToolWOZEnv
 
-    from josh_core.toolwoz.reference_scoring import SCORING_MODES
+    from josh_core.envs.toolwoz.reference_scoring import SCORING_MODES
 
     # A spread of scenarios (one domain and several, booking and not), in every scoring mode.
     return [ToolWOZEnv(s, db=toolwoz_db, scoring=mode) for s in scenarios[::400] for mode in SCORING_MODES]
@@ -132,7 +132,7 @@ def test_the_executor_and_scoring_take_any_calls(envs, data):
 @SETTINGS
 @given(data=st.data())
 def test_the_goal_calls_of_any_scenario_score_one(scenarios, toolwoz_db, data):
-    from josh_core.toolwoz.env import score_calls
+    from josh_core.envs.toolwoz.env import score_calls
 
     scenario = data.draw(st.sampled_from(scenarios))
     calls = [{"name": g.name, "parameters": dict(g.parameters)} for g in scenario.goal_calls]
@@ -147,7 +147,7 @@ def test_the_goal_calls_of_any_scenario_score_one(scenarios, toolwoz_db, data):
 @SETTINGS
 @given(data=st.data())
 def test_score_calls_takes_any_json_calls(scenarios, toolwoz_db, data):
-    from josh_core.toolwoz.env import score_calls
+    from josh_core.envs.toolwoz.env import score_calls
 
     scenario = data.draw(st.sampled_from(scenarios))
     calls = data.draw(st.lists(

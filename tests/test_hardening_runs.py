@@ -17,7 +17,7 @@ from hardening_fixtures import (
 from josh_core.rollout import RolloutConfig, resume_run, start_run
 from josh_core.storage import reads
 from josh_core.storage.db import Database
-from josh_core.toolwoz.types import Scenario
+from josh_core.envs.toolwoz.types import Scenario
 
 SECRET = "sk-hardening-0123456789abcdef"
 

@@ -30,7 +30,7 @@ from josh_core.llm.structured import (
 )
 from josh_core.policies.parse import parse_react
 from josh_core.policies.prompts import react_prompt_messages
-from josh_core.toolwoz.apis import API_EXAMPLES, TOOLS
+from josh_core.envs.toolwoz.apis import API_EXAMPLES, TOOLS
 from josh_core.types import Message
 
 HAVE_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None

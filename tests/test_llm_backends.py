@@ -27,7 +27,7 @@ from josh_core.llm.vllm_backend import (
     structured_kwargs,
 )
 from josh_core.policies.factory import AgentOptions
-from josh_core.toolwoz.apis import TOOLS
+from josh_core.envs.toolwoz.apis import TOOLS
 from josh_core.types import Message, ToolCall
 
 # ---------------------------------------------------------------------------------- specs

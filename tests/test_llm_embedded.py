@@ -240,7 +240,7 @@ def test_openai_backend_tool_calls_and_concurrency_limit(server):
         {"content": None, "tool_calls": [{"name": "book_hotel", "arguments": "{not json"}]},
     ])
     backend = OpenAIBackend("scripted", base_url=server.base_url, api_key="t", concurrency=2)
-    from josh_core.toolwoz.apis import TOOLS
+    from josh_core.envs.toolwoz.apis import TOOLS
 
     async def main():
         first = await backend.chat(ChatRequest(messages=HELLO, tools=TOOLS))
@@ -276,7 +276,7 @@ def test_openai_backend_against_llama_cpp_server():
     from josh_core.llm.embedded import embedded_gguf_path
     from josh_core.llm.structured import react_constraint
     from josh_core.policies.parse import parse_react
-    from josh_core.toolwoz.apis import TOOLS
+    from josh_core.envs.toolwoz.apis import TOOLS
 
     if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("sse_starlette") is None:
         if os.environ.get("JOSH_REQUIRE_LLAMACPP") == "1":

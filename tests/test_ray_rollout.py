@@ -113,7 +113,7 @@ def ray_cluster():
 
 @pytest.fixture(scope="module")
 def scripts(tmp_path_factory, toolwoz_data):
-    from josh_core.toolwoz.scenarios import load_split
+    from josh_core.envs.toolwoz.scenarios import load_split
 
     folder = tmp_path_factory.mktemp("ray-scripts")
     scenario_file, agent_file, user_file = write_scripts(folder, load_split("train", limit=SCENARIOS))
@@ -125,7 +125,7 @@ def scripts(tmp_path_factory, toolwoz_data):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, scripts):
     """The single-process run the distributed runs must equal."""
-    from josh_core.toolwoz.scenarios import load_scenario_file
+    from josh_core.envs.toolwoz.scenarios import load_scenario_file
 
     scenario_file, agent_file, user_file = scripts
     db_path = tmp_path_factory.mktemp("ray-reference") / "reference.duckdb"
@@ -271,7 +271,7 @@ def test_the_launch_page_starts_a_run_on_ray_and_shows_each_worker(tmp_path, ray
 def test_the_selftrain_rollout_stage_plays_on_ray(tmp_path, ray_cluster, scripts, reference, monkeypatch):
     """`SelftrainConfig.ray_address` sends the JOSH rollout stage to the cluster (this process is
     the driver here); the address is where, not what: a rerun may change it."""
-    from josh_core.toolwoz.scenarios import load_scenario_file
+    from josh_core.envs.toolwoz.scenarios import load_scenario_file
     from josh_core.train.selftrain import Selftrain, SelftrainConfig
 
     address, env = ray_cluster

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from test_toolwoz_env import ITALIAN_CHEAP_CENTRE, make_scenario
 
-from josh_core.toolwoz.env import ToolWOZEnv, score_calls
-from josh_core.toolwoz.reference_scoring import REFERENCE, clean
-from josh_core.toolwoz.scenarios import load_split
+from josh_core.envs.toolwoz.env import ToolWOZEnv, score_calls
+from josh_core.envs.toolwoz.reference_scoring import REFERENCE, clean
+from josh_core.envs.toolwoz.scenarios import load_split
 
 ZIZZI_BOOKING = {"time": "18:30", "day": "friday", "people": "3"}
 CAMBRIDGE_ELY_FRIDAY = {"departure": "cambridge", "destination": "ely", "day": "friday"}  # 10 trains, 05:50-23:50

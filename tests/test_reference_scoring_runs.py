@@ -25,7 +25,7 @@ JOSH = [str(Path(sys.executable).parent / "josh")]
 @pytest.fixture()
 def kettles_yard(tmp_path, toolwoz_data):
     """A restaurant-and-kettle's-yard scenario and scripts that make its exact goal calls."""
-    from josh_core.toolwoz.scenarios import get_scenario
+    from josh_core.envs.toolwoz.scenarios import get_scenario
 
     scenario = get_scenario("synth-test-0236")
     assert [c.name for c in scenario.goal_calls] == ["search_restaurant", "search_attraction"]

@@ -15,7 +15,7 @@ from rollout_fixtures import run_contents, write_scripts
 
 @pytest.fixture(scope="module")
 def scenarios(toolwoz_data):
-    from josh_core.toolwoz.scenarios import load_split
+    from josh_core.envs.toolwoz.scenarios import load_split
 
     return load_split("train", limit=3)
 
@@ -70,7 +70,7 @@ def test_josh_run_is_stored_with_everything_export_and_resume_need(reference, sc
     assert run.code_revision is None or len(run.code_revision) >= 12
     first = reads.list_conversations(db, run_id=run.id)[0]
     agent = ScriptAgent.from_file(config.agent[7:])
-    from josh_core.toolwoz.env import ToolWOZEnv
+    from josh_core.envs.toolwoz.env import ToolWOZEnv
 
     env = ToolWOZEnv(scenarios[0])
     assert first.system_prompt == agent.system_prompt(env) and first.tools == env.tools()

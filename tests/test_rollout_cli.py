@@ -26,7 +26,7 @@ def josh(*args: str, **kwargs) -> subprocess.CompletedProcess:
 
 @pytest.fixture()
 def scripts(tmp_path, toolwoz_data):
-    from josh_core.toolwoz.scenarios import load_split
+    from josh_core.envs.toolwoz.scenarios import load_split
 
     return write_scripts(tmp_path, load_split("train", limit=3))
 
@@ -61,7 +61,7 @@ def wait_until_mid_run(db_path: Path, process: subprocess.Popen, timeout: float 
 @pytest.mark.slow
 def test_killed_rollout_resumes_to_the_same_database(tmp_path, scripts):
     scenario_file, agent_file, user_file = scripts
-    from josh_core.toolwoz.scenarios import load_scenario_file
+    from josh_core.envs.toolwoz.scenarios import load_scenario_file
 
     # The uninterrupted reference, through the same function the command calls.
     reference_db = tmp_path / "reference.duckdb"
@@ -111,7 +111,7 @@ def test_a_run_in_play_cannot_be_resumed_by_a_second_process(tmp_path, scripts):
     db_path = tmp_path / "busy.duckdb"
     config = RolloutConfig(josh=True, agent=f"script:{agent_file}", user=f"script:{user_file}", max_turns=3,
                            seed=5, scenario_file=str(scenario_file))
-    from josh_core.toolwoz.scenarios import load_scenario_file
+    from josh_core.envs.toolwoz.scenarios import load_scenario_file
 
     run = start_run(db_path, load_scenario_file(scenario_file)[:1], config)
     holder = subprocess.Popen(

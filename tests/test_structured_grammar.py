@@ -32,7 +32,7 @@ from josh_core.llm.structured import (
     react_gbnf,
     validate_react,
 )
-from josh_core.toolwoz.apis import TOOLS
+from josh_core.envs.toolwoz.apis import TOOLS
 
 
 @pytest.fixture(scope="module")

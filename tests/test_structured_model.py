@@ -15,7 +15,7 @@ from josh_core.llm.base import LOCAL_MODEL_SAMPLING, ChatRequest
 from josh_core.llm.structured import REACT_MAX_TOKENS, check_react, react_constraint
 from josh_core.policies.parse import parse_react
 from josh_core.policies.prompts import react_prompt_messages
-from josh_core.toolwoz.apis import API_EXAMPLES, TOOLS
+from josh_core.envs.toolwoz.apis import API_EXAMPLES, TOOLS
 from josh_core.types import Message
 
 pytestmark = pytest.mark.slow

@@ -20,7 +20,7 @@ from josh_core.llm.structured import (
     parse_fc_output,
     react_constraint,
 )
-from josh_core.toolwoz.apis import TOOLS
+from josh_core.envs.toolwoz.apis import TOOLS
 
 
 @pytest.fixture(scope="module")

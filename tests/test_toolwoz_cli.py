@@ -11,7 +11,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from josh_core.cli import app
-from josh_core.toolwoz.scenarios import get_scenario, load_split
+from josh_core.envs.toolwoz.scenarios import get_scenario, load_split
 
 runner = CliRunner()
 

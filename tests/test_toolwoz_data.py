@@ -9,14 +9,14 @@ from collections import Counter
 
 import pytest
 
-from josh_core.toolwoz import store
-from josh_core.toolwoz.data import DataUnavailableError, load_db, load_goal_model, prepare
-from josh_core.toolwoz.env import ToolWOZEnv
-from josh_core.toolwoz.generate import SynthGenerator
-from josh_core.toolwoz.goal_model import goal_model_from_pickle
-from josh_core.toolwoz.normalize import normalize_params
-from josh_core.toolwoz.scenarios import get_scenario, load_scenario_file, load_split
-from josh_core.toolwoz.types import DOMAINS
+from josh_core.envs.toolwoz import store
+from josh_core.envs.toolwoz.data import DataUnavailableError, load_db, load_goal_model, prepare
+from josh_core.envs.toolwoz.env import ToolWOZEnv
+from josh_core.envs.toolwoz.build.generate import SynthGenerator
+from josh_core.envs.toolwoz.goal_model import goal_model_from_pickle
+from josh_core.envs.toolwoz.normalize import normalize_params
+from josh_core.envs.toolwoz.scenarios import get_scenario, load_scenario_file, load_split
+from josh_core.envs.toolwoz.types import DOMAINS
 
 EXPECTED_COUNTS = {"train": 6251, "val": 793, "test": 805, "official-test": 450}
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from josh_core.toolwoz.db import entity_id_field
-from josh_core.toolwoz.env import ToolWOZEnv, score_calls
-from josh_core.toolwoz.generate import booking_reference, fill_search_returns
-from josh_core.toolwoz.scenarios import load_split
-from josh_core.toolwoz.types import DomainGoal, GoalCall, Scenario
+from josh_core.envs.toolwoz.db import entity_id_field
+from josh_core.envs.toolwoz.env import ToolWOZEnv, score_calls
+from josh_core.envs.toolwoz.build.generate import booking_reference, fill_search_returns
+from josh_core.envs.toolwoz.scenarios import load_split
+from josh_core.envs.toolwoz.types import DomainGoal, GoalCall, Scenario
 from josh_core.types import ApiCallRecord, ToolCall
 
 ITALIAN_CHEAP_CENTRE = {"food": "italian", "pricerange": "cheap", "area": "centre"}
@@ -276,7 +276,7 @@ def test_tools_schema_lists_the_seven_apis(booking_env):
 
 
 def test_api_examples_are_valid_calls(toolwoz_db):
-    from josh_core.toolwoz.apis import API_EXAMPLES, API_PARAMETERS, validate_call
+    from josh_core.envs.toolwoz.apis import API_EXAMPLES, API_PARAMETERS, validate_call
 
     assert [e["name"] for e in API_EXAMPLES] == list(API_PARAMETERS)
     for example in API_EXAMPLES:

@@ -1,4 +1,4 @@
-from josh_core.toolwoz.normalize import is_subset, normalize, normalize_params, parse_time
+from josh_core.envs.toolwoz.normalize import is_subset, normalize, normalize_params, parse_time
 
 
 def test_normalize_case_apostrophes_and_whitespace():

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from josh_core.toolwoz.env import ToolWOZEnv
-from josh_core.toolwoz.normalize import normalize_params
-from josh_core.toolwoz.official import load_official_dir, prepare_official
-from josh_core.toolwoz.scenarios import get_scenario, load_split
+from josh_core.envs.toolwoz.env import ToolWOZEnv
+from josh_core.envs.toolwoz.normalize import normalize_params
+from josh_core.envs.toolwoz.build.official import load_official_dir, prepare_official
+from josh_core.envs.toolwoz.scenarios import get_scenario, load_split
 
 RESTAURANT_INFO = {"food": "italian", "pricerange": "cheap", "area": "centre"}
 

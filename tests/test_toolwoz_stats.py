@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from josh_core.toolwoz.data import load_goal_model
-from josh_core.toolwoz.generate import FAIL_BOOK_PROBABILITY
-from josh_core.toolwoz.scenarios import load_split
-from josh_core.toolwoz.stats import compute_stats, expected_stats
-from josh_core.toolwoz.types import DOMAINS
+from josh_core.envs.toolwoz.data import load_goal_model
+from josh_core.envs.toolwoz.build.generate import FAIL_BOOK_PROBABILITY
+from josh_core.envs.toolwoz.scenarios import load_split
+from josh_core.envs.toolwoz.stats import compute_stats, expected_stats
+from josh_core.envs.toolwoz.types import DOMAINS
 
 
 @pytest.fixture(scope="module")

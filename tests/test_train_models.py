@@ -167,7 +167,7 @@ def test_trained_adapters_load_as_agents_and_play(folder, sft_run, kto_run, dpo_
     from josh_core.llm.hf_backend import HFBackend
     from josh_core.rollout import RolloutConfig, start_run
     from josh_core.storage import reads
-    from josh_core.toolwoz.scenarios import load_split
+    from josh_core.envs.toolwoz.scenarios import load_split
 
     base = HFBackend(embedded_model_dir()).model.state_dict()
     for adapter in (sft_run["adapter_dir"], kto_run[0].adapter_dir, dpo_run.adapter_dir):

@@ -36,7 +36,7 @@ def _scripted_run(tmp_path, scenario):
 
 
 def test_launched_rollout_process_fills_the_database_and_the_tree_draws(tmp_path, toolwoz_data):
-    from josh_core.toolwoz.scenarios import load_split
+    from josh_core.envs.toolwoz.scenarios import load_split
 
     config = _scripted_run(tmp_path, load_split("train", 1)[0])
     args = rollout_args(config, tmp_path / "x.duckdb")
@@ -63,7 +63,7 @@ def test_launched_rollout_process_fills_the_database_and_the_tree_draws(tmp_path
 
 
 def _scripted_tree(tmp_path):
-    from josh_core.toolwoz.scenarios import load_split
+    from josh_core.envs.toolwoz.scenarios import load_split
 
     config = _scripted_run(tmp_path, load_split("train", 1)[0])
     process = start_rollout_process(config, tmp_path / "x.duckdb", tmp_path / "logs" / "r.log")

@@ -10,7 +10,7 @@ import pytest
 from josh_core.policies.agenda_user import GIVE_UP, STALL_MARK, AgendaUser
 from josh_core.policies.base import TurnContext
 from josh_core.policies.prompts import END_CONVERSATION
-from josh_core.toolwoz.types import DomainGoal, GoalCall, Scenario
+from josh_core.envs.toolwoz.types import DomainGoal, GoalCall, Scenario
 from josh_core.types import ApiCallRecord, ApiResult, Message, ToolCall
 
 PIZZA = "pizza hut cherry hinton"
@@ -42,7 +42,7 @@ def scenario(with_train: bool = False, **over) -> Scenario:
 
 @pytest.fixture
 def env_for(toolwoz_db):
-    from josh_core.toolwoz.env import ToolWOZEnv
+    from josh_core.envs.toolwoz.env import ToolWOZEnv
 
     return lambda sc: ToolWOZEnv(sc, toolwoz_db)
 
@@ -201,7 +201,7 @@ def test_stalls_then_gives_up(env_for):
 
 
 def test_place_to_stay_questions(toolwoz_db):
-    from josh_core.toolwoz.env import ToolWOZEnv
+    from josh_core.envs.toolwoz.env import ToolWOZEnv
 
     goal = DomainGoal(info={"type": "guesthouse", "area": "north", "parking": "yes"}, book={"people": "2", "day": "monday", "stay": "3"})
     sc = Scenario(id="hand-2", domains=["hotel"], goal={"hotel": goal}, instructions=[],
@@ -227,8 +227,8 @@ def test_oracle_reaches_full_reward_on_every_official_test_scenario(toolwoz_db):
     """Proof that the simulator gives an agent everything it needs: 450 of 450 at reward 1.0."""
     from josh_core.policies.oracle import OracleAgent
     from josh_core.search.engine import JoshSearch, SearchConfig
-    from josh_core.toolwoz.env import ToolWOZEnv
-    from josh_core.toolwoz.scenarios import load_split
+    from josh_core.envs.toolwoz.env import ToolWOZEnv
+    from josh_core.envs.toolwoz.scenarios import load_split
 
     scenarios = load_split("official-test")
     assert len(scenarios) == 450

@@ -12,7 +12,7 @@ from josh_core.policies.base import TurnContext
 from josh_core.policies.factory import build_user
 from josh_core.policies.llm_user import LLMUser, parse_user_text
 from josh_core.policies.prompts import END_CONVERSATION, USER_OPENER_CUE, user_goal_lines
-from josh_core.toolwoz.types import DomainGoal, Scenario
+from josh_core.envs.toolwoz.types import DomainGoal, Scenario
 from josh_core.types import Message
 
 SCENARIO = Scenario(

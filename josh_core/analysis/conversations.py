@@ -28,7 +28,7 @@ from josh_core.storage import reads
 from josh_core.storage.db import Database
 from josh_core.storage.models import ConversationRecord, RunRecord
 from josh_core.envs import DEFAULT_ENV, env_of_scenario, get_env, score_path
-from josh_core.toolwoz.scoring import MissedGoal, MissReason, ScoreReport
+from josh_core.envs.score import MissedGoal, MissReason, ScoreReport
 from josh_core.types import ApiCallRecord
 
 NodeScope = Literal["ideal", "all"]
@@ -79,20 +79,12 @@ def _agent_nodes(tree: ConversationTree, nodes: NodeScope) -> list[Node]:
     return sorted(tree.agent_nodes(), key=lambda n: (n.step, n.path_key()))
 
 
-def _ideal_calls(tree: ConversationTree) -> list[ApiCallRecord]:
-    return [call for node in ideal_path(tree) for call in node.api_calls]
-
-
 def _score(record: ConversationRecord, scenario: Any, tree: ConversationTree, env: str = DEFAULT_ENV) -> ScoreReport:
     """The environment's score of the ideal path: stored with the conversation when it
     finished; computed again only for rows that predate it."""
     if record.score:
         return ScoreReport.model_validate(record.score)
-    if env != DEFAULT_ENV:
-        return ScoreReport.model_validate(score_path(get_env(env).make_env(scenario), ideal_path(tree)))
-    from josh_core.toolwoz.env import ToolWOZEnv
-
-    return ToolWOZEnv(scenario).score(_ideal_calls(tree))
+    return ScoreReport.model_validate(score_path(get_env(env).make_env(scenario), ideal_path(tree)))
 
 
 def analyse_conversation(

@@ -1,5 +1,6 @@
 """The `josh` command. Each `*_cmd.py` module beside this file adds its commands through
-`register(app)`; the commands are thin wrappers over the same functions the app calls."""
+`register(app)`, and each registered environment its own (`Environment.register_commands`);
+the commands are thin wrappers over the same functions the app calls."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import importlib
 import pkgutil
 
 import typer
+
+from josh_core.envs import get_env
+from josh_core.envs import names as env_names
 
 app = typer.Typer(
     help="JOSH Workbench: ToolWOZ, JOSH rollouts, training data, training and evaluation.",
@@ -20,6 +24,8 @@ def _register_commands() -> None:
     for module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if module.name.endswith("_cmd"):
             importlib.import_module(f"{__name__}.{module.name}").register(app)
+    for name in env_names():  # an environment's own commands (`josh toolwoz ...`)
+        get_env(name).register_commands(app)
 
 
 _register_commands()

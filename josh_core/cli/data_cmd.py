@@ -1,4 +1,4 @@
-"""`josh data prepare`: fetch and verify MultiWOZ inputs, build toolwoz-synth, print split counts."""
+"""`josh data prepare`: fetch, verify and convert an environment's data, print split counts."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from josh_core.cli.output import fail, plain
-from josh_core.toolwoz.data import DataUnavailableError, prepare
-from josh_core.toolwoz.official import prepare_official
+from josh_core.envs import UnknownEnvironment, get_env
+from josh_core.envs.base import DataUnavailable
 
 
 def _counts_table(title: str, counts: dict[str, int]) -> Table:
@@ -47,10 +47,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fetch, verify and convert an environment's data (default ToolWOZ: MultiWOZ data and
         toolwoz-synth), print the scenarios per split."""
+        try:
+            environment = get_env(env)
+        except UnknownEnvironment as error:
+            fail(f"--env: {error}")
+        # Official scenarios to store from a user's files: ToolWOZ's (`prepare_official`) only.
+        if official is not None and not hasattr(environment, "prepare_official"):
+            fail("--official is ToolWOZ's (official ToolWOZ scenarios); drop it or use --env toolwoz")
         console = Console()
-        if env != "toolwoz":
-            _prepare_other(console, env, from_path, official, force)
-            return
         columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         try:
             with Progress(*columns, console=console, transient=True) as progress:
@@ -61,31 +65,13 @@ def register(app: typer.Typer) -> None:
                         tasks[step] = progress.add_task(step, total=total)
                     progress.update(tasks[step], completed=done, total=total)
 
-                counts = prepare(from_path=from_path, progress=report, force=force)
-            console.print(_counts_table("toolwoz-synth", counts))
+                counts = environment.prepare(from_path=from_path, force=force, progress=report)
+            console.print(_counts_table(environment.title or environment.name, counts))
             if official is not None:
-                official_counts = prepare_official(official)
-                console.print(_counts_table("official ToolWOZ", official_counts))
-        except (DataUnavailableError, FileNotFoundError) as error:
+                official_counts = environment.prepare_official(official)
+                console.print(_counts_table(f"official {environment.title}", official_counts))
+        except (DataUnavailable, FileNotFoundError) as error:
             fail(error)
 
     app.add_typer(data_app, name="data")
 
-
-def _prepare_other(console: Console, name: str, from_path: Optional[Path], official: Optional[Path],
-                   force: bool) -> None:
-    """`josh data prepare --env NAME` for a registered environment other than ToolWOZ."""
-    from josh_core.envs import UnknownEnvironment, get_env
-    from josh_core.envs.tau2.data import Tau2DataUnavailable
-
-    try:
-        environment = get_env(name)
-    except UnknownEnvironment as error:
-        fail(f"--env: {error}")
-    if official is not None:
-        fail("--official is ToolWOZ's (official ToolWOZ scenarios); drop it or use --env toolwoz")
-    try:
-        counts = environment.prepare(from_path=from_path, force=force)
-    except (Tau2DataUnavailable, DataUnavailableError, FileNotFoundError) as error:
-        fail(error)
-    console.print(_counts_table(environment.title or environment.name, counts))

@@ -322,10 +322,12 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
         """Average Reward, 100% Success Rate, per-domain / per-API rates and bootstrap std."""
-        from josh_core.toolwoz.reference_scoring import SCORING_MODES  # only ToolWOZ has a choice
+        if scoring is not None:
+            from josh_core.envs import get_env, names
 
-        if scoring is not None and scoring not in SCORING_MODES:
-            _fail(f"--scoring: no scoring {scoring!r}; use one of {', '.join(SCORING_MODES)}")
+            modes = list(dict.fromkeys(mode for name in names() for mode in get_env(name).scoring_modes))
+            if scoring not in modes:
+                _fail(f"--scoring: no scoring {scoring!r}; use one of {', '.join(modes)}")
         database = _existing_db(db)
         try:
             report = metrics_report(

@@ -62,14 +62,13 @@ def load_scenarios_or_fail(split: Optional[str], limit: Optional[int], scenario_
                            env: Optional[str] = None) -> list:
     """The scenarios of a split or a scenario file of an environment (default ToolWOZ), or a
     plain error naming what was wrong."""
-    from josh_core.envs.tau2.data import Tau2DataUnavailable
-    from josh_core.toolwoz.data import DataUnavailableError
+    from josh_core.envs.base import DataUnavailable
 
     try:
         scenarios = _load_scenarios(split, limit, scenario_file, env)
     except (ValueError, OSError, RecursionError) as error:
         _fail(f"--scenario-file {error}" if scenario_file is not None else f"--split: {error}")
-    except (DataUnavailableError, Tau2DataUnavailable) as error:
+    except DataUnavailable as error:
         _fail(str(error))
     if not scenarios:
         _fail("no scenarios selected")
@@ -211,24 +210,13 @@ class ProgressObserver(RolloutObserver):
 
 def _load_scenarios(split: Optional[str], limit: Optional[int], scenario_file: Optional[Path],
                     env: Optional[str] = None):
-    if env is not None and env != "toolwoz":
-        from josh_core.envs import get_env
+    from josh_core.envs import get_env
 
-        environment = get_env(env)
-        if scenario_file is not None:
-            scenarios = environment.load_scenario_file(scenario_file)
-            return scenarios[:limit] if limit is not None else scenarios
-        return environment.load_split(split or environment.eval_split, limit)
-    from josh_core.toolwoz.scenarios import load_scenario_file, load_split
-
+    environment = get_env(env)
     if scenario_file is not None:
-        loaded = load_scenario_file(scenario_file)
-        scenarios = loaded if isinstance(loaded, list) else [loaded]
+        scenarios = environment.load_scenario_file(scenario_file)
         return scenarios[:limit] if limit is not None else scenarios
-    from josh_core.toolwoz.data import ensure_prepared
-
-    ensure_prepared()
-    return load_split(split, limit)
+    return environment.load_split(split or environment.eval_split, limit)
 
 
 def register(app: typer.Typer) -> None:

@@ -5,8 +5,8 @@
     scenario_from_json(data, env=None)  a stored scenario as its environment's object
 
 Built-in environments are imported when first asked for, so listing them loads nothing
-heavy. ToolWOZ keeps its code in `josh_core/toolwoz/` for now and is registered through a thin
-adapter (`josh_core/envs/toolwoz/`); moving it under `josh_core/envs/` is left for later.
+heavy. Each lives in its own package under `josh_core/envs/` (ToolWOZ: `envs/toolwoz/`, its
+registry entry `environment.py`); code outside a package reaches it only through here.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ DEFAULT_ENV = "toolwoz"
 
 # name -> "module:attribute" of the Environment instance, imported on first use.
 _BUILTIN: dict[str, str] = {
-    "toolwoz": "josh_core.envs.toolwoz:ENVIRONMENT",
+    "toolwoz": "josh_core.envs.toolwoz.environment:ENVIRONMENT",
     "tau2-retail": "josh_core.envs.tau2_retail:ENVIRONMENT",
     "tau2-airline": "josh_core.envs.tau2_airline:ENVIRONMENT",
 }

@@ -19,15 +19,35 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from josh_core.types import ToolEnvironment
 
-Progress = Callable[[str, int, int], None]
+if TYPE_CHECKING:
+    import typer
+
+Progress = Callable[[str, int, int], None]  # (step, done, total)
 
 # Metric families (analysis/metrics.py): ToolWOZ's Average Reward and 100% Success Rate over
 # goal calls, or τ²'s Pass^k over repeated trials of the same task.
 METRICS = ("toolwoz", "pass^k")
+
+
+class DataUnavailable(RuntimeError):
+    """An environment's data could be neither found in the cache, nor fetched, nor read from
+    --from. Each environment raises its own subclass; callers catch this one."""
+
+
+class Scenario(Protocol):
+    """What the engine, rollouts and evaluation read of any environment's scenario (each
+    environment has its own pydantic model; docs/environments.md)."""
+
+    id: str
+    domains: list[str]
+    instructions: list[str]
+    goal_calls: list[Any]  # each with a `name` and `parameters`
+
+    def goal_call_ids(self) -> list[str]: ...
 
 
 class Environment:
@@ -106,6 +126,9 @@ class Environment:
                     + ", ".join(f"{k}:SPEC" if k == "llm" else f"{k}:FILE" if k == "script" else k
                                 for k in self.user_kinds))
         return None
+
+    def register_commands(self, app: typer.Typer) -> None:
+        """Add this environment's own `josh` commands, if it has any (ToolWOZ: `josh toolwoz`)."""
 
     def default_split(self, josh: bool) -> str:
         return self.josh_split if josh else self.eval_split

@@ -133,9 +133,7 @@ class ReactAgent(ModelAgent):
 
     def prompt_messages(self, env: ToolEnvironment) -> list[Message]:
         """Everything before the conversation: system prompt, demonstration, fence."""
-        from josh_core.toolwoz.apis import API_EXAMPLES
-
-        return react_prompt_messages(env.tools(), env_api_examples(env, API_EXAMPLES), self.demonstrate,
+        return react_prompt_messages(env.tools(), env_api_examples(env, []), self.demonstrate,
                                      domain_instructions(env))
 
     def system_prompt(self, env: ToolEnvironment) -> str:

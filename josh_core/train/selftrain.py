@@ -34,7 +34,7 @@ from josh_core.analysis.compare import Comparison, compare_runs
 from josh_core.rollout import RolloutConfig, RolloutObserver, resume_run, start_run
 from josh_core.storage import stages as stage_store
 from josh_core.storage.db import Database
-from josh_core.toolwoz.types import Scenario
+from josh_core.envs.base import Scenario
 
 TrainKind = Literal["sft", "kto", "dpo"]
 

@@ -35,13 +35,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
+from josh_core.envs.base import DataUnavailable
 from josh_core.paths import data_dir
 
 Progress = Callable[[str, int, int], None]
 DATA_FILES = ("db.json", "tasks.json", "split_tasks.json", "policy.md")
 
 
-class Tau2DataUnavailable(RuntimeError):
+class Tau2DataUnavailable(DataUnavailable):
     """The τ² data could be neither found in the cache, nor fetched, nor read from --from."""
 
 

@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field
 from josh_core.envs.tau2.state import DbState, Tables, Transaction
 from josh_core.envs.tau2.tasks import Tau2Task
 from josh_core.envs.tau2.tools import ArgumentError, Tool, ToolError, check_arguments
-from josh_core.toolwoz.scoring import MissedGoal, ParamDiff, ScoreReport
+from josh_core.envs.score import MissedGoal, ParamDiff, ScoreReport
 from josh_core.types import ApiCallRecord, ApiResult, Message, ToolCall
 
 _BAD_FORMAT_HINT = 'Write the call as JSON: {"name": "<api name>", "parameters": {"<parameter>": <value>}}.'

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel
 
-from josh_core.toolwoz.goal_model import GoalModel
-from josh_core.toolwoz.types import DOMAINS, Scenario
+from josh_core.envs.toolwoz.goal_model import GoalModel
+from josh_core.envs.toolwoz.types import DOMAINS, Scenario
 
 
 class DomainStats(BaseModel):

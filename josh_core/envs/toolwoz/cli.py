@@ -1,4 +1,7 @@
-"""`josh toolwoz list | show | score | schema | stats`."""
+"""`josh toolwoz list | show | score | schema | stats`.
+
+Added to the `josh` command by `ToolWOZEnvironment.register_commands`.
+"""
 
 from __future__ import annotations
 
@@ -10,23 +13,40 @@ from typing import NoReturn, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from josh_core.cli.output import fail, plain, styled
-from josh_core.toolwoz.data import DataUnavailableError, load_goal_model
-from josh_core.toolwoz.env import score_calls
-from josh_core.toolwoz.reference_scoring import DEFAULT_SCORING, SCORING_MODES
-from josh_core.toolwoz.scenarios import get_scenario, load_scenario_file, load_split
-from josh_core.toolwoz.stats import SplitStats, compute_stats, expected_stats
-from josh_core.toolwoz.store import SPLITS
-from josh_core.toolwoz.types import DOMAINS, Scenario
+from josh_core.envs.toolwoz.data import DataUnavailableError, load_goal_model
+from josh_core.envs.toolwoz.env import score_calls
+from josh_core.envs.toolwoz.reference_scoring import DEFAULT_SCORING, SCORING_MODES
+from josh_core.envs.toolwoz.scenarios import get_scenario, load_scenario_file, load_split
+from josh_core.envs.toolwoz.stats import SplitStats, compute_stats, expected_stats
+from josh_core.envs.toolwoz.store import SPLITS
+from josh_core.envs.toolwoz.types import DOMAINS, Scenario
 
 SplitChoice = Enum("SplitChoice", {s.replace("-", "_"): s for s in SPLITS}, type=str)
 SourceChoice = Enum("SourceChoice", {"synth": "synth", "official": "official"}, type=str)
 ScoringChoice = Enum("ScoringChoice", {m: m for m in SCORING_MODES}, type=str)
 
 
+# The printing helpers of josh_core/cli/output.py are imported when called, not at the top:
+# importing josh_core.cli builds the `josh` command, which imports this module, so a top-level
+# import would be a circle whenever this module is the first one imported.
 def _fail(message: str) -> NoReturn:
+    from josh_core.cli.output import fail
+
     fail(message)
+
+
+def _plain(value: object) -> Text:
+    from josh_core.cli.output import plain
+
+    return plain(value)
+
+
+def _styled(*parts: str | tuple[str, str]) -> Text:
+    from josh_core.cli.output import styled
+
+    return styled(*parts)
 
 
 def _source(source: Optional[SourceChoice]) -> Optional[str]:
@@ -73,7 +93,7 @@ def _stats_tables(stats: list[SplitStats], expected) -> list[Table]:
         combos.add_column(s.split, justify="right")
     combos.add_column("goal model", justify="right")
     for key, p in expected.combinations.items():
-        combos.add_row(plain(key), *[_pct(s.combinations.get(key, 0) / max(s.scenarios, 1)) for s in stats], _pct(p))
+        combos.add_row(_plain(key), *[_pct(s.combinations.get(key, 0) / max(s.scenarios, 1)) for s in stats], _pct(p))
 
     goals = Table(title="Goal calls per scenario")
     goals.add_column("goal calls")
@@ -130,14 +150,14 @@ def register(app: typer.Typer) -> None:
             _print_json(scenario.model_dump(mode="json"))
             return
         console = Console()
-        console.print(styled((scenario.id, "bold"), f"  ({scenario.source}; {', '.join(scenario.domains)})"))
+        console.print(_styled((scenario.id, "bold"), f"  ({scenario.source}; {', '.join(scenario.domains)})"))
         for sentence in scenario.instructions:
-            console.print(plain(f"  {sentence}"), highlight=False)
+            console.print(_plain(f"  {sentence}"), highlight=False)
         table = Table(title="Goal calls")
         table.add_column("id")
         table.add_column("parameters")
         for goal_id, call in zip(scenario.goal_call_ids(), scenario.goal_calls):
-            table.add_row(plain(goal_id), plain(json.dumps(call.parameters, ensure_ascii=False)))
+            table.add_row(_plain(goal_id), _plain(json.dumps(call.parameters, ensure_ascii=False)))
         console.print(table)
 
     @toolwoz.command("score")

@@ -14,8 +14,8 @@ import reprlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from josh_core.toolwoz.db import TIME_BOUNDS, Database
-from josh_core.toolwoz.normalize import is_normalized_subset, normalize, parse_time
+from josh_core.envs.toolwoz.db import TIME_BOUNDS, Database
+from josh_core.envs.toolwoz.normalize import is_normalized_subset, normalize, parse_time
 
 _AREAS = ["centre", "north", "south", "east", "west"]
 _PRICES = ["cheap", "moderate", "expensive"]

@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from josh_core.toolwoz import store
-from josh_core.toolwoz.apis import API_PARAMETERS
-from josh_core.toolwoz.db import Database, entity_id_field
-from josh_core.toolwoz.generate import fill_search_returns
-from josh_core.toolwoz.instructions import write_instructions
-from josh_core.toolwoz.normalize import normalize
-from josh_core.toolwoz.types import DOMAINS, DomainGoal, GoalCall, Scenario
+from josh_core.envs.toolwoz import scenarios, store
+from josh_core.envs.toolwoz.apis import API_PARAMETERS
+from josh_core.envs.toolwoz.build.generate import fill_search_returns
+from josh_core.envs.toolwoz.build.instructions import write_instructions
+from josh_core.envs.toolwoz.data import load_database
+from josh_core.envs.toolwoz.db import Database, entity_id_field
+from josh_core.envs.toolwoz.normalize import normalize
+from josh_core.envs.toolwoz.types import DOMAINS, DomainGoal, GoalCall, Scenario
 
 _DROPPED_DOMAINS = ("taxi", "police", "hospital")
 _KEYWORDS = {
@@ -239,8 +240,6 @@ def load_official_dir(folder: Path, db: Database | None = None) -> OfficialData:
     notes = []
     if dialogue_file is not None:
         if db is None:
-            from josh_core.toolwoz.data import load_database
-
             db = load_database()
         scenarios, dropped = load_multiwoz_dialogues(json.loads(dialogue_file.read_text()), db)
         notes.append(f"read {dialogue_file.name}")
@@ -264,7 +263,5 @@ def prepare_official(folder: Path, db: Database | None = None) -> dict[str, int]
         store.manifest_path("official"),
         {"from": str(Path(folder).resolve()), "counts": counts, "dropped": loaded.dropped, "notes": loaded.notes},
     )
-    from josh_core.toolwoz import scenarios
-
     scenarios.clear_cache()
     return store.split_counts(counts)

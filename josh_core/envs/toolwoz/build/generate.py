@@ -27,11 +27,12 @@ import random
 from collections import Counter
 from collections.abc import Callable, Mapping
 
-from josh_core.toolwoz.db import Database, entity_id_field
-from josh_core.toolwoz.goal_model import GoalModel
-from josh_core.toolwoz.instructions import write_instructions
-from josh_core.toolwoz.normalize import normalize_params, parse_time
-from josh_core.toolwoz.types import DOMAINS, DomainGoal, GoalCall, Scenario
+from josh_core.envs.toolwoz.build.instructions import write_instructions
+from josh_core.envs.toolwoz.db import Database, entity_id_field
+from josh_core.envs.toolwoz.env import ToolWOZEnv
+from josh_core.envs.toolwoz.goal_model import GoalModel
+from josh_core.envs.toolwoz.normalize import normalize_params, parse_time
+from josh_core.envs.toolwoz.types import DOMAINS, DomainGoal, GoalCall, Scenario
 
 GENERATOR_VERSION = 1
 DEFAULT_SEED = 7849  # the number of ToolWOZ scenarios; any fixed value would do
@@ -264,8 +265,6 @@ class SynthGenerator:
 
 def fill_search_returns(scenario: Scenario, db: Database) -> None:
     """Set each search goal's returns to what serving gives the goal call itself."""
-    from josh_core.toolwoz.env import ToolWOZEnv
-
     env = ToolWOZEnv(scenario, db=db)
     for call in scenario.goal_calls:
         if call.intent == "search":

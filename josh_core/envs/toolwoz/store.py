@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from josh_core.paths import data_dir
-from josh_core.toolwoz.types import Scenario
+from josh_core.envs.toolwoz.types import DOMAINS, Scenario
 
 SOURCES = {"synth": "toolwoz-synth", "official": "toolwoz-official"}
 STORED_SPLITS = ("train", "val", "test")
 SPLITS = ("train", "val", "test", "official-test")
 OFFICIAL_TEST_SIZE = 450
+DB_FILES = tuple(f"{domain}_db.json" for domain in DOMAINS)  # as named in the convlab sdist too
+GOAL_MODEL_JSON = "goal_model.json"
 
 
 def multiwoz_dir() -> Path:

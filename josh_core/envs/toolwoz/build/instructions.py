@@ -7,7 +7,7 @@ fallback when the first booking fails), and what to ask about.
 
 from __future__ import annotations
 
-from josh_core.toolwoz.types import DomainGoal
+from josh_core.envs.toolwoz.types import DomainGoal
 
 _NOUN = {"restaurant": "restaurant", "hotel": "place to stay", "attraction": "attraction", "train": "train"}
 _ARTICLE = {"restaurant": "a", "hotel": "a", "attraction": "an", "train": "a"}

@@ -33,8 +33,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from josh_core.toolwoz.db import Database, entity_id_field
-from josh_core.toolwoz.types import Scenario
+from josh_core.envs.toolwoz.db import Database, entity_id_field
+from josh_core.envs.toolwoz.types import Scenario
 from josh_core.types import ApiCallRecord, ApiResult, ToolCall
 
 # The scoring modes of a ToolWOZ environment, the default first: ours (docs/toolwoz.md says

@@ -17,16 +17,13 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from josh_core.envs.toolwoz import store
+from josh_core.envs.toolwoz.apis import API_NAMES, CallError, validate_call
+from josh_core.envs.toolwoz.data import ensure_prepared
+from josh_core.envs.toolwoz.types import DOMAINS, Scenario
 from josh_core.paths import data_dir
-from josh_core.toolwoz import store
-from josh_core.toolwoz.official import (  # noqa: F401  (re-exported loaders)
-    OfficialData,
-    load_ground_truth_apis,
-    load_multiwoz_dialogues,
-    load_official_dir,
-    prepare_official,
-)
-from josh_core.toolwoz.types import Scenario
 
 _SYNTH_ID = re.compile(r"^synth-(train|val|test)-(\d+)$")
 
@@ -50,8 +47,6 @@ def _parsed(root: str, source: str, split: str) -> tuple[Scenario, ...]:
 
 def _stored(source: str, split: str) -> tuple[Scenario, ...]:
     if source == "synth":
-        from josh_core.toolwoz.data import ensure_prepared
-
         ensure_prepared()
     elif not store.split_path(source, split).exists():
         raise FileNotFoundError(
@@ -98,9 +93,6 @@ class ScenarioFileError(ValueError):
 def scenario_problems(scenario: Scenario) -> list[str]:
     """Why a scenario could never be won here (empty when it can): domains and goal calls must
     be ToolWOZ's, and every goal call must be a call the environment accepts."""
-    from josh_core.toolwoz.apis import API_NAMES, CallError, validate_call
-    from josh_core.toolwoz.types import DOMAINS
-
     problems = []
     for domain in dict.fromkeys([*scenario.domains, *scenario.goal]):
         if domain not in DOMAINS:
@@ -122,8 +114,6 @@ def scenario_problems(scenario: Scenario) -> list[str]:
 
 
 def _validated(item: object, where: str) -> Scenario:
-    from pydantic import ValidationError
-
     try:
         scenario = Scenario.model_validate(item)
     except ValidationError as error:

@@ -1,4 +1,4 @@
-"""`josh data prepare`: fetch, verify, convert and generate, once; everything else reads the cache.
+"""`josh data prepare`: fetch, verify, convert and generate, once; the runtime reads the cache.
 
 A preparation is atomic: the inputs are read and validated whole, converted and the
 toolwoz-synth splits generated into a staging folder inside the data dir, and only then are
@@ -7,9 +7,10 @@ file or goal-model pickle leaves the prepared data exactly as it was, so a scena
 meaning the same scenario.
 
     prepare(from_path=None, progress=None) -> {"train": 6251, "val": 793, "test": 805, "official-test": 450}
-    ensure_prepared()                      prepare only what is missing
-    load_db() / load_database()            the databases (plain rows / indexed), cached in memory
-    load_goal_model()                      the goal statistics
+    prepare_missing()                      prepare only what is missing or stale
+
+Reached from the runtime only through `josh_core/envs/toolwoz/data.py` (`prepare`,
+`ensure_prepared`); reading the prepared data is that module's job.
 """
 
 from __future__ import annotations
@@ -20,17 +21,15 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from josh_core.paths import data_dir
-from josh_core.toolwoz import store
-from josh_core.toolwoz.db import Database, clean_row
-from josh_core.toolwoz.fetch import (
-    DB_FILES,
+from josh_core.envs.base import Progress
+from josh_core.envs.toolwoz import scenarios as scenario_store
+from josh_core.envs.toolwoz import store
+from josh_core.envs.toolwoz.build.fetch import (
     GOAL_MODEL_FILE,
     SDIST_NAME,
     DataUnavailableError,
@@ -39,23 +38,15 @@ from josh_core.toolwoz.fetch import (
     read_inputs_from,
     read_sdist_members,
 )
-from josh_core.toolwoz.generate import DEFAULT_SEED, GENERATOR_VERSION, generate_splits
-from josh_core.toolwoz.goal_model import GoalModel, goal_model_from_pickle
-from josh_core.toolwoz.types import DOMAINS
+from josh_core.envs.toolwoz.build.generate import DEFAULT_SEED, GENERATOR_VERSION, generate_splits
+from josh_core.envs.toolwoz.data import clear_memory_caches, database_at, goal_model_at, inputs_ready
+from josh_core.envs.toolwoz.db import clean_row
+from josh_core.envs.toolwoz.goal_model import goal_model_from_pickle
+from josh_core.envs.toolwoz.store import DB_FILES, GOAL_MODEL_JSON
+from josh_core.envs.toolwoz.types import DOMAINS
+from josh_core.paths import data_dir
 
-Progress = Callable[[str, int, int], None]  # (step, done, total)
-GOAL_MODEL_JSON = "goal_model.json"
-
-__all__ = [
-    "DataUnavailableError",
-    "ensure_prepared",
-    "inputs_ready",
-    "load_database",
-    "load_db",
-    "load_goal_model",
-    "prepare",
-    "synth_ready",
-]
+__all__ = ["prepare", "prepare_missing", "synth_ready"]
 
 
 @contextmanager
@@ -77,11 +68,6 @@ def _report(progress: Progress | None, step: str, done: int = 0, total: int = 1)
 
 
 # ---------------------------------------------------------------------------- inputs
-def inputs_ready() -> bool:
-    folder = store.multiwoz_dir()
-    return all((folder / name).exists() for name in (*DB_FILES, GOAL_MODEL_JSON))
-
-
 def _obtain_raw_inputs(from_path: Path | None, progress: Progress | None) -> dict[str, bytes]:
     if from_path is not None:
         _report(progress, f"reading {from_path}")
@@ -153,45 +139,6 @@ def _swap_in(new: Path, target: Path, stage: Path) -> None:
     os.replace(new, target)
 
 
-# ---------------------------------------------------------------------------- loading
-@lru_cache(maxsize=4)
-def _database_at(folder: str) -> Database:
-    tables: dict[str, list[dict[str, Any]]] = {}
-    for domain, name in zip(DOMAINS, DB_FILES):
-        tables[domain] = json.loads((Path(folder) / name).read_text())
-    return Database(tables)
-
-
-@lru_cache(maxsize=4)
-def _goal_model_at(folder: str) -> GoalModel:
-    return GoalModel.model_validate_json((Path(folder) / GOAL_MODEL_JSON).read_text())
-
-
-def _clear_memory_caches() -> None:
-    _database_at.cache_clear()
-    _goal_model_at.cache_clear()
-
-
-def _require_inputs() -> str:
-    if not inputs_ready():
-        ensure_prepared()
-    return str(store.multiwoz_dir())
-
-
-def load_database() -> Database:
-    """The indexed databases (prepares the data first if needed)."""
-    return _database_at(_require_inputs())
-
-
-def load_db() -> dict[str, list[dict[str, Any]]]:
-    """domain -> rows, cleaned (shared; do not mutate)."""
-    return load_database().tables
-
-
-def load_goal_model() -> GoalModel:
-    return _goal_model_at(_require_inputs())
-
-
 # ---------------------------------------------------------------------------- synth
 def _expected_manifest(seed: int, inputs: Path | None = None) -> dict[str, Any]:
     return {"generator_version": GENERATOR_VERSION, "seed": seed, "inputs_sha256": _inputs_digest(inputs)}
@@ -209,8 +156,8 @@ def synth_ready(seed: int = DEFAULT_SEED) -> bool:
 
 def _generate_synth_into(inputs: Path, folder: Path, seed: int, progress: Progress | None) -> dict[str, int]:
     """Generate the toolwoz-synth splits from the inputs in `inputs` into `folder`."""
-    db = _database_at(str(inputs))
-    model = _goal_model_at(str(inputs))
+    db = database_at(str(inputs))
+    model = goal_model_at(str(inputs))
     splits = generate_splits(db, model, seed, progress=progress)
     folder.mkdir(parents=True, exist_ok=True)
     counts = {split: store.write_split("synth", split, scenarios, folder=folder) for split, scenarios in splits.items()}
@@ -220,8 +167,6 @@ def _generate_synth_into(inputs: Path, folder: Path, seed: int, progress: Progre
 
 def _rebuild(raw: dict[str, bytes] | None, seed: int, progress: Progress | None) -> dict[str, int]:
     """Build aside and swap in: the converted inputs (when `raw` is given) and the synth splits."""
-    from josh_core.toolwoz import scenarios as scenario_store
-
     converted = _convert_inputs(raw) if raw is not None else None  # all checked before any write
     with _staging() as stage:
         inputs = store.multiwoz_dir()
@@ -232,11 +177,11 @@ def _rebuild(raw: dict[str, bytes] | None, seed: int, progress: Progress | None)
         try:
             counts = _generate_synth_into(inputs, synth, seed, progress)
         finally:
-            _clear_memory_caches()  # the staging folder's entries
+            clear_memory_caches()  # the staging folder's entries
         if converted is not None:
             _swap_in(inputs, store.multiwoz_dir(), stage)
         _swap_in(synth, store.source_dir("synth"), stage)
-    _clear_memory_caches()
+    clear_memory_caches()
     scenario_store.clear_cache()
     return counts
 
@@ -261,14 +206,7 @@ def prepare(
     return store.split_counts(counts)
 
 
-_READY: set[str] = set()  # data dirs found complete in this process
-
-
-def ensure_prepared() -> None:
-    """Prepare whatever is missing (no-op, and no network, once the cache is complete)."""
-    key = str(data_dir())
-    if key in _READY:
-        return
+def prepare_missing() -> None:
+    """Prepare whatever is missing or stale (no network when the cache is complete)."""
     if not (inputs_ready() and synth_ready()):
         prepare()
-    _READY.add(key)

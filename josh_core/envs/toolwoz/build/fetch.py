@@ -15,22 +15,18 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from josh_core.toolwoz.types import DOMAINS
+from josh_core.envs.toolwoz.data import DataUnavailableError
+from josh_core.envs.toolwoz.store import DB_FILES
 
 CONVLAB_REQUIREMENT = "convlab==3.0.1"
 SDIST_NAME = "convlab-3.0.1.tar.gz"
 SDIST_SHA256 = "911ee742a84885542db9404d82cb9162c37aa22e38f569ba6d8735aaf8677c2b"
 _MEMBER_PREFIX = "convlab-3.0.1/convlab/human_eval/"
 GOAL_MODEL_FILE = "goal_model.pkl"
-DB_FILES = tuple(f"{domain}_db.json" for domain in DOMAINS)
 INPUT_FILES = (*DB_FILES, GOAL_MODEL_FILE)
 _MEMBERS = {name: f"{_MEMBER_PREFIX}db/{name}" for name in DB_FILES} | {
     GOAL_MODEL_FILE: f"{_MEMBER_PREFIX}goal/{GOAL_MODEL_FILE}"
 }
-
-
-class DataUnavailableError(RuntimeError):
-    """The inputs could be neither found in the cache, nor fetched, nor read from --from."""
 
 
 def how_to_provide() -> str:

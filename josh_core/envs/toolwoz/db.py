@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from josh_core.toolwoz.normalize import normalize, parse_time
+from josh_core.envs.toolwoz.normalize import normalize, parse_time
 
 # Parameters compared as bounds rather than by equality: name -> direction.
 TIME_BOUNDS: dict[str, dict[str, str]] = {"train": {"leaveAt": "after", "arriveBy": "before"}}

@@ -18,42 +18,13 @@ the entity served or booked was not the goal's).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, Field
-
-from josh_core.toolwoz.db import Database, entity_id_field
-from josh_core.toolwoz.normalize import is_normalized_subset, normalize
+# The report types are every environment's (envs/score.py); ScoreReport is re-exported for env.py.
+from josh_core.envs.score import MissedGoal, ParamDiff, ScoreReport  # noqa: F401
+from josh_core.envs.toolwoz.db import Database, entity_id_field
+from josh_core.envs.toolwoz.normalize import is_normalized_subset, normalize
 from josh_core.types import ApiCallRecord
-
-MissReason = Literal["never_attempted", "missing_parameter", "wrong_value", "wrong_entity"]
-
-
-class ParamDiff(BaseModel):
-    """One parameter where the closest attempt differs from the goal."""
-
-    parameter: str
-    kind: Literal["missing", "wrong_value", "unexpected"]
-    expected: str | None = None  # the goal's value (None for an unexpected parameter)
-    got: str | None = None  # the call's value (None for a missing parameter)
-
-
-class MissedGoal(BaseModel):
-    goal_id: str
-    api: str
-    reason: MissReason
-    attempts: int = 0  # executed calls of this API
-    failed_calls: int = 0  # calls of this API rejected as bad calls
-    closest_call: int | None = None  # index of the closest attempt in the calls given
-    served: str | None = None  # entity id that attempt was served / booked, if any
-    details: list[ParamDiff] = Field(default_factory=list)
-
-
-class ScoreReport(BaseModel):
-    reward: float
-    success: bool
-    completed: list[str]
-    missed: list[MissedGoal]
 
 
 @dataclass(frozen=True)

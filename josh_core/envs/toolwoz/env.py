@@ -13,18 +13,19 @@ import copy
 import json
 from typing import Any
 
-from josh_core.toolwoz.apis import TOOLS, CallError, ServingContext, validate_call
-from josh_core.toolwoz.db import Database
-from josh_core.toolwoz.normalize import normalize, normalize_params
-from josh_core.toolwoz.reference_scoring import DEFAULT_SCORING, REFERENCE, SCORING_MODES, ReferenceSemantics
-from josh_core.toolwoz.scoring import (
+from josh_core.envs.toolwoz.apis import API_EXAMPLES, TOOLS, CallError, ServingContext, validate_call
+from josh_core.envs.toolwoz.data import load_database
+from josh_core.envs.toolwoz.db import Database
+from josh_core.envs.toolwoz.normalize import normalize, normalize_params
+from josh_core.envs.toolwoz.reference_scoring import DEFAULT_SCORING, REFERENCE, SCORING_MODES, ReferenceSemantics
+from josh_core.envs.toolwoz.scoring import (
     GoalSpec,
     ScoreReport,
     collect_attempts,
     completes,
     explain_miss,
 )
-from josh_core.toolwoz.types import Scenario
+from josh_core.envs.toolwoz.types import Scenario
 from josh_core.types import ApiCallRecord, ApiResult, ToolCall
 
 _BAD_FORMAT_HINT = 'Write the call as JSON: {"name": "<api name>", "parameters": {"<parameter>": "<value>"}}.'
@@ -35,8 +36,6 @@ class ToolWOZEnv:
         if scoring not in SCORING_MODES:
             raise ValueError(f"unknown ToolWOZ scoring {scoring!r}; use one of {', '.join(SCORING_MODES)}")
         if db is None:
-            from josh_core.toolwoz.data import load_database
-
             db = load_database()
         self.scenario = scenario
         self.db = db
@@ -78,6 +77,11 @@ class ToolWOZEnv:
     def tools(self) -> list[dict[str, Any]]:
         """The OpenAI tools schema (a copy: callers may edit it)."""
         return copy.deepcopy(TOOLS)
+
+    @property
+    def api_examples(self) -> list[dict[str, Any]]:
+        """One filled call per API, for the ReACT prompt (shared: do not mutate)."""
+        return API_EXAMPLES
 
     def execute(self, call: ToolCall | None, raw: str | None = None) -> ApiCallRecord:
         """Run one call. Bad calls get an error result (and are recorded); nothing raises."""
