@@ -14,6 +14,32 @@ st.title("Trainings")
 db = require_database()
 
 
+def comparison_chart(rows: list[dict]):
+    """Left: base and trained means with their 95% intervals, per metric. Right: the paired
+    difference (trained - base) with its interval against zero: the question a round answers is
+    whether that interval lies above zero."""
+    import altair as alt
+
+    sides = pd.DataFrame([
+        {"metric": r["metric"], "agent": side, "mean": r[f"{side}_mean"], "low": r[f"{side}_low"],
+         "high": r[f"{side}_high"]}
+        for r in rows for side in ("base", "trained")
+    ])  # fmt: skip
+    y = alt.Y("metric:N", title=None)
+    offset = alt.YOffset("agent:N")
+    color = alt.Color("agent:N", scale=alt.Scale(domain=["base", "trained"], range=["#9e9e9e", "#2e7d32"]))
+    means = alt.Chart(sides).encode(y=y, yOffset=offset, color=color)
+    left = (means.mark_rule().encode(x=alt.X("low:Q", title="mean, 95% interval"), x2="high:Q")
+            + means.mark_point(filled=True).encode(x="mean:Q")).properties(width=260)
+    difference = pd.DataFrame([{"metric": r["metric"], "mean": r["difference_mean"], "low": r["difference_low"],
+                                "high": r["difference_high"]} for r in rows])  # fmt: skip
+    diff = alt.Chart(difference).encode(y=y)
+    zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(strokeDash=[4, 4], color="#555").encode(x="x:Q")
+    right = (diff.mark_rule(color="#1565c0").encode(x=alt.X("low:Q", title="trained - base, 95% interval"), x2="high:Q")
+             + diff.mark_point(filled=True, color="#1565c0").encode(x="mean:Q") + zero).properties(width=260)
+    return alt.hconcat(left, right)
+
+
 def experiments_section() -> None:
     """`josh selftrain` experiments stored here: rounds, base vs trained with intervals, stages."""
     from josh_core.storage.stages import list_experiments
@@ -39,7 +65,9 @@ def experiments_section() -> None:
     for comparison in result.comparisons:
         st.caption(f"Round {comparison['round']} {comparison['kind']} vs the starting agent on "
                    f"{comparison['n']} paired scenarios: means with bootstrap 95% intervals")
-        st.dataframe(pd.DataFrame(comparison_rows(comparison)), hide_index=True, width="stretch")
+        rows = comparison_rows(comparison)
+        st.altair_chart(comparison_chart(rows), width="stretch")
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     with st.expander("Stages"):
         st.dataframe(pd.DataFrame([{k: v for k, v in stage.items() if k != "result"} for stage in result.stages]),
                      hide_index=True, width="stretch")

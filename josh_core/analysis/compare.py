@@ -17,6 +17,7 @@ Intervals are percentile bootstraps over conversations (pairs for the difference
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel
@@ -90,13 +91,33 @@ def bootstrap_interval(values: Sequence[float], resamples: int = 2000, seed: int
 
 def compare_runs(db: Database, base_run: str, trained_run: str, *, resamples: int = 2000,
                  seed: int = 0) -> Comparison:
-    base = conversation_metrics(db, base_run)
-    trained = conversation_metrics(db, trained_run)
-    shared = sorted(set(base) & set(trained))
+    return compare_pooled([(db, base_run, trained_run)], resamples=resamples, seed=seed)
+
+
+def compare_pooled(pairs: Sequence[tuple[Database, str, str]], *, resamples: int = 2000,
+                   seed: int = 0) -> Comparison:
+    """One comparison over several (database, base run, trained run) pairs, e.g. a first
+    evaluation and a replication on other scenarios: each pair's shared scenarios are pooled
+    (a scenario of one pair is never paired with another pair's)."""
+    if not pairs:
+        raise ValueError("nothing to compare: give at least one (database, base run, trained run)")
+    keys = [(str(Path(db.path).resolve()), base, trained) for db, base, trained in pairs]
+    if len(set(keys)) < len(keys):
+        raise ValueError("the same pair of runs is given twice: its scenarios would count double")
+    a_rows: list[dict[str, float]] = []
+    b_rows: list[dict[str, float]] = []
+    for db, base_run, trained_run in pairs:
+        for run in (base_run, trained_run):
+            reads.get_run(db, run)  # KeyError naming the run when it is not in this database
+        base = conversation_metrics(db, base_run)
+        trained = conversation_metrics(db, trained_run)
+        for scenario in sorted(set(base) & set(trained)):
+            a_rows.append(base[scenario])
+            b_rows.append(trained[scenario])
     metrics = []
     for name in METRICS:
-        a = [base[s][name] for s in shared]
-        b = [trained[s][name] for s in shared]
+        a = [row[name] for row in a_rows]
+        b = [row[name] for row in b_rows]
         metrics.append(MetricComparison(
             metric=name,
             base=bootstrap_interval(a, resamples, seed),
@@ -104,4 +125,5 @@ def compare_runs(db: Database, base_run: str, trained_run: str, *, resamples: in
             # The same resample indices pair each scenario's two values.
             difference=bootstrap_interval([y - x for x, y in zip(a, b)], resamples, seed),
         ))
-    return Comparison(base_run=base_run, trained_run=trained_run, n=len(shared), metrics=metrics)
+    return Comparison(base_run=",".join(p[1] for p in pairs), trained_run=",".join(p[2] for p in pairs),
+                      n=len(a_rows), metrics=metrics)

@@ -394,3 +394,46 @@ def register(app: typer.Typer) -> None:
                    {"average_reward": _num, "success_rate": _pct, "bad_api_use": _pct,
                     "incorrect_format": _pct})  # fmt: skip
         )
+
+    @app.command("compare")
+    def compare(
+        base_run: str = typer.Argument(..., help="Run of the base agent."),
+        trained_run: str = typer.Argument(..., help="Run of the trained agent (same scenarios and seeds)."),
+        db: Optional[Path] = typer.Option(None, help="DuckDB file (default JOSH_DB or ./josh.duckdb)."),
+        pool: Optional[list[str]] = typer.Option(
+            None, "--pool", metavar="DB:BASE_RUN:TRAINED_RUN",
+            help="Pool another pair of runs (e.g. a replication on other scenarios) into the comparison; repeatable.",
+        ),
+        resamples: int = typer.Option(2000, min=100, max=100_000, help="Bootstrap resamples."),
+        seed: int = typer.Option(0, help="Bootstrap seed."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    ) -> None:
+        """Base vs trained agent, paired by scenario: means with bootstrap 95% intervals and the
+        interval of the difference (the self-training loop's comparison, for any two runs)."""
+        from josh_core.analysis.compare import compare_pooled
+
+        pairs = [(_existing_db(db), base_run, trained_run)]
+        for text in pool or []:
+            path, sep, runs = text.rpartition(":")
+            path, sep2, base = path.rpartition(":")
+            if not (sep and sep2 and path and base and runs):
+                _fail(f"--pool wants DB:BASE_RUN:TRAINED_RUN, got {text!r}")
+            pairs.append((_existing_db(Path(path)), base, runs))
+        try:
+            comparison = compare_pooled(pairs, resamples=resamples, seed=seed)
+        except KeyError as error:
+            _fail(str(error.args[0]) if error.args else str(error))
+        except (ValueError, DatabaseError) as error:
+            _fail(str(error))
+        if as_json:
+            _print_json(comparison.model_dump(mode="json"))
+            return
+        if comparison.n == 0:
+            _fail("the runs share no finished scenario: nothing to pair")
+        table = Table(title=f"{comparison.n} paired scenarios: means with bootstrap 95% intervals")
+        for header in ("metric", "base", "trained", "trained - base"):
+            table.add_column(header, justify="left" if header == "metric" else "right")
+        for m in comparison.metrics:
+            table.add_row(m.metric, *(f"{i.mean:.3f} [{i.low:.3f}, {i.high:.3f}]"
+                                      for i in (m.base, m.trained, m.difference)))
+        Console(highlight=False).print(table)
