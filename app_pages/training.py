@@ -26,17 +26,18 @@ def comparison_chart(rows: list[dict]):
         for r in rows for side in ("base", "trained")
     ])  # fmt: skip
     y = alt.Y("metric:N", title=None)
+    height = 44 * len(rows)  # both panels the same height, so a metric's rows line up
     offset = alt.YOffset("agent:N")
     color = alt.Color("agent:N", scale=alt.Scale(domain=["base", "trained"], range=["#9e9e9e", "#2e7d32"]))
     means = alt.Chart(sides).encode(y=y, yOffset=offset, color=color)
     left = (means.mark_rule().encode(x=alt.X("low:Q", title="mean, 95% interval"), x2="high:Q")
-            + means.mark_point(filled=True).encode(x="mean:Q")).properties(width=260)
+            + means.mark_point(filled=True).encode(x="mean:Q")).properties(width=260, height=height)
     difference = pd.DataFrame([{"metric": r["metric"], "mean": r["difference_mean"], "low": r["difference_low"],
                                 "high": r["difference_high"]} for r in rows])  # fmt: skip
     diff = alt.Chart(difference).encode(y=y)
     zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(strokeDash=[4, 4], color="#555").encode(x="x:Q")
     right = (diff.mark_rule(color="#1565c0").encode(x=alt.X("low:Q", title="trained - base, 95% interval"), x2="high:Q")
-             + diff.mark_point(filled=True, color="#1565c0").encode(x="mean:Q") + zero).properties(width=260)
+             + diff.mark_point(filled=True, color="#1565c0").encode(x="mean:Q") + zero).properties(width=260, height=height)
     return alt.hconcat(left, right)
 
 
