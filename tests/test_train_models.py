@@ -217,6 +217,7 @@ def test_an_interrupted_training_resumes_from_its_checkpoint(folder, exports, db
         run_training("sft", exports["sft"], "embedded", out, overrides=settings, db=db_path,
                      callbacks=[lambda: stop_after_saving(2)])
     assert (out / "checkpoint-2" / "trainer_state.json").is_file()
+    assert [c.name for c in out.glob("checkpoint-*")] == ["checkpoint-2"]  # older ones are removed
     first_id = json.loads((out / checkpoints.RESUME_FILE).read_text())["training_id"]
 
     resumed = train("sft", exports["sft"], "embedded", out, overrides=settings, db=db_path)

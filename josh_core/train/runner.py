@@ -156,7 +156,10 @@ def trl_arguments(config: TrainConfig, precision: Precision, out: Path) -> dict[
         "fp16": precision.fp16,
         _checkpointing_argument(): precision.gradient_checkpointing,
         "report_to": "none",
-        "save_strategy": "no",  # the adapter is saved once at the end (trl_args may change this)
+        # Only the timed checkpoints of `checkpoints.py` (and the adapter at the end) are saved;
+        # the newest one is kept, older ones removed as the next is written.
+        "save_strategy": "no",
+        "save_total_limit": 1,
         "disable_tqdm": True,  # progress goes through callbacks (the CLI draws a rich bar)
         "dataloader_pin_memory": cuda_available(),  # pinning warns and does nothing without a GPU
     }
