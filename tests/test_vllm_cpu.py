@@ -117,16 +117,6 @@ def agent_generations(db_path: Path, agent: str) -> list:
 
 # ------------------------------------------------------------------------ offline engine, in process
 
-@pytest.fixture(scope="module")
-def offline(model_dir):
-    from josh_core.llm.vllm_backend import VLLMBackend
-
-    backend = VLLMBackend("embedded")
-    backend.load()
-    yield backend
-    backend.close()
-
-
 def opener_request(**update) -> ChatRequest:
     messages = react_prompt_messages(TOOLS, API_EXAMPLES, True) + [
         Message(role="user", content="I need a cheap restaurant in the centre that serves Italian food.")]
@@ -135,46 +125,56 @@ def opener_request(**update) -> ChatRequest:
     return request.model_copy(update=update)
 
 
-def test_offline_sampling_n_and_seeds(offline):
-    async def go():
-        first, again, other = await asyncio.gather(
-            offline.chat(opener_request(n=4)), offline.chat(opener_request(n=4)),
-            offline.chat(opener_request(n=4, sampling=opener_request().sampling.model_copy(update={"seed": 8}))))
-        return first, again, other
+class TestOfflineEngine:
+    """One engine for these tests, stopped before the README commands start engines of their own
+    (class scope: the machine is shared and each engine holds about 2.5 GB)."""
 
-    first, again, other = asyncio.run(go())
-    texts = [c.text for c in first.choices]
-    assert len(texts) == 4 and all(texts)
-    assert len(set(texts)) > 1  # n samples, not one sample repeated
-    assert texts == [c.text for c in again.choices]  # a seed makes a request reproducible
-    assert texts != [c.text for c in other.choices]
-    assert first.prompt_tokens > 1000 and 0 < first.completion_tokens <= 4 * 96
-    assert offline.batch_sizes and max(offline.batch_sizes) == 3  # the three requests ran as one generate
+    @pytest.fixture(scope="class")
+    def offline(self, model_dir):
+        from josh_core.llm.vllm_backend import VLLMBackend
 
+        backend = VLLMBackend("embedded")
+        backend.load()
+        yield backend
+        backend.close()
 
-@pytest.mark.parametrize("plan", [False, True], ids=["compact", "react"])
-def test_offline_action_grammar_parses(offline, plan):
-    # The budgets the agents give these grammars: every capped line fits, so every sample ends.
-    budget = REACT_MAX_TOKENS if plan else COMPACT_MAX_TOKENS
-    constraint = react_constraint(TOOLS, plan=plan)
-    sampling = opener_request().sampling.model_copy(update={"max_tokens": budget})
-    response = asyncio.run(offline.chat(opener_request(n=8, constraint=constraint, sampling=sampling)))
-    assert len(response.choices) == 8
-    for choice in response.choices:
-        check = check_react(choice.text, TOOLS, plan=plan)
-        assert check.ok, (check, choice.text)
+    def test_sampling_n_and_seeds(self, offline):
+        async def go():
+            reseeded = opener_request().sampling.model_copy(update={"seed": 8})
+            return await asyncio.gather(offline.chat(opener_request(n=4)), offline.chat(opener_request(n=4)),
+                                        offline.chat(opener_request(n=4, sampling=reseeded)))
 
+        first, again, other = asyncio.run(go())
+        texts = [c.text for c in first.choices]
+        assert len(texts) == 4 and all(texts)
+        assert len(set(texts)) > 1  # n samples, not one sample repeated
+        assert texts == [c.text for c in again.choices]  # a seed makes a request reproducible
+        assert texts != [c.text for c in other.choices]
+        assert first.prompt_tokens > 1000 and 0 < first.completion_tokens <= 4 * 96
+        assert max(offline.batch_sizes) == 3  # the three requests ran as one generate
 
-def test_offline_function_calling_schema(offline):
-    request = opener_request(n=4, tools=TOOLS, constraint=fc_constraint(TOOLS))
-    response = asyncio.run(offline.chat(request))
-    for choice in response.choices:
-        # The backend already turned tool-call JSON into tool calls; a reply is plain content.
-        assert choice.tool_calls or choice.text, choice
-        if choice.tool_calls:
-            assert {c.name for c in choice.tool_calls} <= {t["function"]["name"] for t in TOOLS}
-        else:
-            parse_fc_output(json.dumps({"content": choice.text}))
+    @pytest.mark.parametrize("plan", [False, True], ids=["compact", "react"])
+    def test_action_grammar_parses(self, offline, plan):
+        # The budgets the agents give these grammars: every capped line fits, so every sample ends.
+        budget = REACT_MAX_TOKENS if plan else COMPACT_MAX_TOKENS
+        sampling = opener_request().sampling.model_copy(update={"max_tokens": budget})
+        request = opener_request(n=8, constraint=react_constraint(TOOLS, plan=plan), sampling=sampling)
+        response = asyncio.run(offline.chat(request))
+        assert len(response.choices) == 8
+        for choice in response.choices:
+            check = check_react(choice.text, TOOLS, plan=plan)
+            assert check.ok, (check, choice.text)
+
+    def test_function_calling_schema(self, offline):
+        request = opener_request(n=4, tools=TOOLS, constraint=fc_constraint(TOOLS))
+        response = asyncio.run(offline.chat(request))
+        for choice in response.choices:
+            # The backend already turned tool-call JSON into tool calls; a reply is plain content.
+            assert choice.tool_calls or choice.text, choice
+            if choice.tool_calls:
+                assert {c.name for c in choice.tool_calls} <= {t["function"]["name"] for t in TOOLS}
+            else:
+                parse_fc_output(json.dumps({"content": choice.text}))
 
 
 # --------------------------------------------------------------- the README's commands, in order
