@@ -2,4 +2,7 @@
 
 from josh_core.cli import main
 
-main()
+# Guarded because backends that start worker processes by spawn (vLLM's engine core) import the
+# main module again in the child.
+if __name__ == "__main__":
+    main()

@@ -155,6 +155,17 @@ def test_openai_constraints_become_response_format_or_strict_tools():
     assert None in hotel["parameters"]["properties"]["area"]["enum"]
 
 
+def test_grammar_sent_as_gbnf_gets_the_gbnf_budget():
+    from josh_core.llm.structured import GBNF_REACT_MAX_TOKENS, react_constraint
+
+    req = ChatRequest(messages=[Message(role="user", content="hi")], constraint=react_constraint(TOOLS),
+                      sampling=SamplingParams(max_tokens=320))
+    kw = _backend("vllm").request_kwargs(req, 1)
+    assert "grammar" in kw["extra_body"]["structured_outputs"] and kw["max_tokens"] == GBNF_REACT_MAX_TOKENS
+    schema = req.model_copy(update={"constraint": OutputConstraint(kind="json_schema", json_schema={"type": "object"})})
+    assert _backend("vllm").request_kwargs(schema, 1)["max_tokens"] == 320
+
+
 def test_strict_tools_leaves_the_input_alone():
     before = json.dumps(TOOLS, sort_keys=True)
     strict_tools(TOOLS)
@@ -233,7 +244,32 @@ def test_vllm_backend_without_vllm_says_how_to_install():
     with pytest.raises(RuntimeError, match=r"josh-workbench\[vllm\]"):
         backend.load()
     assert VLLMBackend("m", "/a/b").engine_args() == {"model": "m", "enable_prefix_caching": True,
+                                                       "structured_outputs_config": {"backend": "guidance"},
                                                        "enable_lora": True, "max_lora_rank": 64}
+
+
+def test_vllm_engine_args_on_cpu(monkeypatch):
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    # The CPU build would otherwise size its KV cache from the machine's whole memory.
+    on_cpu = VLLMBackend("m").engine_args(on_cpu=True)
+    assert on_cpu["kv_cache_memory_bytes"] == 1 << 30 and on_cpu["enforce_eager"]
+    assert "kv_cache_memory_bytes" not in VLLMBackend("m").engine_args(on_cpu=False)
+    assert VLLMBackend("m", engine_kwargs={"kv_cache_memory_bytes": 5}).engine_args(on_cpu=True)[
+        "kv_cache_memory_bytes"] == 5
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "2")
+    assert "kv_cache_memory_bytes" not in VLLMBackend("m").engine_args(on_cpu=True)
+
+
+def test_vllm_embedded_spec(monkeypatch, tmp_path):
+    from josh_core.llm import embedded
+    from josh_core.llm.base import EMBEDDED_MODEL_SAMPLING
+    from josh_core.policies.factory import default_style
+
+    monkeypatch.setattr(embedded, "embedded_model_dir", lambda: tmp_path)
+    backend = build_backend("vllm:embedded@/runs/kto-1", shared=False)
+    assert backend.engine_args()["model"] == str(tmp_path) and backend.adapter == "/runs/kto-1"
+    assert backend.default_sampling == EMBEDDED_MODEL_SAMPLING
+    assert default_style("vllm:embedded") == "compact" and default_style("vllm:org/m") == "react"
 
 
 # ------------------------------------------------------------------------------ micro-batcher

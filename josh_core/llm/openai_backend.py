@@ -131,6 +131,13 @@ class OpenAIBackend:
             fields = constraint_for_openai(request.constraint, self.server)
             extra.update(fields.pop("extra_body", {}))
             kwargs.update(fields)
+            if request.constraint.kind == "lark":
+                # Sent as its GBNF twin, which caps lines in characters, not tokens: a line of
+                # digits (one token each) outgrows the agent's token budget and is cut, and a
+                # cut action never parses. Measured on vllm serve (CPU, embedded model).
+                from josh_core.llm.structured import GBNF_REACT_MAX_TOKENS
+
+                kwargs["max_tokens"] = max(s.max_tokens, GBNF_REACT_MAX_TOKENS)
         if extra:
             kwargs["extra_body"] = extra
         return kwargs

@@ -4,7 +4,8 @@
                                 (samples at EMBEDDED_MODEL_SAMPLING, as does llamacpp:embedded)
     openai:MODEL                OpenAI-compatible HTTP (OPENAI_BASE_URL / --base-url, OPENAI_API_KEY)
     hf:PATH_OR_ID[@ADAPTER_DIR] any transformers causal LM in this process, optional LoRA
-    vllm:MODEL[@ADAPTER_DIR]    vLLM offline engine (GPU; pip install 'josh-workbench[vllm]')
+    vllm:MODEL[@ADAPTER_DIR]    vLLM offline engine (GPU: the vllm extra; CPU: scripts/setup-vllm.sh);
+                                `vllm:embedded[@ADAPTER_DIR]` is the embedded model's converted folder
     llamacpp:GGUF_PATH          llama.cpp in this process (`llamacpp:embedded`: the embedded GGUF)
 
 In-process backends are shared per SPEC within a process, so an agent and an LLM user on the

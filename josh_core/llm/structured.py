@@ -19,7 +19,8 @@ the same tool list:
 - `logits_processor_for(tokenizer, constraints)`: a transformers logits processor that masks
   every row of a batch with its own llguidance matcher (rows may differ or be unconstrained).
 - `constraint_for_openai(constraint, server)` / `vllm_sampling_kwargs(constraint)`: request
-  fields for OpenAI-compatible servers and for vLLM's offline `SamplingParams`.
+  fields for OpenAI-compatible servers and for vLLM's offline `SamplingParams` (there the Lark
+  grammar itself, for vLLM's llguidance backend).
 - `check_react` / `validate_react`: whether a text is a well-formed action for these tools.
 
 Why llguidance: its Lark grammars embed JSON schemas, it keeps per-row state cheaply (a
@@ -852,14 +853,21 @@ def constraint_for_openai(constraint: OutputConstraint, server: str = "openai") 
     return {"extra_body": {"grammar": grammar}}
 
 
-def vllm_sampling_kwargs(constraint: OutputConstraint) -> dict[str, Any]:
+def vllm_sampling_kwargs(constraint: OutputConstraint, grammar_syntax: str = "lark") -> dict[str, Any]:
     """Keyword arguments for `vllm.SamplingParams(...)` that apply this constraint offline.
 
-    Newer vLLM (`StructuredOutputsParams`, field `structured_outputs`) and older vLLM
+    grammar_syntax "lark": the Lark grammar as it is, for vLLM's llguidance ("guidance")
+    backend, which enforces the same token caps as the other local backends (VLLMBackend sets
+    that backend). "gbnf": the GBNF twin, for an engine left on xgrammar. Newer vLLM
+    (`StructuredOutputsParams`, field `structured_outputs`) and older vLLM
     (`GuidedDecodingParams`, field `guided_decoding`) are both handled.
     """
+    if grammar_syntax not in ("lark", "gbnf"):
+        raise ValueError(f"grammar_syntax must be 'lark' or 'gbnf', got {grammar_syntax!r}")
     if constraint.kind == "json_schema" and constraint.json_schema is not None:
         spec: dict[str, Any] = {"json": _plain_schema(constraint.json_schema)}
+    elif grammar_syntax == "lark" and constraint.kind == "lark" and constraint.grammar:
+        spec = {"grammar": constraint.grammar}
     else:
         spec = {"grammar": gbnf_for(constraint)}
     try:

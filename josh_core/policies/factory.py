@@ -64,7 +64,7 @@ def default_style(agent_spec: str) -> str:
     and no PLAN measured several times faster and no worse for it; bench/bench_player.py),
     ReACT (appendix E) for every other model."""
     spec = agent_spec.strip()
-    if spec in ("embedded", "oracle") or spec.startswith("embedded@") or spec.startswith("llamacpp:embedded"):
+    if spec in ("embedded", "oracle") or spec.startswith(("embedded@", "llamacpp:embedded", "vllm:embedded")):
         return "compact"
     return "react"
 
