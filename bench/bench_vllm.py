@@ -40,8 +40,7 @@ from josh_core.policies.factory import build_agent  # noqa: E402
 from josh_core.rollout import RolloutConfig, start_run  # noqa: E402
 from josh_core.storage import reads  # noqa: E402
 from josh_core.storage.db import Database  # noqa: E402
-from josh_core.toolwoz.data import ensure_prepared  # noqa: E402
-from josh_core.toolwoz.scenarios import load_split  # noqa: E402
+from josh_core.envs import get_env  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 PLAYERS = {"vllm": "vllm:embedded", "transformers": "embedded", "llamacpp": "llamacpp:embedded"}
@@ -87,8 +86,7 @@ def play(agent, config: RolloutConfig, scenario, db_path: Path) -> dict:
 
 
 def run(args) -> str:
-    ensure_prepared()
-    scenarios = load_split("train", args.limit)
+    scenarios = get_env("toolwoz").load_split("train", args.limit)
     players = [p for p in args.players.split(",") if p]
     loaded = {}
     for player in players:

@@ -42,7 +42,7 @@ from josh_core.llm.structured import (
 )
 from josh_core.policies.compact_agent import COMPACT_MAX_TOKENS
 from josh_core.policies.prompts import react_prompt_messages
-from josh_core.toolwoz.apis import API_EXAMPLES, TOOLS
+from josh_core.envs.toolwoz.apis import API_EXAMPLES, TOOLS
 from josh_core.types import Message
 
 REQUIRED = os.environ.get("JOSH_REQUIRE_VLLM") == "1"
