@@ -181,7 +181,8 @@ def test_a_sigint_whose_cancellation_is_absorbed_still_interrupts():
 def test_a_run_whose_agent_absorbs_the_sigint_is_marked_interrupted(tmp_path, toolwoz_data):
     from josh_core.policies.script import ScriptAgent, ScriptUser
 
-    scenarios = _scenarios(3)
+    # One conversation: with others queued, their cancellation would end the run anyway.
+    scenarios = _scenarios(1)
     _, agent_file, user_file = simple_scripts(tmp_path, [s.model_dump(mode="json") for s in scenarios])
 
     class AbsorbingAgent(ScriptAgent):
@@ -208,8 +209,7 @@ def test_a_run_whose_agent_absorbs_the_sigint_is_marked_interrupted(tmp_path, to
     db = Database(db_path)
     (run,) = reads.list_runs(db)
     assert run.status == "interrupted"
-    statuses = [c.status for c in reads.list_conversations(db, run_id=run.id)]
-    assert statuses.count("done") < 3 and "running" not in statuses
+    assert "running" not in [c.status for c in reads.list_conversations(db, run_id=run.id)]
 
     resumed = resume_run(db_path, run.id, agent=ScriptAgent.from_file(agent_file),
                          user=ScriptUser.from_file(user_file))
