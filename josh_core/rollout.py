@@ -36,9 +36,9 @@ import time
 import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
@@ -61,6 +61,8 @@ from josh_core.storage.models import ConversationRecord
 from josh_core.envs import DEFAULT_ENV, get_env, score_path
 from josh_core.envs.base import Scenario
 from josh_core.types import Message, ToolEnvironment
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:  # Ray is imported only by runs that ask for it (--ray)
     from josh_core.distributed.ray_rollout import RayOptions, RayPlayer
@@ -500,6 +502,61 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _run_interruptibly(coro: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run(coro)`, except that a SIGINT received while it runs always ends it in
+    KeyboardInterrupt.
+
+    asyncio.run's own SIGINT handling cancels the main task and raises KeyboardInterrupt only
+    if that task then ends cancelled: a cancellation absorbed anywhere in the task tree (a
+    `finally` that awaits, a future that completed as it was cancelled, a library catching
+    CancelledError) lets the run end as if normally, the interrupt lost. Here the interrupt is
+    recorded when it arrives, so the run stops (the main task is cancelled, as asyncio.run
+    does; a second SIGINT raises at once) and is then reported interrupted whatever the task
+    returned."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):  # not ours to handle (another thread, or the embedding program's own handler)
+        return asyncio.run(coro)
+    received = 0
+    main_task: asyncio.Task[T] | None = None
+
+    with asyncio.Runner() as runner:
+        loop = runner.get_loop()
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            nonlocal received
+            received += 1
+            if received == 1 and main_task is not None and not main_task.done():
+                main_task.cancel()
+                loop.call_soon_threadsafe(lambda: None)  # wake a loop blocked in select()
+                return
+            raise KeyboardInterrupt()
+
+        async def main() -> T:
+            nonlocal main_task
+            main_task = asyncio.current_task()
+            return await coro
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            try:
+                result = runner.run(main())
+            except asyncio.CancelledError:
+                if received:
+                    raise KeyboardInterrupt() from None
+                raise
+            if received:  # the cancellation was absorbed: the run still ends interrupted
+                log.warning("a SIGINT's cancellation was absorbed by a task; the run ends interrupted")
+                raise KeyboardInterrupt()
+            return result
+        finally:
+            if signal.getsignal(signal.SIGINT) is on_sigint:
+                signal.signal(signal.SIGINT, previous)
+            if main_task is None:  # interrupted before it started
+                coro.close()
+
+
 def _retry_busy(fn: Callable[[], Any], attempts: int = 5) -> Any:
     """Call `fn`, again after a pause while the database stays locked (DatabaseBusy)."""
     for attempt in range(attempts):
@@ -532,9 +589,9 @@ def _play(
             todo = [c for c in conversations if c.status != "done"]
             observer.run_started(run_id, len(conversations), len(conversations) - len(todo))
             if player is not None:
-                results, stopped = asyncio.run(player.play_all(db, config, observer, todo))
+                results, stopped = _run_interruptibly(player.play_all(db, config, observer, todo))
             else:
-                results, stopped = asyncio.run(_play_all(db, config, agent, user, make_env, observer, todo))
+                results, stopped = _run_interruptibly(_play_all(db, config, agent, user, make_env, observer, todo))
     except (KeyboardInterrupt, RunInterrupted):
         try:
             _retry_busy(lambda: writes.mark_interrupted(db, run_id), attempts=2)

@@ -3,6 +3,7 @@ error, interrupted runs are marked, and secrets are never stored."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -156,3 +157,61 @@ def test_a_base_url_with_credentials_is_not_stored(tmp_path, toolwoz_data):
         resumed = josh("rollout", "--resume", run.id, "--db", str(db_path), "--base-url", url)
         assert resumed.returncode == 1 and no_traceback(resumed)  # the server still refuses, but it was asked
         assert server.requests >= 2
+
+
+def test_a_sigint_whose_cancellation_is_absorbed_still_interrupts():
+    # asyncio.run turns a SIGINT into KeyboardInterrupt only if the cancelled main task ends
+    # cancelled; a task tree that absorbs the cancellation must not make the run end normally.
+    from josh_core.rollout import _run_interruptibly
+
+    async def absorbing() -> str:
+        os.kill(os.getpid(), signal.SIGINT)
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            pass  # swallowed: the task returns normally
+        return "finished"
+
+    with pytest.raises(KeyboardInterrupt):
+        _run_interruptibly(absorbing())
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert _run_interruptibly(asyncio.sleep(0, "plain")) == "plain"  # no signal: the result
+
+
+def test_a_run_whose_agent_absorbs_the_sigint_is_marked_interrupted(tmp_path, toolwoz_data):
+    from josh_core.policies.script import ScriptAgent, ScriptUser
+
+    # One conversation: with others queued, their cancellation would end the run anyway.
+    scenarios = _scenarios(1)
+    _, agent_file, user_file = simple_scripts(tmp_path, [s.model_dump(mode="json") for s in scenarios])
+
+    class AbsorbingAgent(ScriptAgent):
+        """Receives the SIGINT mid-turn and finishes the turn anyway (as a client library
+        that catches CancelledError would)."""
+
+        sent = False
+
+        async def act(self, ctx):
+            if not AbsorbingAgent.sent:
+                AbsorbingAgent.sent = True
+                os.kill(os.getpid(), signal.SIGINT)
+                try:
+                    await asyncio.sleep(5)
+                except asyncio.CancelledError:
+                    pass
+            return await super().act(ctx)
+
+    agent = AbsorbingAgent(ScriptAgent.from_file(agent_file).turns)
+    config = RolloutConfig(agent=f"script:{agent_file}", user=f"script:{user_file}", max_turns=2)
+    db_path = tmp_path / "absorbed.duckdb"
+    with pytest.raises(KeyboardInterrupt):
+        start_run(db_path, scenarios, config, agent=agent, user=ScriptUser.from_file(user_file))
+    db = Database(db_path)
+    (run,) = reads.list_runs(db)
+    assert run.status == "interrupted"
+    assert "running" not in [c.status for c in reads.list_conversations(db, run_id=run.id)]
+
+    resumed = resume_run(db_path, run.id, agent=ScriptAgent.from_file(agent_file),
+                         user=ScriptUser.from_file(user_file))
+    assert [c.status for c in resumed.conversations if c.status != "done"] == []
+    assert reads.get_run(db, run.id).status == "done"
