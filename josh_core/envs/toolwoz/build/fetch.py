@@ -7,7 +7,6 @@ verify its sha256 and read just the five members we need, without extracting any
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from josh_core.envs.toolwoz.data import DataUnavailableError
 from josh_core.envs.toolwoz.store import DB_FILES
+from josh_core.files import file_sha256
 
 CONVLAB_REQUIREMENT = "convlab==3.0.1"
 SDIST_NAME = "convlab-3.0.1.tar.gz"
@@ -37,19 +37,12 @@ def how_to_provide() -> str:
     )
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def fetch_sdist(dest_dir: Path) -> Path:
     """Download the convlab sdist with pip into `dest_dir` (kept as the offline cache)."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     target = dest_dir / SDIST_NAME
-    if target.exists() and sha256_of(target) == SDIST_SHA256:
+    if target.exists() and file_sha256(target) == SDIST_SHA256:
         return target
     with tempfile.TemporaryDirectory(dir=dest_dir) as tmp:
         command = [
@@ -75,7 +68,7 @@ def fetch_sdist(dest_dir: Path) -> Path:
 
 
 def check_sdist(path: Path) -> None:
-    actual = sha256_of(path)
+    actual = file_sha256(path)
     if actual != SDIST_SHA256:
         raise DataUnavailableError(
             f"{path} has sha256 {actual}, expected {SDIST_SHA256} for {SDIST_NAME}. "
