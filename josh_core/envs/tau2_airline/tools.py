@@ -9,8 +9,11 @@ payment_history, created_at, total_baggages, nonfree_baggages, insurance[, statu
 As in τ²-bench: the clock is 2024-05-15 15:00 EST; new reservations get the ids HATHAT,
 HATHAU, HATHAV and new certificates certificate_3221322..4 (at most three per task);
 cancelling a reservation or changing its flights does not change the flights' seat counts.
-One difference: a one-stop search looks for the second leg on the next calendar day when the
-first arrives after midnight (the benchmark's string arithmetic misses single-digit days).
+Differences (all listed, with reasons, in docs/environments.md): a one-stop search looks for
+the second leg on the next calendar day when the first arrives after midnight (the benchmark's
+string arithmetic misses single-digit days); `book_reservation` sums a booking's payments per
+method before it writes anything, so no gift card or certificate pays more than it holds
+(`_check_payments`); direct-flight results carry their `date`.
 """
 
 from __future__ import annotations
@@ -105,6 +108,33 @@ def _charge_for_update(db: Transaction, user_id: str, payment_id: str, total: in
     return {"payment_id": payment_id, "amount": total} if total != 0 else None
 
 
+def _check_payments(user: dict[str, Any], payments: list[dict[str, Any]]) -> None:
+    """Refuse a booking's payments that the user's methods cannot cover, before anything is written.
+
+    Amounts are summed per payment method, so a gift card listed twice cannot pay more than its
+    balance; a certificate is spent whole by one payment (it is removed), so it may be listed
+    once; a negative amount would credit the method and is refused. τ²-bench checks each entry
+    on its own: it lets a gift card listed twice go below zero, and a certificate listed twice
+    makes its tool crash (the second removal finds nothing).
+    """
+    totals: dict[str, int] = {}
+    for payment in payments:
+        payment_id, amount = payment["payment_id"], payment["amount"]
+        if payment_id not in user["payment_methods"]:
+            raise ToolError(f"Payment method {payment_id} not found")
+        if amount < 0:
+            raise ToolError(f"Payment amount for {payment_id} must not be negative, not {amount}")
+        method = user["payment_methods"][payment_id]
+        if method["source"] == "certificate" and payment_id in totals:
+            raise ToolError(f"Certificate {payment_id} is listed twice; a certificate pays once, with one amount")
+        totals[payment_id] = totals.get(payment_id, 0) + amount
+        if method["source"] in ("gift_card", "certificate") and method["amount"] < totals[payment_id]:
+            if totals[payment_id] == amount:
+                raise ToolError(f"Not enough balance in payment method {payment_id}")
+            raise ToolError(f"Not enough balance in payment method {payment_id}: it is listed more than once for "
+                            f"{totals[payment_id]} in all, and holds {method['amount']:g}")
+
+
 class BookReservation(Tool):
     name = "book_reservation"
     writes = True
@@ -145,20 +175,13 @@ class BookReservation(Tool):
         if insurance == "yes":
             total += 30 * len(passengers)
         total += 50 * nonfree_baggages
-        for payment in payment_methods:
-            if payment["payment_id"] not in user["payment_methods"]:
-                raise ToolError(f"Payment method {payment['payment_id']} not found")
-            method = user["payment_methods"][payment["payment_id"]]
-            if method["source"] in ("gift_card", "certificate") and method["amount"] < payment["amount"]:
-                raise ToolError(f"Not enough balance in payment method {payment['payment_id']}")
+        _check_payments(user, payment_methods)
         paid = sum(payment["amount"] for payment in payment_methods)
         if paid != total:
             raise ToolError(f"Payment amount does not add up, total price is {total}, but paid {paid}")
         user = _user(db, user_id, edit=True)
         for payment in payment_methods:
-            method = user["payment_methods"].get(payment["payment_id"])
-            if method is None:  # the same certificate twice: it was spent by the first
-                continue
+            method = user["payment_methods"][payment["payment_id"]]
             if method["source"] == "gift_card":
                 method["amount"] = method["amount"] - payment["amount"]
             elif method["source"] == "certificate":
