@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from josh_core.envs import get_env
-from josh_core.policies.factory import decoding_mode
+from josh_core.llm.specs import split_adapter, split_spec
+from josh_core.policies.factory import AGENT_KINDS, USER_KINDS, decoding_mode
 from josh_core.rollout import RolloutConfig
 
 
@@ -74,17 +75,10 @@ def start_rollout_process(
 
 # -- checking a launch before it starts, following and stopping it ----------------------------
 
-AGENT_KINDS = ("embedded", "openai", "hf", "vllm", "llamacpp", "script")
-USER_KINDS = ("agenda", "llm", "script")
-
-
 def check_spec(spec: str, role: str = "agent", base_url: str | None = None) -> list[str]:
     """Problems with an agent or user SPEC that can be seen without loading a model."""
     import json
     import os
-
-    from josh_core.llm.specs import split_adapter
-    from josh_core.policies.factory import split_spec
 
     try:
         kind, rest = split_spec(spec)

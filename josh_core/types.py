@@ -1,7 +1,8 @@
 """Small shared types that every layer speaks: messages, tool calls and their results.
 
 Environment-specific types (ToolWOZ scenarios) live in each environment (`josh_core/envs/`);
-tree types live in `josh_core/search/tree.py`. Everything here is plain pydantic so that
+tree types live in `josh_core/search/tree.py`. `Generation` is here, not beside the agents that
+make it, because the tree (search) and the stored rows (storage) carry it too. Everything here is plain pydantic so that
 it round-trips through JSON (DuckDB rows, JSONL exports, the app).
 """
 
@@ -12,6 +13,10 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, Field
 
 Role = Literal["system", "user", "assistant", "tool"]
+
+# What a user says to hang up: every user simulator writes it, and an environment's own user
+# instructions (τ²'s tasks) name it.
+END_CONVERSATION = "END_CONVERSATION"
 
 
 class ToolCall(BaseModel):
@@ -47,6 +52,18 @@ class Message(BaseModel):
         if self.tool_call_id:
             out["tool_call_id"] = self.tool_call_id
         return out
+
+
+class Generation(BaseModel):
+    """One model generation inside an agent turn (ReACT: one `PLAN ... <COMMAND_END> X ...`)."""
+
+    text: str  # raw text as generated (FC: the assistant content; tool calls live in `message`)
+    message: Message  # the assistant message appended to the agent's internal history
+    action: str  # "apicall" | "speak" | "format_error"
+    format_error: str | None = None  # why the text did not parse, when it did not
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    seconds: float | None = None
 
 
 ApiErrorKind = Literal[

@@ -1,5 +1,9 @@
 """Import rules of the environments, read from the source with `ast` (docs/environments.md).
 
+Within josh_core the layering contract (pyproject.toml, tests/test_layers.py) also forbids
+importing any environment package from outside josh_core/envs/; the rules here add what it
+cannot see: the app, ui_common.py and bench/ (not packages), and ToolWOZ's build-time code.
+
 1. ToolWOZ is reached through the registry only. No module outside `josh_core/envs/toolwoz/`
    (in josh_core/, app_pages/, app.py, ui_common.py, bench/) imports `josh_core.envs.toolwoz`
    or anything under it, nor the old `josh_core.toolwoz`, which must not exist any more.

@@ -270,7 +270,10 @@ def register(app: typer.Typer) -> None:
                         except UnknownEnvironment as error:
                             _fail(f"--env: {error}")
                         split = split or environment.eval_split
-                        constrained, grounded = decoding_flags(decoding)
+                        try:
+                            constrained, grounded = decoding_flags(decoding)
+                        except ValueError as error:
+                            _fail(f"--decoding: {error}")
                         try:
                             config = RolloutConfig(
                                 env=environment.name, scoring=scoring, josh=False, agent=agent, user=user, style=style,

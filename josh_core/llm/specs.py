@@ -19,6 +19,9 @@ from typing import Any
 
 from josh_core.llm.base import EMBEDDED_MODEL_SAMPLING, ChatBackend
 
+# The SPEC kinds build_backend builds (agents also take script: and oracle, policies/factory.py).
+MODEL_KINDS = ("embedded", "openai", "hf", "vllm", "llamacpp")
+
 _SHARED: dict[str, ChatBackend] = {}
 _SHARED_LOCK = threading.Lock()
 
@@ -29,6 +32,25 @@ def split_adapter(rest: str) -> tuple[str, str | None]:
         base, adapter = rest.rsplit("@", 1)
         return base, (adapter or None)
     return rest, None
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    """`"openai:gpt-4o"` -> `("openai", "gpt-4o")`; `"embedded@dir"` -> `("embedded", "@dir")`.
+
+    The one parser of agent and user SPECs (josh_core/policies/factory.py builds from them)."""
+    spec = spec.strip()
+    if not spec:
+        raise ValueError("empty SPEC")
+    for kind in ("embedded", "agenda", "oracle"):
+        if spec == kind or spec.startswith(kind + "@"):
+            return kind, spec[len(kind) :]
+    if ":" not in spec:
+        raise ValueError(
+            f"unknown SPEC {spec!r}: expected embedded[@ADAPTER], openai:MODEL, hf:PATH[@ADAPTER], "
+            "vllm:MODEL, llamacpp:GGUF, script:FILE (agents) or agenda, llm:SPEC, script:FILE (users)"
+        )
+    kind, rest = spec.split(":", 1)
+    return kind, rest
 
 
 def _option(options: Any, name: str, default: Any = None) -> Any:
@@ -47,8 +69,6 @@ def build_backend(spec: str, options: Any = None, *, shared: bool = True) -> Cha
     max_retries, concurrency (OpenAI-compatible); device, dtype, max_batch_rows (hf/embedded);
     engine_kwargs (vllm).
     """
-    from josh_core.policies.factory import split_spec
-
     kind, rest = split_spec(spec)
     if kind == "openai":
         from josh_core.llm.openai_backend import OpenAIBackend

@@ -8,8 +8,8 @@ from josh_core.llm.base import ChatBackend
 from josh_core.policies.base import Agent
 from josh_core.policies.compact_agent import COMPACT_MAX_ACTIONS, CompactAgent
 from josh_core.policies.fc_agent import FunctionCallingAgent
-from josh_core.policies.factory import AGENT_STYLES
 from josh_core.policies.react_agent import ReactAgent
+from josh_core.policies.styles import AGENT_STYLES, resolve_style
 
 
 def default_max_actions(style: str) -> int:
@@ -18,16 +18,17 @@ def default_max_actions(style: str) -> int:
 
 
 def build_model_agent(backend: ChatBackend, options: Any = None) -> Agent:
-    """A ReACT (default) or function-calling agent over `backend`.
+    """A ReACT, compact or function-calling agent over `backend`.
 
-    `options` is an AgentOptions: style, temperature (None: appendix B's default for the
+    `options` is an AgentOptions: style (`auto` or None: resolve_style's choice for the
+    backend's name), temperature (None: appendix B's default for the
     backend), max_actions_per_turn, constrained (None: on for local models),
     grounded (None: with constrained); `extra` may set
     max_tokens and, for ReACT, demonstrate=False to drop the demonstration conversation.
     """
-    style = getattr(options, "style", "react") or "react"
-    if style == "auto":
-        style = "compact" if backend.name.startswith(("embedded", "llamacpp:embedded")) else "react"
+    # The backend's name has its SPEC's shape (vllm:embedded, llamacpp:embedded, embedded@dir),
+    # so `auto` means here what it means for the SPEC (policies/styles.py).
+    style = resolve_style(getattr(options, "style", None), backend.name)
     extra = dict(getattr(options, "extra", None) or {})
     common = {
         "temperature": getattr(options, "temperature", None),

@@ -12,19 +12,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
 
-from josh_core.types import ApiCallRecord, Message, ToolEnvironment
+# Generation is defined in josh_core.types (the tree and storage carry it); importable from here too.
+from josh_core.types import ApiCallRecord, Generation, Message, ToolEnvironment
 
-
-class Generation(BaseModel):
-    """One model generation inside an agent turn (ReACT: one `PLAN ... <COMMAND_END> X ...`)."""
-
-    text: str  # raw text as generated (FC: the assistant content; tool calls live in `message`)
-    message: Message  # the assistant message appended to the agent's internal history
-    action: str  # "apicall" | "speak" | "format_error"
-    format_error: str | None = None  # why the text did not parse, when it did not
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    seconds: float | None = None
+__all__ = ["Agent", "AgentTurn", "Generation", "TurnContext", "UserSimulator", "UserTurn"]
 
 
 class AgentTurn(BaseModel):

@@ -1,19 +1,38 @@
 """Build agents and user simulators from the SPEC strings the CLI and the app accept.
 
 Agent SPEC: `embedded[@ADAPTER_DIR]` (default) | `openai:MODEL` | `hf:PATH_OR_ID[@ADAPTER_DIR]`
-| `vllm:MODEL` | `llamacpp:GGUF_PATH` | `script:FILE`.
-User SPEC: `agenda` (default) | `llm:<agent-style SPEC>` | `script:FILE`.
+| `vllm:MODEL` | `llamacpp:GGUF_PATH` | `script:FILE` | `oracle` (AGENT_KINDS).
+User SPEC: `agenda` (default) | `llm:<agent-style SPEC>` | `script:FILE` (USER_KINDS).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from josh_core.llm.specs import MODEL_KINDS, build_backend, split_spec
+from josh_core.policies.agenda_user import AgendaUser
+from josh_core.policies.agents import build_model_agent
 from josh_core.policies.base import Agent, UserSimulator
+from josh_core.policies.llm_user import LLMUser
+from josh_core.policies.oracle import OracleAgent
+from josh_core.policies.script import ScriptAgent, ScriptUser
+from josh_core.policies.styles import AGENT_STYLES, default_style, resolve_style
+
+# Importable from here as before: the SPEC parser lives with the backends (llm/specs.py), the
+# style rule in policies/styles.py.
+__all__ = [
+    "AGENT_KINDS", "AGENT_STYLES", "DECODING_MODES", "DEFAULT_AGENT_SPEC", "DEFAULT_USER_SPEC", "USER_KINDS",
+    "AgentOptions", "build_agent", "build_user", "decoding_flags", "decoding_mode", "default_style", "resolve_style",
+    "split_spec",
+]
 
 DEFAULT_AGENT_SPEC = "embedded"
 DEFAULT_USER_SPEC = "agenda"
+# The SPEC kinds build_agent and build_user take (the CLI builds through them, the app's Launch
+# page checks against them: josh_core/launch.py).
+AGENT_KINDS = (*MODEL_KINDS, "script", "oracle")
+USER_KINDS = ("agenda", "llm", "script")
 
 
 @dataclass
@@ -56,61 +75,13 @@ def decoding_mode(constrained: bool | None, grounded: bool | None) -> str:
     return "grounded" if grounded or (grounded is None and constrained) else "grammar"
 
 
-AGENT_STYLES = ("auto", "react", "compact", "fc")
-
-
-def default_style(agent_spec: str) -> str:
-    """The agent style `auto` means for a SPEC: compact for the embedded model (a short prompt
-    and no PLAN measured several times faster and no worse for it; bench/bench_player.py),
-    ReACT (appendix E) for every other model."""
-    spec = agent_spec.strip()
-    if spec in ("embedded", "oracle") or spec.startswith(("embedded@", "llamacpp:embedded", "vllm:embedded")):
-        return "compact"
-    return "react"
-
-
-def resolve_style(style: str | None, agent_spec: str) -> str:
-    """`auto`/None -> default_style(spec); a named style is checked and kept."""
-    if style in (None, "", "auto"):
-        return default_style(agent_spec)
-    if style not in AGENT_STYLES:
-        raise ValueError(f"unknown agent style {style!r}: expected one of {', '.join(AGENT_STYLES)}")
-    return style
-
-
-def split_spec(spec: str) -> tuple[str, str]:
-    """`"openai:gpt-4o"` -> `("openai", "gpt-4o")`; `"embedded@dir"` -> `("embedded", "@dir")`."""
-    spec = spec.strip()
-    if not spec:
-        raise ValueError("empty SPEC")
-    for kind in ("embedded", "agenda", "oracle"):
-        if spec == kind or spec.startswith(kind + "@"):
-            return kind, spec[len(kind) :]
-    if ":" not in spec:
-        raise ValueError(
-            f"unknown SPEC {spec!r}: expected embedded[@ADAPTER], openai:MODEL, hf:PATH[@ADAPTER], "
-            "vllm:MODEL, llamacpp:GGUF, script:FILE (agents) or agenda, llm:SPEC, script:FILE (users)"
-        )
-    kind, rest = spec.split(":", 1)
-    return kind, rest
-
-
 def build_agent(spec: str = DEFAULT_AGENT_SPEC, options: AgentOptions | None = None) -> Agent:
     options = options or AgentOptions()
     kind, rest = split_spec(spec)
     if kind == "script":
-        from josh_core.policies.script import ScriptAgent
-
         return ScriptAgent.from_file(rest)
     if kind == "oracle":
-        from josh_core.policies.oracle import OracleAgent
-
         return OracleAgent()
-    from dataclasses import replace
-
-    from josh_core.llm.specs import build_backend
-    from josh_core.policies.agents import build_model_agent
-
     options = replace(options, style=resolve_style(options.style, spec))
     return build_model_agent(build_backend(spec, options), options)
 
@@ -118,16 +89,9 @@ def build_agent(spec: str = DEFAULT_AGENT_SPEC, options: AgentOptions | None = N
 def build_user(spec: str = DEFAULT_USER_SPEC, options: AgentOptions | None = None) -> UserSimulator:
     kind, rest = split_spec(spec)
     if kind == "agenda":
-        from josh_core.policies.agenda_user import AgendaUser
-
         return AgendaUser()
     if kind == "script":
-        from josh_core.policies.script import ScriptUser
-
         return ScriptUser.from_file(rest)
     if kind == "llm":
-        from josh_core.llm.specs import build_backend
-        from josh_core.policies.llm_user import LLMUser
-
         return LLMUser(build_backend(rest, options or AgentOptions()))
     raise ValueError(f"unknown user SPEC {spec!r}: expected agenda, llm:SPEC or script:FILE")

@@ -14,8 +14,8 @@ them) behind the compact system prompt, so its conversations export as SFT data 
 agent can learn the format from: the warm start of the self-training experiment
 (docs/experiments.md), stated as such there. Agent SPEC `oracle`.
 
-On environments that know their gold actions (τ²: `env.oracle_turn`), the oracle plays those
-back instead (josh_core/envs/tau2/oracle.py).
+On environments that know their gold actions (τ²: `env.gold_turn`), the oracle plays those
+back instead (josh_core/envs/tau2/oracle.py) and writes them as its turn.
 """
 
 from __future__ import annotations
@@ -61,6 +61,17 @@ def _in_schema_order(params: dict[str, Any], tools: list[dict[str, Any]], name: 
     return dict(params)
 
 
+def _gold_agent_turn(records: list[ApiCallRecord], speak: str) -> AgentTurn:
+    """An environment's gold actions (already made, with their results) as a compact-style turn."""
+    turn = AgentTurn(api_calls=list(records), speak=speak)
+    for record in records:
+        turn.internal.append(Message(role="assistant", content=compact_action(
+            call={"name": record.call.name, "parameters": record.call.parameters})))
+        turn.internal.append(Message(role="user", content=f"APIRETURN {record.result.as_text()}"))
+    turn.internal.append(Message(role="assistant", content=compact_action(speak=speak)))
+    return turn
+
+
 class OracleAgent:
     name = "oracle"
     style = "compact"
@@ -76,9 +87,9 @@ class OracleAgent:
     async def act(self, ctx: TurnContext) -> AgentTurn:
         scenario, env = ctx.scenario, ctx.env
         # Environments with gold actions (τ²) play them back: josh_core/envs/tau2/oracle.py.
-        own = getattr(env, "oracle_turn", None)
-        if callable(own):
-            return own(ctx)
+        gold = getattr(env, "gold_turn", None)
+        if callable(gold):
+            return _gold_agent_turn(*gold(ctx.api_calls))
         user_text = " ".join(m.content for m in ctx.history if m.role == "user").lower()
         records: list[ApiCallRecord] = list(ctx.api_calls)
         made = {(r.call.name, tuple(sorted(r.call.parameters.items()))) for r in records if r.call}

@@ -23,9 +23,8 @@ import json
 from typing import Any
 
 from josh_core.llm.structured import COMMAND_END, format_react
-from josh_core.types import Message
+from josh_core.types import END_CONVERSATION, Message
 
-END_CONVERSATION = "END_CONVERSATION"
 APIRETURN = "APIRETURN"
 # How every format-error feedback message starts (grounding skips them: not the customer's words).
 FORMAT_FEEDBACK_PREFIX = "ERROR:"

@@ -27,9 +27,7 @@ from typing import Any
 from josh_core.policies.base import AgentTurn, Generation, TurnContext, UserTurn
 from josh_core.policies.parse import parse_react
 from josh_core.policies.prompts import APIRETURN, react_format_feedback
-from josh_core.types import Message, ToolEnvironment
-
-END_CONVERSATION = "END_CONVERSATION"
+from josh_core.types import END_CONVERSATION, Message, ToolEnvironment
 
 
 def _load_turns(path: str | Path) -> list[Any]:

@@ -22,8 +22,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, PrivateAttr
 
-from josh_core.policies.base import Generation
-from josh_core.types import ApiCallRecord, Message
+from josh_core.types import ApiCallRecord, Generation, Message
 
 NodeKind = Literal["user", "agent"]
 # Status of a node as a leaf of the beam. "alive": in the beam, or interior (it has children);

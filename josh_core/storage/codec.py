@@ -8,9 +8,8 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from josh_core.policies.base import Generation
 from josh_core.search.tree import Node, RewardEvent
-from josh_core.types import ApiCallRecord, ApiResult, Message, ToolCall
+from josh_core.types import ApiCallRecord, ApiResult, Generation, Message, ToolCall
 
 _messages = TypeAdapter(list[Message])
 _generations = TypeAdapter(list[Generation])

@@ -13,6 +13,7 @@ import duckdb
 import pandas as pd
 
 from josh_core.search.tree import ConversationTree
+from josh_core.storage.annotations import resolved_labels
 from josh_core.storage.codec import (
     API_CALL_COLUMNS,
     NODE_COLUMNS,
@@ -339,8 +340,6 @@ def label_overrides(db: Database, conversation_ids: list[str] | None = None) -> 
     """The annotators' resolved label of every annotated node (node id -> label): each
     annotator's latest word counts once, the most given label wins, a tie goes to the latest
     (josh_core/storage/annotations.py)."""
-    from josh_core.storage.annotations import resolved_labels
-
     return resolved_labels(db, conversation_ids)
 
 

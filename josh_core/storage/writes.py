@@ -12,6 +12,7 @@ from typing import Any
 import duckdb
 
 from josh_core.search.engine import StepEvent
+from josh_core.search.labels import LABELS
 from josh_core.search.tree import ConversationTree, Node
 from josh_core.storage.codec import (
     API_CALL_COLUMNS,
@@ -290,8 +291,6 @@ def add_annotation(
 ) -> str:
     """A label override and/or comment on a node; the latest override of a node wins."""
     if label is not None:
-        from josh_core.search.labels import LABELS
-
         if label not in LABELS:
             raise ValueError(f"unknown label {label!r}; expected one of {', '.join(LABELS)}")
     annotation_id = f"ann-{secrets.token_hex(6)}"

@@ -32,7 +32,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from josh_core.envs.tau2.state import DbState, Tables, Transaction
-from josh_core.envs.tau2.tasks import Tau2Task
+from josh_core.envs.tau2.oracle import GoldTurn, gold_turn
+from josh_core.envs.tau2.tasks import Tau2Task, call_key
 from josh_core.envs.tau2.tools import ArgumentError, Tool, ToolError, check_arguments
 from josh_core.envs.score import MissedGoal, ParamDiff, ScoreReport
 from josh_core.types import ApiCallRecord, ApiResult, Message, ToolCall
@@ -70,10 +71,6 @@ class Tau2Domain:
 
 def _json_copy(value: Any) -> Any:
     return json.loads(json.dumps(value))
-
-
-def call_key(call: ToolCall) -> str:
-    return call.name + "\x00" + json.dumps(call.parameters, sort_keys=True, default=str)
 
 
 def _agent_texts(nodes: Sequence[Any]) -> list[str]:
@@ -285,11 +282,10 @@ class Tau2PathEnv:
     def for_path(self, calls: Sequence[ApiCallRecord]) -> Tau2PathEnv:
         return self.env.for_path(calls)
 
-    def oracle_turn(self, ctx: Any) -> Any:
-        """The oracle agent's turn here: the task's gold actions (josh_core/envs/tau2/oracle.py)."""
-        from josh_core.envs.tau2.oracle import oracle_turn
-
-        return oracle_turn(self, ctx)
+    def gold_turn(self, api_calls: Sequence[ApiCallRecord]) -> GoldTurn:
+        """For the oracle agent: the gold actions this path has not made yet, made here, and what
+        to say (josh_core/envs/tau2/oracle.py)."""
+        return gold_turn(self, api_calls)
 
     def __getattr__(self, name: str) -> Any:  # tools, goal_ids, completed_goals, prompts, ...
         return getattr(self.env, name)

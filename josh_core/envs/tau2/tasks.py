@@ -10,11 +10,17 @@ for τ-bench), with goal ids `<index>:<api>` like ToolWOZ's.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from josh_core.policies.prompts import END_CONVERSATION
+from josh_core.types import END_CONVERSATION, ToolCall
+
+
+def call_key(call: ToolCall) -> str:
+    """A call as a comparable key: its name and its parameters (replays and gold actions match on it)."""
+    return call.name + "\x00" + json.dumps(call.parameters, sort_keys=True, default=str)
 
 
 class GoldAction(BaseModel):

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from josh_core.console import fail, plain, styled
 from josh_core.envs.toolwoz.data import DataUnavailableError, load_goal_model
 from josh_core.envs.toolwoz.env import score_calls
 from josh_core.envs.toolwoz.reference_scoring import DEFAULT_SCORING, SCORING_MODES
@@ -26,27 +27,6 @@ from josh_core.envs.toolwoz.types import DOMAINS, Scenario
 SplitChoice = Enum("SplitChoice", {s.replace("-", "_"): s for s in SPLITS}, type=str)
 SourceChoice = Enum("SourceChoice", {"synth": "synth", "official": "official"}, type=str)
 ScoringChoice = Enum("ScoringChoice", {m: m for m in SCORING_MODES}, type=str)
-
-
-# The printing helpers of josh_core/cli/output.py are imported when called, not at the top:
-# importing josh_core.cli builds the `josh` command, which imports this module, so a top-level
-# import would be a circle whenever this module is the first one imported.
-def _fail(message: str) -> NoReturn:
-    from josh_core.cli.output import fail
-
-    fail(message)
-
-
-def _plain(value: object) -> Text:
-    from josh_core.cli.output import plain
-
-    return plain(value)
-
-
-def _styled(*parts: str | tuple[str, str]) -> Text:
-    from josh_core.cli.output import styled
-
-    return styled(*parts)
 
 
 def _source(source: Optional[SourceChoice]) -> Optional[str]:
@@ -63,13 +43,13 @@ def _read_scenario(spec: str) -> Scenario:
         loaded = load_scenario_file(path)
         if isinstance(loaded, list):
             if len(loaded) != 1:
-                _fail(f"{spec} holds {len(loaded)} scenarios; give a file with one")
+                fail(f"{spec} holds {len(loaded)} scenarios; give a file with one")
             loaded = loaded[0]
         return loaded
     try:
         return get_scenario(spec)
     except KeyError:
-        _fail(f"{spec} is neither a scenario file nor a known scenario id")
+        fail(f"{spec} is neither a scenario file nor a known scenario id")
         raise  # unreachable; keeps type checkers content
 
 
@@ -93,7 +73,7 @@ def _stats_tables(stats: list[SplitStats], expected) -> list[Table]:
         combos.add_column(s.split, justify="right")
     combos.add_column("goal model", justify="right")
     for key, p in expected.combinations.items():
-        combos.add_row(_plain(key), *[_pct(s.combinations.get(key, 0) / max(s.scenarios, 1)) for s in stats], _pct(p))
+        combos.add_row(plain(key), *[_pct(s.combinations.get(key, 0) / max(s.scenarios, 1)) for s in stats], _pct(p))
 
     goals = Table(title="Goal calls per scenario")
     goals.add_column("goal calls")
@@ -131,7 +111,7 @@ def register(app: typer.Typer) -> None:
         try:
             scenarios = load_split(split.value, limit=limit, source=_source(source))
         except (DataUnavailableError, FileNotFoundError) as error:
-            _fail(str(error))
+            fail(str(error))
         typer.echo("\n".join(s.id for s in scenarios))
 
     @toolwoz.command("show")
@@ -143,21 +123,21 @@ def register(app: typer.Typer) -> None:
         try:
             scenario = get_scenario(scenario_id)
         except KeyError as error:
-            _fail(str(error.args[0]))
+            fail(str(error.args[0]))
         except DataUnavailableError as error:
-            _fail(str(error))
+            fail(str(error))
         if as_json:
             _print_json(scenario.model_dump(mode="json"))
             return
         console = Console()
-        console.print(_styled((scenario.id, "bold"), f"  ({scenario.source}; {', '.join(scenario.domains)})"))
+        console.print(styled((scenario.id, "bold"), f"  ({scenario.source}; {', '.join(scenario.domains)})"))
         for sentence in scenario.instructions:
-            console.print(_plain(f"  {sentence}"), highlight=False)
+            console.print(plain(f"  {sentence}"), highlight=False)
         table = Table(title="Goal calls")
         table.add_column("id")
         table.add_column("parameters")
         for goal_id, call in zip(scenario.goal_call_ids(), scenario.goal_calls):
-            table.add_row(_plain(goal_id), _plain(json.dumps(call.parameters, ensure_ascii=False)))
+            table.add_row(plain(goal_id), plain(json.dumps(call.parameters, ensure_ascii=False)))
         console.print(table)
 
     @toolwoz.command("score")
@@ -172,15 +152,15 @@ def register(app: typer.Typer) -> None:
         try:
             target = _read_scenario(scenario)
         except (ValueError, DataUnavailableError) as error:
-            _fail(f"--scenario {error}")
+            fail(f"--scenario {error}")
         try:
             raw = json.loads(calls.read_text())
         except RecursionError:
-            _fail(f"--calls {calls} is nested too deeply")
+            fail(f"--calls {calls} is nested too deeply")
         except (ValueError, OSError) as error:
-            _fail(f"--calls {calls} is not JSON: {error}")
+            fail(f"--calls {calls} is not JSON: {error}")
         if not isinstance(raw, list) or not all(isinstance(c, dict) and "name" in c for c in raw):
-            _fail(f"{calls} must hold a JSON list of {{\"name\": ..., \"parameters\": {{...}}}} objects")
+            fail(f"{calls} must hold a JSON list of {{\"name\": ..., \"parameters\": {{...}}}} objects")
         # A call with a name that is not a string or parameters that are not an object is
         # scored as what it is: a bad-format call.
         report = score_calls(target, raw, scoring=scoring.value)
@@ -203,7 +183,7 @@ def register(app: typer.Typer) -> None:
             per_split = {name: load_split(name, source=_source(source)) for name in names}
             expected = expected_stats(load_goal_model())
         except (DataUnavailableError, FileNotFoundError) as error:
-            _fail(str(error))
+            fail(str(error))
         stats = [compute_stats(items, name) for name, items in per_split.items()]
         if len(names) > 1:  # official-test is inside test: "all" counts train + val + test
             everything = [s for name in ("train", "val", "test") for s in per_split.get(name, [])]
