@@ -8,12 +8,11 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
 from josh_core.console import fail, plain, styled
 from josh_core.envs.toolwoz.data import DataUnavailableError, load_goal_model
