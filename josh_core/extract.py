@@ -28,6 +28,7 @@ relabelled. Formats: TRL conversational and OpenAI fine-tuning; see docs/data-fo
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
@@ -354,14 +355,72 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
+# Leading bytes of files an export must never replace: a wrong `--out` (another database, an
+# archive) would otherwise be overwritten with JSONL. DuckDB writes "DUCK" at offset 8.
+_FOREIGN_MAGIC = (
+    (8, b"DUCK", "a DuckDB database"),
+    (0, b"SQLite format 3\x00", "an SQLite database"),
+    (0, b"PAR1", "a Parquet file"),
+    (0, b"PK\x03\x04", "a zip archive"),
+    (0, b"\x1f\x8b", "a gzip file"),
+    (0, b"\x89HDF", "an HDF5 file"),
+)
+_SNIFF_BYTES = 64 * 1024
+
+
+def not_jsonl_reason(path: str | Path) -> str | None:
+    """Why an existing file is not JSONL that an export may replace (None: empty, or JSONL).
+
+    Judged by content, never by the name: known binary formats by their magic bytes, then
+    the start of the file must be UTF-8 text whose first line is a JSON object (an export's
+    row); a first line longer than the sniffed part only has to start like one."""
+    with open(path, "rb") as handle:
+        head = handle.read(_SNIFF_BYTES)
+        whole = len(head) < _SNIFF_BYTES
+    for offset, magic, what in _FOREIGN_MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            return what
+    if b"\x00" in head:
+        return "a binary file"
+    try:  # a multi-byte character may be cut at the end of the sniffed part
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=whole)
+    except UnicodeDecodeError:
+        return "not UTF-8 text"
+    first, newline, _ = text.lstrip().partition("\n")
+    if not first.strip():
+        return None  # empty or blank
+    not_a_row = "text whose first line is not a JSON object"
+    if not first.lstrip().startswith("{"):
+        return not_a_row
+    if newline or whole:
+        try:
+            if not isinstance(json.loads(first), dict):
+                return not_a_row
+        except ValueError:
+            return not_a_row
+    return None
+
+
 def check_output_path(out: str | Path, db_path: str | Path) -> None:
-    """Refuse an output that is the database itself (or its WAL): ValueError."""
+    """Refuse an output that is the database itself (or its WAL), a folder, or an existing
+    file that is not JSONL (another database, an archive, any text that is not JSONL):
+    ValueError naming --out."""
     out, db_path = Path(out), Path(db_path)
     for protected in (db_path, db_path.with_name(db_path.name + ".wal")):
         if _same_file(out, protected):
             raise ValueError(f"--out {out} is the database {protected}: choose another output file")
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder: give a file name")
+    if out.exists() and not out.is_file():
+        raise ValueError(f"--out {out} is not a regular file: give a file name")
+    if out.exists():
+        try:
+            why = not_jsonl_reason(out)
+        except OSError as error:
+            raise ValueError(f"--out {out} cannot be read ({error.strerror or error}): choose another output file") from error
+        if why:
+            raise ValueError(f"--out {out} exists and is {why}, not a JSONL export: it is left as it is; remove it "
+                             "or choose another output file")
 
 
 # -- from the database ------------------------------------------------------------------------

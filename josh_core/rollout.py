@@ -15,9 +15,14 @@ What a run survives:
 - A database lock held by another process past `JOSH_DB_LOCK_TIMEOUT` costs the conversation an
   attempt: it is replayed from its start up to `JOSH_DB_BUSY_RETRIES` times (default 2), then
   fails alone. Recording a failure is retried the same way and never ends the run.
-- A dead endpoint: after `JOSH_MAX_CONNECTION_FAILURES` (default 5; 0: never) conversations in a
-  row failed to connect, no further conversation is started; the run is marked `stopped` and
-  resumes where it stopped.
+- A dead endpoint: after `JOSH_MAX_CONNECTION_FAILURES` (default 3; 0: never) conversations in a
+  row (across the run) failed to connect, no further conversation is started; the run is marked
+  `stopped` and resumes where it stopped. Each call to an endpoint is bounded in time
+  (openai_backend: `JOSH_LLM_TIMEOUT`, `JOSH_LLM_CALL_TIMEOUT`), and an endpoint that failed
+  every retry is tried once per later call, so a dead server costs minutes, not hours.
+- A full disk (ENOSPC): the database cannot be written, so nothing more is played; the run
+  stops (`stopped` when that can still be written) and the conversations it was playing are
+  left as they were: `--resume` replays them once space is freed.
 - SIGINT / SIGTERM: the run and its conversations in flight are marked `interrupted`
   (`RunInterrupted` is raised for SIGTERM, KeyboardInterrupt for SIGINT); resume replays them.
 - Credentials in a base URL are not stored with the run's configuration; a resume gets the URL
@@ -27,6 +32,7 @@ What a run survives:
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -55,7 +61,7 @@ from josh_core.search.labels import ideal_path
 from josh_core.search.tree import derive_seed
 from josh_core.storage import reads, writes
 from josh_core.redact import is_redacted_url, redact, redact_url, url_secrets
-from josh_core.storage.db import Database, DatabaseBusy, lock_timeout
+from josh_core.storage.db import Database, DatabaseBusy, DatabaseFull, lock_timeout
 from josh_core.storage.locks import run_lock
 from josh_core.storage.models import ConversationRecord
 from josh_core.envs import DEFAULT_ENV, get_env, score_path
@@ -204,7 +210,7 @@ class ConversationResult(BaseModel):
     conversation_id: str
     position: int
     scenario_id: str
-    status: str  # "done" | "failed"
+    status: str  # "done" | "failed" | "stopped" (the run stopped under it: a full disk; resume replays it)
     reward: float = 0.0
     success: bool = False
     stop_reason: str | None = None
@@ -212,6 +218,7 @@ class ConversationResult(BaseModel):
     seconds: float = 0.0
     error: str | None = None
     connection_failure: bool = False  # failed because an endpoint could not be reached
+    storage_failure: bool = False  # the database could not be written (disk full): the run stops
     attempts: int = 1  # tries (a database lock held too long costs one)
     _error: BaseException | None = PrivateAttr(None)  # the failed attempt's exception
     _trace: str = PrivateAttr("")
@@ -416,7 +423,7 @@ def resume_run(
 
 def max_connection_failures() -> int:
     """Conversations in a row that may fail to reach an endpoint before a run stops (0: never)."""
-    return max(0, int(os.environ.get("JOSH_MAX_CONNECTION_FAILURES", "5")))
+    return max(0, int(os.environ.get("JOSH_MAX_CONNECTION_FAILURES", "3")))
 
 
 def busy_retries() -> int:
@@ -447,6 +454,57 @@ def is_connection_failure(error: BaseException) -> bool:
             return True
         current = current.__cause__ or current.__context__
     return False
+
+
+def is_storage_failure(error: BaseException) -> bool:
+    """Whether an error (or one it came from) is a database that can no longer be written
+    (a full disk): every later conversation would fail the same way."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DatabaseFull):
+            return True
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+class RunGuard:
+    """When a run stops before its end, shared by the local and the distributed player:
+
+    - a dead endpoint: `JOSH_MAX_CONNECTION_FAILURES` conversations in a row (across the run,
+      whatever their order of finishing) failed to reach the model endpoint;
+    - a full disk: the database could not be written.
+
+    `record` each finished conversation; once `stopped` says why, no conversation starts."""
+
+    def __init__(self, connection_limit: int | None = None):
+        self.connection_limit = max_connection_failures() if connection_limit is None else connection_limit
+        self.in_a_row = 0
+        self.stopped: str | None = None
+
+    def stop(self, why: str) -> None:
+        if not self.stopped:
+            self.stopped = why
+
+    def record(self, result: ConversationResult) -> str | None:
+        """Count one finished conversation; returns why the run stops (None: it goes on)."""
+        if result.storage_failure:
+            self.stop(f"{result.error.removeprefix('DatabaseFull: ') if result.error else 'the database could not be written'}"
+                      "; nothing more is played: resume the run once there is space")  # fmt: skip
+        elif result.connection_failure:
+            self.in_a_row += 1
+            if self.connection_limit and self.in_a_row >= self.connection_limit:
+                self.stop(
+                    f"{self.in_a_row} conversations in a row could not reach the model endpoint "
+                    f"(last: {result.error}); stopped before the others (JOSH_MAX_CONNECTION_FAILURES="
+                    f"{self.connection_limit}); resume the run once the endpoint is up"
+                )
+        else:  # done, or failed for another reason: the endpoint answered
+            self.in_a_row = 0
+        return self.stopped
 
 
 class _SafeObserver(RolloutObserver):
@@ -600,7 +658,13 @@ def _play(
         raise
     all_done = len(results) == len(todo) and all(r.status == "done" for r in results)
     status = "stopped" if stopped else "done" if all_done else "incomplete"
-    _retry_busy(lambda: writes.set_run_status(db, run_id, status))
+    try:
+        _retry_busy(lambda: writes.set_run_status(db, run_id, status))
+    except Exception as error:
+        if not (stopped and is_storage_failure(error)):
+            raise
+        # The disk is still full: the run keeps its `running` status, which a resume replaces.
+        stopped += " (the run's status could not be recorded either)"
     return RunResult(
         run_id=run_id,
         db_path=str(db.path),
@@ -622,28 +686,18 @@ async def _play_all(
     """Play `todo`; returns the results of the conversations played and, when a dead
     endpoint stopped the run early, why (the others were not started and stay pending)."""
     limit = asyncio.Semaphore(max(1, config.concurrency))
-    breaker_limit = max_connection_failures()
-    state: dict[str, Any] = {"in_a_row": 0, "stopped": None}
+    guard = RunGuard()
 
     async def play(record: ConversationRecord) -> ConversationResult | None:
         async with limit:
-            if state["stopped"]:
+            if guard.stopped:
                 return None
             result = await play_conversation(db, record, config, agent, user, make_env, observer)
-            if result.connection_failure:
-                state["in_a_row"] += 1
-                if breaker_limit and state["in_a_row"] >= breaker_limit and not state["stopped"]:
-                    state["stopped"] = (
-                        f"{state['in_a_row']} conversations in a row could not reach the model endpoint "
-                        f"(last: {result.error}); stopped before the others (JOSH_MAX_CONNECTION_FAILURES="
-                        f"{breaker_limit}); resume the run once the endpoint is up"
-                    )
-            else:  # done, or failed for another reason: the endpoint answered
-                state["in_a_row"] = 0
+            guard.record(result)
             return result
 
     played = await asyncio.gather(*(play(record) for record in todo))
-    return [r for r in played if r is not None], state["stopped"]
+    return [r for r in played if r is not None], guard.stopped
 
 
 async def play_conversation(
@@ -675,18 +729,38 @@ async def play_conversation(
                     attempt + 1, retries + 1, lock_timeout())
         await asyncio.sleep(lock_timeout())
     if result.status != "done":
-        error = result._error
-        secrets = url_secrets(config.base_url)
-        result.error = redact(result.error, secrets)
-        stored = redact((result.error or "") + "\n" + result._trace, secrets)
-        try:
-            await asyncio.to_thread(_retry_busy, lambda: writes.fail_conversation(db, record.id, stored))
-        except Exception as record_error:  # noqa: BLE001 - never end the run over a failure record
-            log.warning("%s: could not record the failure: %s", record.id, record_error)
-            result.error = f"{result.error} (not recorded: {record_error})"
-        result.connection_failure = error is not None and is_connection_failure(error)
+        await record_failure(db, result, result._error, result._trace, config.base_url)
     observer.conversation_finished(result)
     return result
+
+
+async def record_failure(
+    db: Database, result: ConversationResult, error: BaseException | None, trace: str, base_url: str | None,
+    *, connection_failure: bool | None = None,
+) -> None:
+    """Store why a conversation failed (secrets redacted) and classify the failure on
+    `result`; local and distributed players share it.
+
+    A full disk is not the conversation's fault: nothing is written (it could not be), the
+    conversation stays as it was left for a resume, and `result.storage_failure` stops the run.
+    Any other failure is recorded; if even that fails the conversation is left for a resume
+    and the error says so (a failure record never ends the run)."""
+    secrets = url_secrets(base_url)
+    result.error = redact(result.error, secrets)
+    result.connection_failure = (
+        connection_failure if connection_failure is not None else error is not None and is_connection_failure(error)
+    )
+    if error is not None and is_storage_failure(error):
+        result.storage_failure, result.status = True, "stopped"
+        return
+    stored = redact((result.error or "") + "\n" + trace, secrets)
+    try:
+        await asyncio.to_thread(_retry_busy, lambda: writes.fail_conversation(db, result.conversation_id, stored))
+    except Exception as record_error:  # noqa: BLE001 - never end the run over a failure record
+        log.warning("%s: could not record the failure: %s", result.conversation_id, record_error)
+        result.error = f"{result.error} (not recorded: {record_error})"
+        if is_storage_failure(record_error):
+            result.storage_failure, result.status = True, "stopped"
 
 
 @dataclass

@@ -45,16 +45,16 @@ def test_export_onto_its_own_database_is_refused(run_db, tmp_path):
 def test_a_failed_export_keeps_the_old_output(run_db, tmp_path):
     db_path, _ = run_db
     out = tmp_path / "kto.jsonl"
-    out.write_text("old contents\n")
+    out.write_text('{"old": "contents"}\n')  # an earlier export (any other file is refused)
     # KTO has no OpenAI fine-tuning format: the export fails while rows are being written.
     result = _export(db_path, out, "--format", "openai")
     assert result.exit_code == 1 and no_traceback(result), result.output
-    assert out.read_text() == "old contents\n"
+    assert out.read_text() == '{"old": "contents"}\n'
     assert sorted(os.listdir(tmp_path)) == ["kto.jsonl"]  # no temporary file left behind
 
     result = _export(db_path, out)
     assert result.exit_code == 0, result.output
-    assert out.read_text() != "old contents\n" and out.read_text().count("\n") > 0
+    assert out.read_text() != '{"old": "contents"}\n' and out.read_text().count("\n") > 0
     assert sorted(os.listdir(tmp_path)) == ["kto.jsonl"]
 
 

@@ -18,6 +18,13 @@ import pandas as pd
 DEFAULT_RESAMPLES = 1000
 
 
+# Bounds checked before anything is drawn: far above any useful setting, low enough that a typo
+# (--resamples 1000000000000) is an error rather than a MemoryError or hours of work.
+MAX_RESAMPLES = 1_000_000
+MAX_SAMPLE_SIZE = 1_000_000
+_BLOCK_DRAWS = 4_000_000  # indices drawn at a time (32 MB)
+
+
 def default_sizes(total: int) -> list[int]:
     """A grid of sample sizes from 5 up to the number of observed conversations."""
     if total <= 0:
@@ -51,17 +58,26 @@ def bootstrap_std(
         raise ValueError("every metric needs one score per conversation")
     if total == 0:
         return pd.DataFrame(columns=columns)
-    if resamples < 1:
-        raise ValueError("resamples must be at least 1")
+    if not 1 <= resamples <= MAX_RESAMPLES:
+        raise ValueError(f"--resamples: from 1 to {MAX_RESAMPLES}, got {resamples}")
     sizes = list(sizes) if sizes is not None else default_sizes(total)
     if any(n < 1 for n in sizes):
         raise ValueError("sample sizes must be positive")
+    if any(n > MAX_SAMPLE_SIZE for n in sizes):
+        raise ValueError(f"--bootstrap-sizes: at most {MAX_SAMPLE_SIZE} conversations per sample")
     rng = np.random.default_rng(seed)
     rows = []
     for n in sizes:
-        picks = rng.integers(0, total, size=(resamples, n))
-        for name, values in zip(names, arrays):
-            means = values[picks].mean(axis=1)
+        # Drawn in blocks of rows so memory stays bounded whatever resamples x n is; the
+        # generator fills rows in order, so the draws equal one (resamples, n) array's.
+        block = max(1, _BLOCK_DRAWS // n)
+        sums = {name: [] for name in names}
+        for start in range(0, resamples, block):
+            picks = rng.integers(0, total, size=(min(block, resamples - start), n))
+            for name, values in zip(names, arrays):
+                sums[name].append(values[picks].mean(axis=1))
+        for name in names:
+            means = np.concatenate(sums[name])
             rows.append(
                 {"metric": name, "n": int(n), "mean": float(means.mean()), "std": float(means.std()),
                  "resamples": resamples}

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from josh_core.analysis.bootstrap import DEFAULT_RESAMPLES
+from josh_core.analysis.bootstrap import DEFAULT_RESAMPLES, MAX_RESAMPLES
 from josh_core.cli.output import fail, plain
 from josh_core.analysis.errors import DEFAULT_TOP, ErrorReport, error_report
 from josh_core.analysis.leaderboard import leaderboard as leaderboard_frame
@@ -231,7 +231,8 @@ def register(app: typer.Typer) -> None:
         concurrency: int = typer.Option(1, help="Conversations played at the same time."),
         db: Optional[Path] = typer.Option(None, help="DuckDB file (default JOSH_DB or ./josh.duckdb)."),
         resume: Optional[str] = typer.Option(None, "--resume", help="Finish the evaluation run with this id."),
-        resamples: int = typer.Option(DEFAULT_RESAMPLES, help="Bootstrap resamples per sample size."),
+        resamples: int = typer.Option(DEFAULT_RESAMPLES, min=1, max=MAX_RESAMPLES,
+                                      help="Bootstrap resamples per sample size."),
         as_json: bool = typer.Option(False, "--json", help="Print the evaluation as JSON."),
         ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]", help=RAY_HELP),
         ray_workers: Optional[int] = typer.Option(None, "--ray-workers", help=RAY_WORKERS_HELP),
@@ -317,7 +318,8 @@ def register(app: typer.Typer) -> None:
         bootstrap_sizes: Optional[str] = typer.Option(
             None, "--bootstrap-sizes", help="Comma-separated sample sizes (default: a grid up to n)."
         ),
-        resamples: int = typer.Option(DEFAULT_RESAMPLES, help="Bootstrap resamples per sample size."),
+        resamples: int = typer.Option(DEFAULT_RESAMPLES, min=1, max=MAX_RESAMPLES,
+                                      help="Bootstrap resamples per sample size."),
         seed: int = typer.Option(0, help="Bootstrap seed."),
         scoring: Optional[str] = typer.Option(
             None, "--scoring", help="Only runs played with this reward semantics (ToolWOZ: toolwoz | reference)."

@@ -194,7 +194,11 @@ class ProgressObserver(RolloutObserver):
             self.worker_done[worker] = self.worker_done.get(worker, 0) + 1
             self._worker_line(worker)
         # Scenario ids and error messages come from outside: plain text, never markup.
-        if result.status == "done":
+        if result.status == "stopped":  # not its fault (a full disk): left for a resume
+            line = styled(
+                f"{result.scenario_id:<24} ", ("NOT FINISHED", "yellow"), f" after {result.seconds:.1f} s: {result.error}"
+            )
+        elif result.status == "done":
             line = plain(
                 f"{result.scenario_id:<24} reward {result.reward:.2f}  nodes {result.nodes:4d}  "
                 f"{result.seconds:7.1f} s  ({result.stop_reason})"
@@ -376,7 +380,8 @@ def register(app: typer.Typer) -> None:
 def _summary(console: Console, result: RunResult) -> None:
     played = result.conversations
     done = [c for c in played if c.status == "done"]
-    failed = len(played) - len(done)
+    unfinished = sum(c.status == "stopped" for c in played)  # left for a resume (a full disk)
+    failed = len(played) - len(done) - unfinished
     success = sum(c.success for c in done)
     if done:
         console.print(
@@ -386,4 +391,6 @@ def _summary(console: Console, result: RunResult) -> None:
         )
     elif failed:
         console.print(f"{failed} conversations failed")
+    if unfinished:
+        console.print(f"{unfinished} conversations not finished (a resume plays them)")
     console.print(plain(f"run {result.run_id} in {result.db_path}"))

@@ -50,14 +50,14 @@ from josh_core.rollout import (
     PolicyError,
     RolloutConfig,
     RolloutObserver,
+    RunGuard,
     build_policies,
     busy_retries,
     conversation_outcome,
     environment_factory,
     is_connection_failure,
-    max_connection_failures,
     prepare_conversation,
-    _retry_busy,
+    record_failure,
 )
 from josh_core.redact import redact, url_secrets
 from josh_core.search.engine import JoshSearch, StepEvent
@@ -296,6 +296,7 @@ class RayPlayer:
         self.options = options
         self.config = config
         self.make_env = make_env
+        check_reachable(options.address)  # before Ray, which retries a closed port for ever
         self.ray = _import_ray()
         self._owns_ray = False
         self._connect()
@@ -440,23 +441,15 @@ class RayPlayer:
                 self._join(worker)
             elif not worker.lost:
                 self._starting.add(asyncio.ensure_future(self._await_ready(worker)))
-        breaker_limit = max_connection_failures()
-        state: dict[str, Any] = {"in_a_row": 0}
+        guard = RunGuard()
 
         async def play(record: ConversationRecord) -> ConversationResult | None:
             result = await self._play_conversation(record)
             if result is None:
                 return None
-            if result.connection_failure:
-                state["in_a_row"] += 1
-                if breaker_limit and state["in_a_row"] >= breaker_limit and not self.stopped:
-                    self._stop(
-                        f"{state['in_a_row']} conversations in a row could not reach the model endpoint "
-                        f"(last: {result.error}); stopped before the others (JOSH_MAX_CONNECTION_FAILURES="
-                        f"{breaker_limit}); resume the run once the endpoint is up"
-                    )
-            else:
-                state["in_a_row"] = 0
+            why = guard.record(result)
+            if why and not self.stopped:
+                self._stop(why)
             return result
 
         watchdog = asyncio.ensure_future(self._watch())
@@ -574,15 +567,9 @@ class RayPlayer:
                 nodes=len(tree.nodes),
             ))  # fmt: skip
         else:
-            secrets = url_secrets(self.config.base_url)
-            result.error = redact(attempt.error, secrets)
-            stored = redact((attempt.error or "") + "\n" + attempt.trace, secrets)
-            try:
-                await asyncio.to_thread(_retry_busy, lambda: writes.fail_conversation(self.db, record.id, stored))
-            except Exception as record_error:  # noqa: BLE001 - never end the run over a failure record
-                log.warning("%s: could not record the failure: %s", record.id, record_error)
-                result.error = f"{result.error} (not recorded: {record_error})"
-            result.connection_failure = attempt.connection_failure
+            result.error = attempt.error
+            await record_failure(self.db, result, attempt.exception, attempt.trace, self.config.base_url,
+                                 connection_failure=attempt.connection_failure)  # fmt: skip
         self.observer.conversation_finished(result)
         return result
 
@@ -646,6 +633,35 @@ class RayPlayer:
             self.ray.cancel(stream)
         except Exception:  # noqa: BLE001 - finished or gone
             pass
+
+
+def connect_timeout() -> float:
+    """Seconds to wait for a cluster's head (`--ray HOST:PORT`) to accept a connection."""
+    return float(os.environ.get("JOSH_RAY_CONNECT_TIMEOUT", "15"))
+
+
+def check_reachable(address: str | None) -> None:
+    """RayUnavailable unless the head of `--ray HOST:PORT` (or `ray://HOST:PORT`) accepts a
+    TCP connection within `connect_timeout()`: `ray.init` itself retries a closed or
+    unreachable port without end. "local" and "auto" are left to Ray (nothing to dial yet)."""
+    if address in (None, "", LOCAL, "auto"):
+        return
+    target = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port_text = target.rstrip("/").rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise RayUnavailable(f"--ray {address!r}: expected HOST:PORT (a cluster head), auto, or nothing")
+    timeout = connect_timeout()
+    try:
+        with socket.create_connection((host, int(port_text)), timeout=timeout):
+            pass
+    except socket.timeout:
+        raise RayUnavailable(f"--ray {address}: no answer from the cluster head within {timeout:g} s "
+                             "(JOSH_RAY_CONNECT_TIMEOUT); is `ray start --head` running there?") from None
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise RayUnavailable(f"--ray {address}: cannot reach the cluster head ({reason}); is `ray start "
+                             "--head` running there?") from None
 
 
 def _first_line(error: BaseException) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from josh_core.safe_text import valid_json, valid_text
 from josh_core.types import Message, ToolCall
 
 
@@ -82,7 +83,8 @@ def parse_tool_calls(text: str) -> tuple[str, list[ToolCall] | None]:
                 except ValueError:
                     args = None
             if isinstance(call.get("name"), str) and isinstance(args, dict):
-                calls.append(ToolCall(name=call["name"], parameters=args, id=f"call_{len(calls)}"))
+                calls.append(ToolCall(name=valid_text(call["name"]), parameters=valid_json(args),
+                                      id=f"call_{len(calls)}"))
                 continue
         if isinstance(obj, dict) and set(obj) == {"content"} and isinstance(obj["content"], str):
             kept.append(obj["content"])

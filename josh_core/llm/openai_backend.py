@@ -5,6 +5,17 @@ requests, capped by a semaphore. Retries with exponential backoff (and the serve
 Retry-After when it sends one) on 429, 5xx, timeouts and dropped connections; other errors
 surface at once. `n` samples are asked for in one request; a server that refuses `n > 1` or
 returns fewer choices is topped up with single requests (and remembered as such).
+
+A dead endpoint costs bounded time: each request waits at most `timeout_s`
+(`JOSH_LLM_TIMEOUT`, default 120 s), and one request with all its retries and pauses at most
+`call_timeout_s` (`JOSH_LLM_CALL_TIMEOUT`, default 300 s), after which `EndpointUnreachable`
+(a ConnectionError) is raised. Once a request has failed to connect with every retry, the
+endpoint is taken as down: later requests try once, without retries, until one gets an answer.
+The run that uses the backend stops after a few such failures (rollout.RunGuard).
+
+What the server sends back is untrusted: lone surrogates are replaced (safe_text) and
+secrets (the API key, credentials of the base URL, anything `redact` recognises) are masked
+in the text and the tool calls before anything else sees them.
 """
 
 from __future__ import annotations
@@ -19,6 +30,8 @@ import time
 from typing import Any
 
 from josh_core.llm.base import API_MODEL_SAMPLING, ChatRequest, ChatResponse, Choice, ConstraintUnsupported
+from josh_core.redact import redact, redact_url, url_secrets
+from josh_core.safe_text import valid_json, valid_text
 from josh_core.types import ToolCall
 
 log = logging.getLogger(__name__)
@@ -60,20 +73,33 @@ def strict_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _parse_arguments(raw: str | None) -> dict[str, Any] | None:
     try:
         value = json.loads(raw or "{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(value, dict):
         return None
-    return {k: v for k, v in value.items() if v is not None}
+    return valid_json({k: v for k, v in value.items() if v is not None})
+
+
+class EndpointUnreachable(ConnectionError):
+    """The endpoint did not answer one request within its time (all retries included), or
+    is down and refused again."""
+
+
+def _env_seconds(name: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(name, default))
+    except ValueError:
+        return default
+    return value if value > 0 and value != float("inf") else default
 
 
 class OpenAIBackend:
     is_local = False
 
     def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
-                 server: str | None = None, timeout_s: float = 120.0, max_retries: int = 5,
+                 server: str | None = None, timeout_s: float | None = None, max_retries: int = 5,
                  backoff_s: float = 1.0, max_backoff_s: float = 30.0, concurrency: int = 16,
-                 name: str | None = None, client: Any = None):
+                 name: str | None = None, client: Any = None, call_timeout_s: float | None = None):
         from openai import AsyncOpenAI
 
         self.model = model
@@ -86,6 +112,10 @@ class OpenAIBackend:
         self.is_local = self.server != "openai"
         self.default_sampling = API_MODEL_SAMPLING
         self.max_retries = max_retries
+        self.timeout_s = float(timeout_s) if timeout_s else _env_seconds("JOSH_LLM_TIMEOUT", 120.0)
+        self.call_timeout_s = (float(call_timeout_s) if call_timeout_s
+                               else _env_seconds("JOSH_LLM_CALL_TIMEOUT", max(300.0, self.timeout_s)))
+        self.endpoint_down = False  # the last request failed to connect with every retry
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.supports_n = True
@@ -94,8 +124,10 @@ class OpenAIBackend:
         key = api_key or os.environ.get("OPENAI_API_KEY") or ("EMPTY" if self.base_url else None)
         if key is None:
             raise ValueError("openai backend: set OPENAI_API_KEY (or give a base URL for a local server)")
+        # What the server echoes of these is masked in its replies.
+        self._secrets = [key, *url_secrets(self.base_url)]
         # The SDK's own retries are off: ours below log, honour Retry-After and are testable.
-        self.client = client or AsyncOpenAI(base_url=self.base_url, api_key=key, timeout=timeout_s,
+        self.client = client or AsyncOpenAI(base_url=self.base_url, api_key=key, timeout=self.timeout_s,
                                             max_retries=0)
         self.requests_sent = 0
         self.retries = 0
@@ -143,18 +175,25 @@ class OpenAIBackend:
         return kwargs
 
     @staticmethod
-    def choices_from(response: Any) -> list[Choice]:
+    def choices_from(response: Any, secrets: list[str | None] | None = None) -> list[Choice]:
+        """The response's choices, made safe to keep: lone surrogates replaced, and `secrets`
+        (and whatever `redact` recognises) masked in the text and the tool calls."""
+
+        def clean(text: str | None) -> str:
+            return redact(valid_text(text or ""), secrets or ()) or ""
+
         choices = []
         for c in response.choices:
             msg = c.message
-            text = msg.content or ""
+            text = clean(msg.content)
             calls: list[ToolCall] = []
             for tc in msg.tool_calls or []:
-                args = _parse_arguments(tc.function.arguments)
+                name, raw = clean(tc.function.name), clean(tc.function.arguments)
+                args = _parse_arguments(raw)
                 if args is None:  # keep the unreadable call visible as text
-                    text += json.dumps({"tool_call": {"name": tc.function.name, "arguments": tc.function.arguments}})
+                    text += json.dumps({"tool_call": {"name": name, "arguments": raw}})
                     continue
-                calls.append(ToolCall(name=tc.function.name, parameters=args, id=tc.id))
+                calls.append(ToolCall(name=name, parameters=args, id=tc.id and clean(tc.id)))
             choices.append(Choice(text=text, tool_calls=calls or None, finish_reason=c.finish_reason))
         return choices
 
@@ -166,31 +205,64 @@ class OpenAIBackend:
         return self._semaphores[key]
 
     async def _create(self, kwargs: dict[str, Any]) -> Any:
+        """One request, retried as the module docstring says, within `call_timeout_s`."""
         import openai
 
         attempt = 0
+        deadline: float | None = None  # set once the request first gets a concurrency slot
+        # An endpoint that just failed every retry gets one try: a dead server must not cost
+        # every conversation the full retry schedule.
+        was_down = self.endpoint_down
+        retries = 0 if was_down else self.max_retries
         while True:
             try:
                 async with self._semaphore():
+                    now = time.monotonic()
+                    deadline = deadline or now + self.call_timeout_s
+                    timeout = min(self.timeout_s, max(deadline - now, 0.001))
                     self.requests_sent += 1
-                    return await self.client.chat.completions.create(**kwargs)
+                    response = await self.client.chat.completions.create(**kwargs, timeout=timeout)
+                    self.endpoint_down = False
+                    return response
             except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError,
                     openai.APITimeoutError) as exc:
-                if attempt >= self.max_retries:
-                    raise
+                connection = isinstance(exc, openai.APIConnectionError)  # APITimeoutError is one
+                if not connection:
+                    self.endpoint_down = False  # it answered, if only with an error
                 delay = self._retry_delay(exc, attempt)
+                out_of_time = deadline is not None and time.monotonic() + delay >= deadline
+                if attempt >= retries or out_of_time:
+                    if not connection:
+                        raise
+                    self.endpoint_down = True
+                    raise self._unreachable(exc, attempt + 1, out_of_time, was_down) from exc
                 log.warning("%s: %s; retry %d in %.1fs", self.name, type(exc).__name__, attempt + 1, delay)
                 self.retries += 1
                 attempt += 1
                 await asyncio.sleep(delay)
             except openai.APIStatusError as exc:
+                self.endpoint_down = False
                 if exc.status_code >= 500 and attempt < self.max_retries:  # e.g. 502/503 from a proxy
                     delay = self._retry_delay(exc, attempt)
+                    if deadline is not None and time.monotonic() + delay >= deadline:
+                        raise
                     self.retries += 1
                     attempt += 1
                     await asyncio.sleep(delay)
                     continue
                 raise
+
+    def _unreachable(self, exc: Exception, attempts: int, out_of_time: bool, was_down: bool) -> EndpointUnreachable:
+        where = redact_url(self.base_url)[0] or "the OpenAI API"
+        import openai
+
+        waited = "no answer" if isinstance(exc, openai.APITimeoutError) else "no connection"
+        why = (f"{waited} within {self.call_timeout_s:g} s (JOSH_LLM_CALL_TIMEOUT)" if out_of_time
+               else "still no connection (the endpoint was down already; not retried)" if was_down
+               else "no connection")
+        detail = redact(" ".join(str(exc).split()), self._secrets) or type(exc).__name__
+        return EndpointUnreachable(f"{where}: {why} after {attempts} attempt{'s' if attempts > 1 else ''} "
+                                   f"({type(exc).__name__}: {detail})")
 
     def _retry_delay(self, exc: Exception, attempt: int) -> float:
         response = getattr(exc, "response", None)
@@ -223,7 +295,7 @@ class OpenAIBackend:
         if have < wanted:
             single = self.request_kwargs(request, 1)
             responses.extend(await asyncio.gather(*[self._create(dict(single)) for _ in range(wanted - have)]))
-        choices = [c for r in responses for c in self.choices_from(r)][:wanted]
+        choices = [c for r in responses for c in self.choices_from(r, self._secrets)][:wanted]
         prompt_tokens = completion_tokens = None
         usages = [r.usage for r in responses if getattr(r, "usage", None) is not None]
         if usages:

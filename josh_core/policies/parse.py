@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 
 from josh_core.llm.structured import COMMAND_END, format_react
+from josh_core.safe_text import valid_json, valid_text
 from josh_core.types import ToolCall
 
 _COMMAND = re.compile(r"(?:^|(?<=\n)|(?<=<COMMAND_END>))[ \t]*\**(PLAN|APICALL|SPEAK)\**[ \t]*:?", re.MULTILINE)
@@ -83,7 +84,8 @@ def parse_call(body: str) -> ToolCall | None:
         params = {}
     if not isinstance(params, dict) or not _nesting_within(params, MAX_CALL_DEPTH):
         return None
-    return ToolCall(name=obj["name"], parameters=params)
+    # The JSON may spell lone surrogates (\ud800) that no later encoding accepts.
+    return ToolCall(name=valid_text(obj["name"]), parameters=valid_json(params))
 
 
 def parse_react(text: str) -> ParsedAction:

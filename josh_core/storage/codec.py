@@ -7,7 +7,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from pydantic import TypeAdapter
+from pydantic_core import PydanticSerializationError
 
+from josh_core.safe_text import valid_json, valid_text
 from josh_core.search.tree import Node, RewardEvent
 from josh_core.types import ApiCallRecord, ApiResult, Generation, Message, ToolCall
 
@@ -39,8 +41,26 @@ def from_db_time(value: Any) -> Any:
     return value
 
 
+# Text stored here comes from models, users, tools and files: a lone surrogate (a JSON escape
+# like \ud800 in a model's action) cannot be encoded as UTF-8, and one such character would
+# fail the write of a whole step, ending the conversation. Every text column goes through
+# `text` and every JSON column through `dumps`, which store U+FFFD in its place.
+
+
+def text(value: str | None) -> str | None:
+    return None if value is None else valid_text(value)
+
+
 def dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False)
+    # ensure_ascii=False passes lone surrogates through, and only those fail to encode.
+    return None if value is None else valid_text(json.dumps(value, ensure_ascii=False))
+
+
+def _dump_json(adapter: TypeAdapter, value: Any) -> str:
+    try:
+        return adapter.dump_json(value, exclude_none=True).decode()
+    except PydanticSerializationError:  # a lone surrogate somewhere in it
+        return json.dumps(valid_json(adapter.dump_python(value, mode="json", exclude_none=True)), ensure_ascii=False)
 
 
 def loads(value: Any) -> Any:
@@ -60,10 +80,10 @@ def node_row(node: Node) -> list[Any]:
         node.path,
         node.step,
         node.status,
-        node.text,
+        text(node.text),
         node.ended,
-        _messages.dump_json(node.internal, exclude_none=True).decode(),
-        _generations.dump_json(node.generations, exclude_none=True).decode(),
+        _dump_json(_messages, node.internal),
+        _dump_json(_generations, node.generations),
         dumps(node.call_goals),
         dumps(node.goals_hit),
         node.format_errors,
@@ -86,14 +106,14 @@ def api_call_rows(node: Node) -> list[list[Any]]:
                 node.id,
                 position,
                 node.conversation_id,
-                call.name if call else None,
+                text(call.name) if call else None,
                 dumps(call.parameters) if call else None,
-                call.id if call else None,
-                record.raw,
+                text(call.id) if call else None,
+                text(record.raw),
                 record.result.ok,
                 dumps(record.result.content),
                 record.result.error_kind,
-                record.result.error,
+                text(record.result.error),
                 dumps(goals),
             ]
         )

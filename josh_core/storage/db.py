@@ -37,6 +37,7 @@ bench/bench_engine.py measures the cost (bench/results/engine.md).
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import threading
@@ -77,6 +78,73 @@ class SchemaTooNew(DatabaseError):
 
 class DatabaseReadOnly(DatabaseError):
     """The database file (or its folder) cannot be written."""
+
+
+class DatabaseFull(DatabaseError):
+    """The disk holding the database is full (ENOSPC): nothing more can be written until
+    space is freed. Committed transactions are kept; a run stops and resumes later."""
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    """Whether an error (or one it came from) is a full disk or quota."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(current).lower()
+        if "no space left on device" in text or "disk quota exceeded" in text:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+class DatabaseDamaged(DatabaseError):
+    """The file is a DuckDB database that cannot be read to its end (truncated, corrupted)."""
+
+
+# DuckDB's words for a file it cannot read through (a truncated copy, a damaged block).
+_DAMAGE_WORDS = ("could not read enough bytes", "corrupt", "checksum", "has been invalidated",
+                 "checkpoint failed", "failed to read", "invalid block")  # fmt: skip
+
+
+def _damaged_error(path: Path, error: BaseException) -> DatabaseError | None:
+    """A plain error for a DuckDB failure that means the file is damaged (None: another kind)."""
+    text = " ".join(str(error).split())
+    if not isinstance(error, (duckdb.IOException, duckdb.InternalException, duckdb.FatalException,
+                              duckdb.SerializationException)) and "corrupt" not in text.lower():
+        return None
+    if not any(word in text.lower() for word in _DAMAGE_WORDS):
+        return None
+    return DatabaseDamaged(f"{path} is damaged or truncated and cannot be read ({text[:200]}); "
+                           "restore it from a copy or give another --db")
+
+
+def _plain_error(path: Path, error: BaseException) -> DatabaseError | None:
+    """The DatabaseError that says plainly what a DuckDB or OS error during an operation means
+    (a full disk, a damaged file), or None when it is none of those."""
+    if _is_disk_full(error):
+        return _full_error(path, error)
+    return _damaged_error(path, error)
+
+
+def _full_error(path: Path, error: BaseException) -> DatabaseFull:
+    return DatabaseFull(f"{path} cannot be written: the disk is full (no space left on device); free some space first")
+
+
+def _drop_shared_instance() -> None:
+    """Forget the shared instance after a fatal error (a failed checkpoint invalidates the
+    attached file and DETACH then fails): the next operation builds a fresh one instead of
+    meeting the stale attachment ("Unique file handle conflict")."""
+    global _instance
+    with _instance_lock:
+        if _instance is not None:
+            try:
+                _instance.close()
+            except duckdb.Error:
+                pass
+        _instance = None
 
 
 def _shared_instance() -> duckdb.DuckDBPyConnection:
@@ -181,13 +249,21 @@ class Database:
                     # Retry soon: a busy writer leaves gaps of a few milliseconds between
                     # batches, and a reader that backs off longer keeps missing them.
                     time.sleep(random.uniform(0.001, 0.003))
+            failed = False
             try:
                 con.execute(f"USE {_ALIAS}")
                 yield con
+            except BaseException:
+                failed = True
+                raise
             finally:
                 try:
                     con.execute("USE memory")
                     con.execute(f"DETACH {_ALIAS}")
+                except duckdb.Error:
+                    _drop_shared_instance()  # the attachment is unusable: start afresh
+                    if not failed:
+                        raise  # nothing else is on its way out: this is the error to tell
                 finally:
                     con.close()
 
@@ -200,6 +276,17 @@ class Database:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as error:
                 raise DatabaseReadOnly(f"{self.path.parent} cannot be created ({error.strerror})") from error
+        try:
+            return self._write(fn, checkpoint)
+        except DatabaseError:
+            raise
+        except (duckdb.Error, OSError) as error:
+            plain = _plain_error(self.path, error)
+            if plain is not None:
+                raise plain from error
+            raise
+
+    def _write(self, fn: Callable[[duckdb.DuckDBPyConnection], T], checkpoint: bool) -> T:
         with self._attached(read_only=False) as con:
             if not self._write_checked:
                 version = _schema_state(con, self.path)
@@ -214,7 +301,10 @@ class Database:
                 result = fn(con)
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                try:
+                    con.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass  # a failed COMMIT ends the transaction itself: its error is the one to tell
                 raise
             self.stats["writes"] += 1
             if checkpoint or self._wal_size() > CHECKPOINT_WAL_BYTES:
@@ -226,11 +316,19 @@ class Database:
         """Run `fn` on a read-only attachment of the file."""
         if not self.path.exists():
             raise FileNotFoundError(f"no database at {self.path}")
-        if not self._schema_checked:
-            self._check_schema()
-        with self._attached(read_only=True) as con:
-            self.stats["reads"] += 1
-            return fn(con)
+        try:
+            if not self._schema_checked:
+                self._check_schema()
+            with self._attached(read_only=True) as con:
+                self.stats["reads"] += 1
+                return fn(con)
+        except DatabaseError:
+            raise
+        except duckdb.Error as error:
+            plain = _damaged_error(self.path, error)
+            if plain is not None:
+                raise plain from error
+            raise
 
     def ensure_schema(self) -> int:
         """Create or migrate the schema; returns the schema version."""

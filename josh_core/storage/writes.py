@@ -21,6 +21,7 @@ from josh_core.storage.codec import (
     api_call_rows,
     dumps,
     node_row,
+    text,
     reward_event_row,
 )
 from josh_core.storage.db import Database
@@ -140,7 +141,7 @@ def start_conversation(
             "success = NULL, goals = ?, goals_reached = '[]', score = NULL, system_prompt = ?, "
             "prompt_messages = ?, tools = ?, seed = ?, steps = 0, node_count = 0, started_at = ?, finished_at = NULL, "
             "seconds = NULL, error = NULL, worker = ? WHERE id = ?",
-            [dumps(goals), system_prompt, dumps(prompt_messages), dumps(tools), seed, _now(), worker,
+            [dumps(goals), text(system_prompt), dumps(prompt_messages), dumps(tools), seed, _now(), worker,
              conversation_id],
         )
 
@@ -174,7 +175,7 @@ def fail_conversation(db: Database, conversation_id: str, error: str) -> None:
     db.write(
         lambda con: con.execute(
             "UPDATE conversations SET status = 'failed', error = ?, finished_at = ? WHERE id = ?",
-            [error, _now(), conversation_id],
+            [text(error), _now(), conversation_id],
         ),
         checkpoint=True,
     )
