@@ -114,7 +114,10 @@ def register(app: typer.Typer) -> None:
         from josh_core.storage.db import DatabaseError
         from josh_core.storage.locks import RunBusy
         from josh_core.train import TrainingConfigError, TrainingDataError
+        from josh_core.train.guards import TrainingBusy, TrainingDiverged, disk_full_message, is_disk_full, quiet_libraries
         from josh_core.train.selftrain import Selftrain, SelftrainConfig, StageEvent, dumps
+
+        quiet_libraries()  # one progress display: ours
 
         db_path = db or default_db_path()
         overrides: dict = {}
@@ -135,6 +138,8 @@ def register(app: typer.Typer) -> None:
                 value = json.loads(raw)
             except json.JSONDecodeError:
                 value = raw
+            if which not in ("warmstart", *kind):
+                fail(f"--set {item!r}: {which} is not trained by this experiment (add --kind {which})")
             (warm_overrides if which == "warmstart" else per_kind.setdefault(which, {}))[key] = value
         try:
             from josh_core.envs import UnknownEnvironment, get_env
@@ -186,8 +191,12 @@ def register(app: typer.Typer) -> None:
                 with progress:
                     result = loop.run()
         except (ValueError, KeyError, DatabaseError, TrainingDataError, TrainingConfigError, FileNotFoundError,
-                RunBusy) as error:
+                RunBusy, TrainingBusy, TrainingDiverged) as error:
             fail(error.args[0] if isinstance(error, KeyError) and error.args else error)
+        except OSError as error:
+            if is_disk_full(error):
+                fail(disk_full_message(error, loop.workdir))
+            fail(f"{error.filename or loop.workdir}: {error.strerror or error}")
         if as_json:
             typer.echo(dumps(result))
         else:

@@ -179,7 +179,12 @@ def read_config_file(path: str | Path, kind: str) -> dict[str, Any]:
     path = Path(path)
     if not path.exists() or path.is_dir():  # (pipes such as <(...) are fine)
         raise TrainingConfigError(f"no config file at {path}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise TrainingConfigError(f"config file {path} is not UTF-8 text (byte {error.start})") from None
+    except OSError as error:
+        raise TrainingConfigError(f"config file {path} cannot be read: {error.strerror or error}") from None
     if tomllib is None and path.suffix.lower() == ".toml":
         raise TrainingConfigError(f"config file {path}: TOML needs Python 3.11+; use JSON")
     try:
@@ -196,6 +201,8 @@ def read_config_file(path: str | Path, kind: str) -> dict[str, Any]:
                 data = tomllib.loads(text)
     except ValueError as error:  # json.JSONDecodeError and tomllib.TOMLDecodeError
         raise TrainingConfigError(f"config file {path} is not valid JSON or TOML: {error}") from error
+    except RecursionError:
+        raise TrainingConfigError(f"config file {path} is nested too deeply to be settings") from None
     if not isinstance(data, dict):
         raise TrainingConfigError(f"config file {path} must hold an object / table of settings")
     settings = {k: v for k, v in data.items() if k not in KINDS}
@@ -230,6 +237,11 @@ def build_config(
 
 
 def _validate(config: TrainConfig) -> None:
+    from josh_core.train.guards import check_finite
+
+    # NaN passes `value < 0` and inf passes every bound: refuse both first, for every setting.
+    check_finite(config.to_dict(), TrainingConfigError)
+
     def positive(name: str, allow_zero: bool = False) -> None:
         value = getattr(config, name)
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or (value == 0 and not allow_zero):

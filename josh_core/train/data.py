@@ -34,6 +34,11 @@ KIND_NAMES = {
 }
 
 
+# The longest line a training file may hold. An exported row is one conversation: tens of
+# kilobytes with the tool list; 16 MiB leaves room for very long conversations.
+MAX_LINE_BYTES = 16 * 1024 * 1024
+
+
 class TrainingDataError(ValueError):
     """Training data that cannot be used (plain message, shown without traceback)."""
 
@@ -77,34 +82,70 @@ def load_training_data(path: str | Path, kind: str) -> TrainingData:
     if not path.is_file():
         raise TrainingDataError(f"{path} is not a file")
     rows: list[dict[str, Any]] = []
-    with path.open("r", encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise TrainingDataError(f"{path} line {number} is not JSON ({error.msg}): expected JSONL "
-                                        "as written by `josh export`") from None
-            if not isinstance(row, dict):
-                raise TrainingDataError(f"{path} line {number} is not a JSON object")
-            found = detect_kind(row)
-            if found != kind:
-                what = KIND_NAMES[found] if found else f"rows with fields {', '.join(sorted(row)) or 'none'}"
-                raise TrainingDataError(
-                    f"{path} holds {what}, not {KIND_NAMES[kind]} (line {number}); "
-                    f"write it with `josh export --kind {kind}`"
-                )
-            try:
-                rows.append(_normalise(row, kind))
-            except TrainingDataError as error:
-                raise TrainingDataError(f"{path} line {number}: {error}") from None
+    for number, line in read_lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise TrainingDataError(f"{path} line {number} is not JSON ({error.msg}): expected JSONL "
+                                    "as written by `josh export`") from None
+        except RecursionError:
+            raise TrainingDataError(f"{path} line {number} is nested too deeply to be a training row") from None
+        if not isinstance(row, dict):
+            raise TrainingDataError(f"{path} line {number} is not a JSON object")
+        found = detect_kind(row)
+        if found != kind:
+            what = KIND_NAMES[found] if found else f"rows with fields {', '.join(sorted(row)) or 'none'}"
+            raise TrainingDataError(
+                f"{path} holds {what}, not {KIND_NAMES[kind]} (line {number}); "
+                f"write it with `josh export --kind {kind}`"
+            )
+        try:
+            rows.append(_normalise(row, kind))
+        except TrainingDataError as error:
+            raise TrainingDataError(f"{path} line {number}: {error}") from None
+        except RecursionError:
+            raise TrainingDataError(f"{path} line {number} is nested too deeply to be a training row") from None
     if not rows:
         raise TrainingDataError(
             f"{path} is empty: no examples to train on (an export of conversations below 100% reward "
             "writes none; see `josh export --all-rewards`)"
         )
     return TrainingData(kind=kind, path=path, rows=rows, sha256=file_sha256(path))
+
+
+def read_lines(path: Path, max_line_bytes: int | None = None):
+    """(line number, text) of every line, read in binary with a cap per line: a line longer than
+    the cap is refused as soon as the cap is passed (a 50 MB line once took 4 GB and minutes to
+    refuse), and one that is not UTF-8 is named."""
+    cap = MAX_LINE_BYTES if max_line_bytes is None else max_line_bytes
+    try:
+        fh = path.open("rb")
+    except OSError as error:
+        raise TrainingDataError(f"{path} cannot be read: {error.strerror or error}") from None
+    with fh:
+        number = 0
+        while True:
+            try:
+                raw = fh.readline(cap + 1)
+            except OSError as error:
+                raise TrainingDataError(f"{path} cannot be read: {error.strerror or error}") from None
+            if not raw:
+                return
+            number += 1
+            if len(raw) > cap and not (len(raw) == cap + 1 and raw.endswith(b"\n")):
+                raise TrainingDataError(
+                    f"{path} line {number} is longer than {cap:,} bytes: not a training row "
+                    "(`josh export` rows are far smaller)"
+                )
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise TrainingDataError(
+                    f"{path} line {number} is not UTF-8 text (byte {error.start + 1} of the line)"
+                ) from None
+            yield number, text
 
 
 def _messages(value: Any, name: str) -> list[dict[str, Any]]:

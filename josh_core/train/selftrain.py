@@ -244,8 +244,35 @@ class Selftrain:
         return self._stage(rnd, name, self._play(scenarios, config), lambda: {**self._new_run(), "agent": agent})
 
     # -- the whole experiment ------------------------------------------------------------------
+    def check_training_settings(self) -> None:
+        """Everything the train stages will need, checked before anything is stored (a bad
+        setting found at the train stage used to leave the experiment name bound to it): the
+        base is a trainable agent SPEC, every kind's settings resolve (finite, known keys), and
+        no settings are given for a kind the experiment does not train."""
+        from josh_core.train.config import TrainingConfigError, build_config
+        from josh_core.train.model import resolve_base
+
+        c = self.config
+        stray = sorted(set(c.train_overrides) - set(c.kinds))
+        if stray:
+            raise TrainingConfigError(
+                f"settings for {', '.join(stray)} ({', '.join(f'--set {k}.*' for k in stray)}) but the experiment "
+                f"trains only {', '.join(c.kinds)}: add --kind {stray[0]} or drop those settings"
+            )
+        resolve_base(c.base)
+        for kind in c.kinds:
+            try:
+                build_config(kind, None, c.train_overrides.get(kind))
+            except TrainingConfigError as error:
+                raise TrainingConfigError(f"{kind} settings: {error}") from None
+        try:
+            build_config("sft", None, c.warm_start_overrides)
+        except TrainingConfigError as error:
+            raise TrainingConfigError(f"warm-start settings: {error}") from None
+
     def run(self) -> SelftrainResult:
         c = self.config
+        self.check_training_settings()
         warm, slices, evaluation = scenario_slices(c)  # checked before anything is stored
         self._check_config()
         self.workdir.mkdir(parents=True, exist_ok=True)
