@@ -289,6 +289,81 @@ def pick_conversation(db: Database, key: str = "conv"):
     return by_id[conversation_id]
 
 
+# -- runs being written, stopped, resumed ------------------------------------------------------
+
+LAUNCHED = "launched"  # the rollout this session started (the Launch page follows it)
+
+
+def start_resume(run_id: str) -> None:
+    """`josh rollout --resume RUN` in the background, as the Launch page starts a rollout; the
+    Launch page follows it (progress, stop)."""
+    import time
+
+    from josh_core.launch import resume_args, start_josh_process
+
+    db_path = Path(database_path()).expanduser()
+    args = resume_args(run_id, db_path)
+    log_path = db_path.resolve().parent / "logs" / f"rollout-{time.strftime('%Y%m%d-%H%M%S')}-resume.log"
+    process = start_josh_process(args, log_path)
+    st.session_state[LAUNCHED] = {"pid": process.pid, "log": str(log_path), "process": process, "args": args,
+                                  "run": run_id, "stopped": False, "started": time.time()}  # fmt: skip
+
+
+def _resume_here(run_id: str) -> None:
+    launched = st.session_state.get(LAUNCHED)
+    if launched and launched["process"].poll() is None:
+        st.session_state["josh-resume-refused"] = run_id
+        return
+    start_resume(run_id)
+
+
+def resume_offer(run_id: str, key: str) -> None:
+    """A stopped run's resume: a button (the Launch page then follows it) and the command."""
+    from josh_core.launch import resume_args
+
+    launched = st.session_state.get(LAUNCHED)
+    if launched and launched.get("run") == run_id and launched["process"].poll() is None:
+        st.info(f"Run {run_id} is being resumed.")
+        page_link("app_pages/launch.py", "Follow it on the Launch page")
+        return
+    cols = st.columns([1, 4])
+    cols[0].button("Resume", key=key, on_click=_resume_here, args=(run_id,), type="primary")
+    with cols[1]:
+        show_command(["josh", *resume_args(run_id, database_path())])
+    if st.session_state.get("josh-resume-refused") == run_id:
+        st.error("Not resumed: a rollout this session started is still running. Stop it or wait for it first.")
+
+
+def stopped_runs(db: Database, runs) -> None:
+    """Each run left with conversations to play and no process playing it: say so, offer resume."""
+    from josh_core.launch import resumable, run_is_played
+
+    for row in runs.itertuples():
+        finished = int(known(row.done) or 0)
+        total = int(known(row.conversations) or 0)
+        if row.status not in ("done",) and finished < total and resumable(
+                row.status, total, finished, run_is_played(db.path, row.id)):  # fmt: skip
+            st.warning(f"Run {row.id} was stopped ({row.status}) with {finished} of {total} conversations "
+                       "finished. Resuming plays the rest (interrupted conversations from their start).")  # fmt: skip
+            resume_offer(row.id, key=f"resume-{row.id}")
+
+
+def conversation_note(db: Database, conversation) -> bool:
+    """Under a conversation's header: a note while it is played, or, when its run was stopped
+    before it finished, that it was stopped and a resume. True while it is being played."""
+    from josh_core.launch import run_is_played
+
+    if conversation.status not in ("running", "pending", "interrupted"):
+        return False
+    if run_is_played(db.path, conversation.run_id):
+        st.caption("This conversation is still being played: the tree below grows as the rollout writes.")
+        return True
+    word = "was not started" if conversation.status == "pending" else "was stopped before it finished"
+    st.warning(f"This conversation {word}: its run {conversation.run_id} was stopped. Resuming the run plays it.")
+    resume_offer(conversation.run_id, key=f"resume-conv-{conversation.id}")
+    return False
+
+
 # -- the tree explorer component ---------------------------------------------------------------
 
 _TREE_GRAPH = st.components.v2.component(

@@ -12,14 +12,13 @@ import streamlit as st
 from josh_core.envs import get_env
 from josh_core.envs import names as env_names
 from josh_core.launch import (
-    check_launch, launched_run_id, resume_args, rollout_args, run_progress, start_josh_process, start_rollout_process,
-    stop_process,
+    check_launch, launched_run_id, resume_args, rollout_args, run_progress, start_rollout_process, stop_process,
 )  # fmt: skip
 from josh_core.policies.factory import DECODING_MODES, decoding_flags
 from josh_core.rollout import RolloutConfig
 from josh_core.storage import reads, writes
 from josh_core.storage.db import Database
-from ui_common import check_database, database_path, kept, page_link, show_command
+from ui_common import check_database, database_path, kept, page_link, show_command, start_resume
 
 st.title("Launch a rollout")
 db_path = Path(database_path()).expanduser()
@@ -62,7 +61,7 @@ with st.form("launch"):
     beam = cols[0].number_input("Max beam", min_value=1, key=kept("launch-beam", 8))
     branching = cols[1].number_input("Branching", min_value=1, key=kept("launch-branching", 2))
     max_turns = cols[2].number_input("Max turns", min_value=1, key=kept("launch-max-turns", 15))
-    seed = cols[3].number_input("Seed", key=kept("launch-seed", 0))
+    seed = cols[3].number_input("Seed", step=1, format="%d", key=kept("launch-seed", 0))
     concurrency = cols[4].number_input("Conversations at once", min_value=1, key=kept("launch-concurrency", 1))
     decoding = cols[5].selectbox(
         "Decoding", list(DECODING_MODES), key=kept("launch-decoding", list(DECODING_MODES)[0]),
@@ -107,19 +106,11 @@ if submitted:
                                             "run": None,
                                             "stopped": False, "started": time.time()}  # fmt: skip
 
+
 def _stop() -> None:
     launched = st.session_state["launched"]
     stop_process(launched["pid"])
     launched["stopped"] = True
-
-
-def _resume(run_id: str) -> None:
-    """`josh rollout --resume RUN` in the background, followed like the launch it continues."""
-    args = resume_args(run_id, db_path)
-    log_path = db_path.resolve().parent / "logs" / f"rollout-{time.strftime('%Y%m%d-%H%M%S')}-resume.log"
-    process = start_josh_process(args, log_path)
-    st.session_state["launched"] = {"pid": process.pid, "log": str(log_path), "process": process, "args": args,
-                                    "run": run_id, "stopped": False, "started": time.time()}  # fmt: skip
 
 
 if st.session_state.get("launched"):
@@ -144,7 +135,7 @@ if st.session_state.get("launched"):
             launched.pop("refused", None)
             cols[0].warning("Stopped. The run can be continued where it stopped:")
             if run_id:
-                cols[1].button("Resume", key="launch-resume", on_click=_resume, args=(run_id,), type="primary",
+                cols[1].button("Resume", key="launch-resume", on_click=start_resume, args=(run_id,), type="primary",
                                width="stretch")  # fmt: skip
             show_command(["josh", *resume_args(run_id or "RUN", db_path)])
             if run_id and not launched.get("marked"):

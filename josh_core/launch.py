@@ -338,3 +338,23 @@ def training_for_adapter(db, out: str | Path):
     target = str(Path(out).resolve())
     found = [t for t in list_trainings(db) if t.adapter_path == target]
     return found[-1] if found else None
+
+
+def run_is_played(db_path: str | Path, run_id: str) -> bool:
+    """Whether a process is playing the run now (it holds the run's lock). A run left 'running'
+    or 'pending' by a process that died or was stopped is not: it can be resumed."""
+    from josh_core.storage.locks import RunBusy, run_lock
+
+    try:
+        with run_lock(db_path, run_id):
+            return False
+    except RunBusy:
+        return True
+
+
+UNFINISHED_RUN_STATUSES = ("running", "incomplete", "interrupted", "stopped")
+
+
+def resumable(run_status: str, conversations: int, finished: int, played: bool) -> bool:
+    """A run to offer resume for: conversations left to play and nobody playing them."""
+    return run_status in UNFINISHED_RUN_STATUSES and finished < conversations and not played

@@ -73,7 +73,7 @@ def test_overview_shows_a_stopped_run_with_pending_conversations(stopped_run_db)
     frames = [df.value for df in app.dataframe]
     conversations = next(f for f in frames if "scenario_id" in f.columns)
     assert list(conversations["scenario_id"]) == ["s0", "s1", "s2"]
-    assert list(conversations["stopped"]) == ["pending"] * 3 and list(conversations["goals"]) == ["0 of 0"] * 3
+    assert list(conversations["stopped"]) == ["pending"] * 3 and list(conversations["goals"]) == ["–"] * 3
 
 
 # -- viewing never writes ------------------------------------------------------------------------
@@ -204,3 +204,19 @@ def test_launch_says_still_running_only_while_the_earlier_rollout_runs(tmp_path)
     # Before: the "still running" error stayed beside "Finished".
     assert not any("still running" in e.value for e in app.error)
     assert any("Finished" in s.value for s in app.success)
+
+
+# -- stopped runs: said so, and offered resume ---------------------------------------------------
+
+
+def test_a_stopped_runs_conversations_say_so_and_offer_resume(stopped_run_db):
+    app = open_page(stopped_run_db)  # Overview
+    assert any("was stopped (incomplete) with 0 of 3 conversations finished" in w.value for w in app.warning)
+    assert any(shlex.split(c.value)[:3] == ["josh", "rollout", "--resume"] for c in app.code)
+    open_page(stopped_run_db, "app_pages/trees.py", app)
+    # Before: "This conversation is still being played" for ever.
+    assert not any("still being played" in c.value for c in app.caption)
+    assert any("its run" in w.value and "was stopped" in w.value for w in app.warning)
+    assert any(b.label == "Resume" for b in app.button)
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["Nodes"] == "0" and metrics["Stopped"] == "pending"
