@@ -17,6 +17,7 @@ import html
 import json
 import os
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -57,7 +58,28 @@ def esc(text: Any) -> str:
 def frame() -> None:
     """Styles and the database field; app.py calls it on every run before the page."""
     st.html(ASSETS / "app.css")
+    keep_widget_state()
     _choose_database()
+
+
+KEPT = "keep-"  # widgets whose keys start with this keep their values across page changes
+
+
+def keep_widget_state() -> None:
+    """Streamlit forgets a widget's value when a run does not draw it (another page ran):
+    writing the kept values back at the start of every run keeps a form as it was left."""
+    for key in list(st.session_state.keys()):
+        if isinstance(key, str) and key.startswith(KEPT):
+            st.session_state[key] = st.session_state[key]
+
+
+def kept(name: str, default: Any) -> str:
+    """The key for a widget whose value outlives page changes, its first value `default`.
+    Give the widget no value/index of its own: the session holds it."""
+    key = KEPT + name
+    if key not in st.session_state:
+        st.session_state[key] = default
+    return key
 
 
 def _adopt_field() -> None:
@@ -87,7 +109,9 @@ def _choose_database() -> None:
 
 
 def check_database(path: str) -> tuple[str, str]:
-    """("ok" | "empty" | "missing" | "folder" | "invalid", message for a person)."""
+    """("ok" | "old" | "blank" | "empty" | "missing" | "folder" | "invalid", message for a person).
+    "old": a JOSH database of an older schema; "blank": a DuckDB file with no tables. Checking
+    never writes: the file is opened read-only (migrating is `migrate_database`, a person's act)."""
     if not path.strip():
         return "empty", "Enter the path of a DuckDB file."
     target = Path(path).expanduser()
@@ -102,12 +126,48 @@ def check_database(path: str) -> tuple[str, str]:
 @st.cache_data(max_entries=64, show_spinner=False)
 def _probe(path: str, stamp: int) -> tuple[str, str]:
     from josh_core.storage import reads
+    from josh_core.storage.db import BlankDatabase
+    from josh_core.storage.schema import LATEST_VERSION
 
     try:
-        reads.schema_version(Database(path))
+        version = reads.schema_version(Database(path, read_only=True))
+    except BlankDatabase:
+        return "blank", f"{path} is a DuckDB file with no tables: it holds no JOSH data yet."
     except Exception as error:  # noqa: BLE001 - any failure means "not a usable database"
         return "invalid", f"{path} could not be opened as a JOSH database: {error}"
+    if version < LATEST_VERSION:
+        return "old", (f"{path} has the database schema of an older JOSH Workbench (version {version}; this one "
+                       f"reads version {LATEST_VERSION}). Viewing leaves the file as it is; migrating it adds the "
+                       "newer tables and columns, after which older versions of the workbench cannot open it.")
     return "ok", ""
+
+
+def migrate_database(path: str) -> int:
+    """Create or migrate the JOSH schema in the file (a person's explicit act); the new version."""
+    version = Database(Path(path).expanduser()).ensure_schema()
+    _probe.clear()
+    return version
+
+
+def known(value: Any) -> Any:
+    """None for a missing value of a data frame (NaN, None, pandas' NA), else the value: pandas'
+    NA refuses `or` and `if`, and a run being written has pending conversations full of it."""
+    import pandas as pd
+
+    try:
+        return None if pd.isna(value) else value
+    except (TypeError, ValueError):  # list-like values: never missing as a whole
+        return value
+
+
+def shell_command(args: list[str]) -> str:
+    """A command line to paste into a shell: every argument quoted where it needs it."""
+    return shlex.join(str(a) for a in args)
+
+
+def show_command(args: list[str]) -> None:
+    """A command in a code block (copy button, no Markdown escaping in the way)."""
+    st.code(shell_command(args), language="bash", wrap_lines=True)
 
 
 def database_path() -> str:
@@ -116,14 +176,30 @@ def database_path() -> str:
 
 
 def require_database() -> Database:
-    """The chosen database, or a message in the page and a stop."""
+    """The chosen database, or a message in the page and a stop. The check opens it read-only;
+    the handle returned writes only when a page writes (annotations, exports), never on
+    reads, since its schema is current (an older one is migrated only by the button here)."""
     path = database_path()
     state, message = check_database(path)
     if state == "ok":
+        migrated = st.session_state.pop("josh-migrated", None)
+        if migrated:
+            st.success(migrated)
         return Database(Path(path).expanduser())
     if state == "missing":
-        st.info(message + " Start a rollout there, e.g. `josh rollout --josh --split train --limit 1 --db "
-                + md(path) + "`.")
+        st.info(message + " Start a rollout there, for example:")
+        show_command(["josh", "rollout", "--josh", "--split", "train", "--limit", "1", "--db", path])
+    elif state in ("old", "blank"):
+        (st.warning if state == "old" else st.info)(message)
+        label = "Migrate this database" if state == "old" else "Create the JOSH schema in this file"
+        if st.button(label, key="josh-migrate", type="primary"):
+            try:
+                version = migrate_database(path)
+            except Exception as error:  # noqa: BLE001 - shown to the person, nothing lost
+                st.error(f"Could not migrate {path}: {error}")
+            else:
+                st.session_state["josh-migrated"] = f"{path} now has schema version {version}."
+                st.rerun()
     else:
         st.error(message)
     st.stop()
@@ -211,6 +287,81 @@ def pick_conversation(db: Database, key: str = "conv"):
         st.query_params["conversation"] = conversation_id
         st.query_params.pop("node", None)
     return by_id[conversation_id]
+
+
+# -- runs being written, stopped, resumed ------------------------------------------------------
+
+LAUNCHED = "launched"  # the rollout this session started (the Launch page follows it)
+
+
+def start_resume(run_id: str) -> None:
+    """`josh rollout --resume RUN` in the background, as the Launch page starts a rollout; the
+    Launch page follows it (progress, stop)."""
+    import time
+
+    from josh_core.launch import resume_args, start_josh_process
+
+    db_path = Path(database_path()).expanduser()
+    args = resume_args(run_id, db_path)
+    log_path = db_path.resolve().parent / "logs" / f"rollout-{time.strftime('%Y%m%d-%H%M%S')}-resume.log"
+    process = start_josh_process(args, log_path)
+    st.session_state[LAUNCHED] = {"pid": process.pid, "log": str(log_path), "process": process, "args": args,
+                                  "run": run_id, "stopped": False, "started": time.time()}  # fmt: skip
+
+
+def _resume_here(run_id: str) -> None:
+    launched = st.session_state.get(LAUNCHED)
+    if launched and launched["process"].poll() is None:
+        st.session_state["josh-resume-refused"] = run_id
+        return
+    start_resume(run_id)
+
+
+def resume_offer(run_id: str, key: str) -> None:
+    """A stopped run's resume: a button (the Launch page then follows it) and the command."""
+    from josh_core.launch import resume_args
+
+    launched = st.session_state.get(LAUNCHED)
+    if launched and launched.get("run") == run_id and launched["process"].poll() is None:
+        st.info(f"Run {run_id} is being resumed.")
+        page_link("app_pages/launch.py", "Follow it on the Launch page")
+        return
+    cols = st.columns([1, 4])
+    cols[0].button("Resume", key=key, on_click=_resume_here, args=(run_id,), type="primary")
+    with cols[1]:
+        show_command(["josh", *resume_args(run_id, database_path())])
+    if st.session_state.get("josh-resume-refused") == run_id:
+        st.error("Not resumed: a rollout this session started is still running. Stop it or wait for it first.")
+
+
+def stopped_runs(db: Database, runs) -> None:
+    """Each run left with conversations to play and no process playing it: say so, offer resume."""
+    from josh_core.launch import resumable, run_is_played
+
+    for row in runs.itertuples():
+        finished = int(known(row.done) or 0)
+        total = int(known(row.conversations) or 0)
+        if row.status not in ("done",) and finished < total and resumable(
+                row.status, total, finished, run_is_played(db.path, row.id)):  # fmt: skip
+            st.warning(f"Run {row.id} was stopped ({row.status}) with {finished} of {total} conversations "
+                       "finished. Resuming plays the rest (interrupted conversations from their start).")  # fmt: skip
+            resume_offer(row.id, key=f"resume-{row.id}")
+
+
+def conversation_note(db: Database, conversation) -> bool:
+    """Under a conversation's header: a note while it is played, or, when its run was stopped
+    before it finished, that it was stopped and a resume. True while it is being played."""
+    from josh_core.launch import run_is_played
+
+    if conversation.status not in ("running", "pending", "interrupted"):
+        return False
+    if run_is_played(db.path, conversation.run_id):
+        st.caption("This conversation is still being played: the tree below grows as the rollout writes.")
+        return True
+    word = "was not started" if conversation.status == "pending" else "was stopped before it finished"
+    st.warning(f"This conversation {word}: its run {conversation.run_id} was stopped. Resuming the run plays it.")
+    resume_offer(conversation.run_id, key=f"resume-conv-{conversation.id}")
+    return False
 
 
 # -- the tree explorer component ---------------------------------------------------------------

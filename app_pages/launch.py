@@ -11,12 +11,14 @@ import streamlit as st
 
 from josh_core.envs import get_env
 from josh_core.envs import names as env_names
-from josh_core.launch import check_launch, launched_run_id, rollout_args, run_progress, start_rollout_process, stop_process
+from josh_core.launch import (
+    check_launch, launched_run_id, resume_args, rollout_args, run_progress, start_rollout_process, stop_process,
+)  # fmt: skip
 from josh_core.policies.factory import DECODING_MODES, decoding_flags
 from josh_core.rollout import RolloutConfig
 from josh_core.storage import reads, writes
 from josh_core.storage.db import Database
-from ui_common import check_database, database_path, page_link
+from ui_common import check_database, database_path, kept, page_link, show_command, start_resume
 
 st.title("Launch a rollout")
 db_path = Path(database_path()).expanduser()
@@ -27,50 +29,58 @@ if state in ("folder", "empty", "invalid"):
 st.caption(f"Writes into {db_path}" + (" (a new database)" if state == "missing" else ""))
 
 # Outside the form: the splits and the default user follow the environment chosen.
-env_name = st.selectbox("Environment", env_names(), key="launch-env",
+env_name = st.selectbox("Environment", env_names(), key=kept("launch-env", env_names()[0]),
                         format_func=lambda n: f"{n}: {get_env(n).title}",
                         help="`josh envs`; ToolWOZ, or τ²-bench retail / airline (docs/environments.md)")  # fmt: skip
 environment = get_env(env_name)
 
+# Every field keeps its value when the person moves to another page and back (kept keys); a
+# link naming an agent (the Training page's "launch this adapter") fills the agent field once.
+agent_key = kept("launch-agent", "embedded")
+linked_agent = st.query_params.get("agent")
+if linked_agent and linked_agent != st.session_state.get("launch-agent-link"):
+    st.session_state[agent_key] = linked_agent
+    st.session_state["launch-agent-link"] = linked_agent
+
 with st.form("launch"):
     cols = st.columns(3)
-    agent = cols[0].text_input("Agent SPEC", st.query_params.get("agent", "embedded"),
-                               help="embedded[@ADAPTER] | openai:MODEL | hf:PATH[@ADAPTER] | vllm:MODEL | llamacpp:GGUF | script:FILE")  # fmt: skip
-    user = cols[1].text_input("User SPEC", environment.default_user, key=f"launch-user-{env_name}",
+    agent = cols[0].text_input("Agent SPEC", key=agent_key,
+                               help="embedded[@ADAPTER] | oracle | openai:MODEL | hf:PATH[@ADAPTER] | vllm:MODEL | llamacpp:GGUF | script:FILE")  # fmt: skip
+    user = cols[1].text_input("User SPEC", key=kept(f"launch-user-{env_name}", environment.default_user),
                               help=" | ".join({"agenda": "agenda", "llm": "llm:SPEC", "script": "script:FILE"}[k]
                                               for k in environment.user_kinds))  # fmt: skip
-    base_url = cols[2].text_input("Base URL (openai:)", "", help="e.g. http://gpu-box:8000/v1 for `vllm serve`")
+    base_url = cols[2].text_input("Base URL (openai:)", key=kept("launch-base-url", ""), help="e.g. http://gpu-box:8000/v1 for `vllm serve`")
     cols = st.columns(4)
-    josh = cols[0].toggle("JOSH beam search", value=True)
-    split = cols[1].selectbox("Split", list(environment.splits), key=f"launch-split-{env_name}",
-                              index=list(environment.splits).index(environment.josh_split))  # fmt: skip
-    limit = cols[2].number_input("Scenarios", min_value=1, value=1)
-    style = cols[3].selectbox("Agent style", ["auto", "react", "compact", "fc"],
+    josh = cols[0].toggle("JOSH beam search", key=kept("launch-josh", True))
+    split = cols[1].selectbox("Split", list(environment.splits),
+                              key=kept(f"launch-split-{env_name}", environment.josh_split))  # fmt: skip
+    limit = cols[2].number_input("Scenarios", min_value=1, key=kept("launch-limit", 1))
+    style = cols[3].selectbox("Agent style", ["auto", "react", "compact", "fc"], key=kept("launch-style", "auto"),
                               help="auto: compact for the embedded model, ReACT otherwise")  # fmt: skip
     cols = st.columns(6)
-    beam = cols[0].number_input("Max beam", min_value=1, value=8)
-    branching = cols[1].number_input("Branching", min_value=1, value=2)
-    max_turns = cols[2].number_input("Max turns", min_value=1, value=15)
-    seed = cols[3].number_input("Seed", value=0)
-    concurrency = cols[4].number_input("Conversations at once", min_value=1, value=1)
+    beam = cols[0].number_input("Max beam", min_value=1, key=kept("launch-beam", 8))
+    branching = cols[1].number_input("Branching", min_value=1, key=kept("launch-branching", 2))
+    max_turns = cols[2].number_input("Max turns", min_value=1, key=kept("launch-max-turns", 15))
+    seed = cols[3].number_input("Seed", step=1, format="%d", key=kept("launch-seed", 0))
+    concurrency = cols[4].number_input("Conversations at once", min_value=1, key=kept("launch-concurrency", 1))
     decoding = cols[5].selectbox(
-        "Decoding", list(DECODING_MODES),
+        "Decoding", list(DECODING_MODES), key=kept("launch-decoding", list(DECODING_MODES)[0]),
         help="auto: grounded for local models, free for API models; grounded: action grammar with "
              "values from the conversation; grammar: action grammar only; free: unconstrained text.",
     )  # fmt: skip
     cols = st.columns([3, 1])
     ray_address = cols[0].text_input(
-        "Ray cluster (optional)", "",
+        "Ray cluster (optional)", key=kept("launch-ray", ""),
         help="Empty: play in the rollout's own process. local: start Ray in it and spread the conversations "
              "over workers; auto or HOST:PORT: a running cluster (docs/distributed.md).",
     )  # fmt: skip
-    ray_workers = cols[1].number_input("Ray workers", min_value=0, value=0, help="0: one per CPU (or GPU) of the cluster")
+    ray_workers = cols[1].number_input("Ray workers", min_value=0, key=kept("launch-ray-workers", 0), help="0: one per CPU (or GPU) of the cluster")
     submitted = st.form_submit_button("Start", type="primary")
 
 if submitted:
     launched = st.session_state.get("launched")
     if launched and launched["process"].poll() is None:
-        st.error(f"Rollout {launched['pid']} is still running: stop it or wait for it before starting another.")
+        launched["refused"] = True  # said beside the running rollout, and only while it runs
     else:
         problems: list[str] = []
         try:
@@ -96,16 +106,19 @@ if submitted:
                                             "run": None,
                                             "stopped": False, "started": time.time()}  # fmt: skip
 
-launched = st.session_state.get("launched")
-if launched:
-    st.code("josh " + " ".join(launched["args"]), language="bash", wrap_lines=True)
 
-    def _stop() -> None:
-        stop_process(launched["pid"])
-        launched["stopped"] = True
+def _stop() -> None:
+    launched = st.session_state["launched"]
+    stop_process(launched["pid"])
+    launched["stopped"] = True
+
+
+if st.session_state.get("launched"):
 
     @st.fragment(run_every=1.5)
     def follow() -> None:
+        launched = st.session_state["launched"]  # (a resume replaces it while the fragment runs alone)
+        show_command(["josh", *launched["args"]])
         process = launched["process"]
         code = process.poll()
         if launched["run"] is None:
@@ -115,8 +128,16 @@ if launched:
         if code is None:
             cols[0].info(f"Process {launched['pid']} is running" + (f": run {run_id}" if run_id else ": starting…"))
             cols[1].button("Stop", key="launch-stop", on_click=_stop, type="secondary", width="stretch")
+            if launched.get("refused"):
+                st.error(f"Not started: rollout {launched['pid']} is still running. Stop it or wait for it "
+                         "before starting another.")  # fmt: skip
         elif launched["stopped"]:
-            cols[0].warning(f"Stopped. The run can be continued: josh rollout --resume {run_id or 'RUN'} --db {db_path}")
+            launched.pop("refused", None)
+            cols[0].warning("Stopped. The run can be continued where it stopped:")
+            if run_id:
+                cols[1].button("Resume", key="launch-resume", on_click=start_resume, args=(run_id,), type="primary",
+                               width="stretch")  # fmt: skip
+            show_command(["josh", *resume_args(run_id or "RUN", db_path)])
             if run_id and not launched.get("marked"):
                 try:
                     if reads.get_run(Database(db_path), run_id).status == "running":
@@ -125,6 +146,7 @@ if launched:
                     pass
                 launched["marked"] = True
         elif code == 0:
+            launched.pop("refused", None)
             cols[0].success(f"Finished: run {run_id}.")
         else:
             cols[0].error(f"The rollout failed (exit code {code}). The end of its log is below.")

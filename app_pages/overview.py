@@ -7,7 +7,7 @@ import streamlit as st
 
 from josh_core.analysis.transcript import stop_word
 from josh_core.storage import reads
-from ui_common import legend, page_url, require_database
+from ui_common import known, legend, page_url, require_database, stopped_runs
 
 st.title("JOSH Workbench")
 st.caption(
@@ -40,11 +40,15 @@ st.dataframe(
     },
 )
 
+stopped_runs(db, runs)
+
 st.subheader("Conversations")
 conversations = reads.conversations_frame(db)
 conversations["tree"] = [page_url("trees", conversation=c) for c in conversations["id"]]
-conversations["stopped"] = [stop_word(r, s) for r, s in zip(conversations["stop_reason"], conversations["status"])]
-conversations["goals"] = [f"{int(r or 0)} of {int(g or 0)}" for r, g in zip(conversations["n_reached"], conversations["n_goals"])]
+# A run being written or stopped has pending conversations: no stop reason, no goals yet (NA).
+conversations["stopped"] = [stop_word(known(r), s) for r, s in zip(conversations["stop_reason"], conversations["status"])]
+conversations["goals"] = ["–" if known(g) is None else f"{int(known(r) or 0)} of {int(g)}"
+                          for r, g in zip(conversations["n_reached"], conversations["n_goals"])]  # fmt: skip
 st.dataframe(
     conversations,
     hide_index=True,

@@ -1,17 +1,68 @@
-"""Trainings (`josh train`): every trainer run stored in the database, its loss curve from the
-metrics it logged (followed live while it runs), its settings, and a link to evaluate the
-adapter it wrote."""
+"""Trainings: train an adapter from the browser (`josh train` on an export of the chosen runs,
+or a `josh selftrain` experiment) as a background process followed live, every trainer run
+stored in the database with its loss curve (and rewards, for KTO / DPO), its settings, and the
+adapter offered to Launch and to compare."""
 
 from __future__ import annotations
+
+import time
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from josh_core.storage.trainings import list_trainings
-from ui_common import md, page_link, require_database
+from josh_core.analysis.training_log import axis_range, split_log
+from josh_core.extract import ExportOptions
+from josh_core.launch import (
+    changed_settings, export_training_data, selftrain_args, selftrain_defaults, start_josh_process, stop_process,
+    train_args, training_for_adapter, training_settings, write_train_config,
+)  # fmt: skip
+from josh_core.storage import reads
+from josh_core.storage.trainings import finish_training, list_trainings
+from ui_common import kept, page_link, require_database, shell_command, show_command
 
 st.title("Trainings")
 db = require_database()
+JOB = "train-job"  # the training this session launched (process, log, adapter folder)
+STOP_GRACE_S = 20  # after Ctrl-C, how long a training gets to record itself before SIGTERM
+
+
+def adapter_agent(base: str, adapter: str) -> str:
+    """The agent SPEC that plays an adapter trained from `base` (embedded@DIR, hf:PATH@DIR)."""
+    return f"{base.split('@', 1)[0]}@{adapter}"
+
+
+def loss_chart(frame: pd.DataFrame, columns: list[str], title: str):
+    """Lines over optimiser steps; the y axis spans the data (with a margin), not a fixed 0-1."""
+    import altair as alt
+
+    long = frame.melt(id_vars=["step"], value_vars=columns, var_name="series", value_name="value").dropna()
+    domain = axis_range(long["value"].tolist())
+    y = alt.Y("value:Q", title=title, scale=alt.Scale(domain=list(domain), zero=False, nice=False) if domain else alt.Undefined)
+    chart = alt.Chart(long).encode(x=alt.X("step:Q", title="optimiser step", axis=alt.Axis(tickMinStep=1)), y=y,
+                                   color=alt.Color("series:N", title=None))  # fmt: skip
+    return (chart.mark_line() + chart.mark_point(filled=True)).properties(height=260)
+
+
+def show_curves(metrics: list[dict]) -> None:
+    """Loss (and rewards where logged) per step; the end-of-run summary apart from the steps."""
+    log = split_log(metrics)
+    steps = pd.DataFrame(log.steps)
+    if steps.empty or "loss" not in steps or "step" not in steps:
+        st.caption("No loss logged yet.")
+    else:
+        st.altair_chart(loss_chart(steps, ["loss"], "loss"), width="stretch")
+        rewards = log.reward_columns()
+        if rewards:
+            st.altair_chart(loss_chart(steps, rewards, "reward"), width="stretch")
+    if log.summary:
+        summary = log.summary
+        parts = []
+        if summary.get("train_loss") is not None:
+            parts.append(f"mean loss over the run {summary['train_loss']:.4f}")
+        if summary.get("train_runtime") is not None:
+            parts.append(f"trainer time {summary['train_runtime']:.1f} s")
+        st.caption("End of run (the trainer's summary, not a step): " + (" · ".join(parts) or "no numbers"))
 
 
 def comparison_chart(rows: list[dict]):
@@ -74,16 +125,216 @@ def experiments_section() -> None:
                      hide_index=True, width="stretch")
 
 
+
+# -- train from the browser ----------------------------------------------------------------------
+
+KIND_WORDS = {"sft": "SFT", "kto": "KTO", "dpo": "DPO", "selftrain": "josh selftrain experiment"}
+
+
+def _number_input(column, setting, kind: str):
+    """A number field for a setting, its default from the trainer's config class."""
+    default = setting.default
+    key = kept(f"train-{kind}-{setting.name}", default)
+    label = setting.name.replace("_", " ")
+    help_text = f"{setting.help} Default {default!r}, from {setting.source}."
+    if isinstance(default, bool) or default is None:
+        return column.text_input(label, key=key, help=help_text)
+    if isinstance(default, int):
+        return column.number_input(label, key=key, step=1, help=help_text)
+    return column.number_input(label, key=key, format="%g", step=None, help=help_text)
+
+
+def launch_form() -> None:
+    runs = reads.list_runs(db)
+    trainings = [t for t in list_trainings(db) if t.status == "done"]
+    kind = st.radio("Kind", list(KIND_WORDS), format_func=KIND_WORDS.get, horizontal=True, key=kept("train-kind", "sft"),
+                    help="SFT on the ideal paths; KTO on ideal (desirable) and negative (undesirable) turns; DPO on "
+                         "ideal vs negative pairs; an experiment plays its own JOSH rollouts, trains and evaluates "
+                         "in rounds.")  # fmt: skip
+    bases = ["embedded"] + [adapter_agent(t.base, t.adapter_path) for t in reversed(trainings)]
+    base_key = kept("train-base", "embedded")
+    if st.session_state[base_key] not in bases:
+        st.session_state[base_key] = "embedded"
+    if kind == "selftrain":
+        selftrain_form(bases, base_key)
+        return
+    if not runs:
+        st.info("This database has no runs to train on yet: play JOSH rollouts on the Launch page first.")
+        return
+    with st.form("train-form"):
+        st.markdown("**Data**: an export of the chosen runs, with the Export page's filters")
+        cols = st.columns([3, 1, 1, 1])
+        run_ids = cols[0].multiselect("Runs", [r.id for r in runs], key=kept("train-runs", []),
+                                      placeholder="every run", help="None chosen: every run of the database.")  # fmt: skip
+        only_full = cols[1].checkbox("Only reward 1.0", key=kept("train-full", True),
+                                     help="The paper trains on conversations that reached every goal.")  # fmt: skip
+        drop_errors = cols[2].checkbox("Drop turns with errors", key=kept("train-errors", True))
+        use_annotations = cols[3].checkbox("Annotators' labels", key=kept("train-annotations", True),
+                                           help="Pairs page verdicts: good = positive, bad = negative, "
+                                                "don't use = left out.")  # fmt: skip
+        st.markdown("**Model**")
+        base = st.selectbox("Base or adapter to train further", bases, key=base_key,
+                            help="embedded: the embedded model; embedded@DIR: an adapter trained here, trained further.")
+        st.markdown("**Hyper-parameters** (defaults: `josh train`'s, from josh_core/train/config.py)")
+        settings = training_settings(kind)
+        values = {}
+        for row in range(0, len(settings), 5):
+            cols = st.columns(5)
+            for column, setting in zip(cols, settings[row : row + 5]):
+                values[setting.name] = _number_input(column, setting, kind)
+        submitted = st.form_submit_button("Train", type="primary")
+    if not submitted:
+        return
+    job = st.session_state.get(JOB)
+    if job and job["process"].poll() is None:
+        st.session_state[JOB]["refused"] = True  # shown beside the running job, gone once it ends
+        return
+    options = ExportOptions(kind=kind, format="trl", min_reward=1.0 if only_full else None, drop_errors=drop_errors,
+                            use_annotations=use_annotations)  # fmt: skip
+    folder = Path(db.path).resolve().parent
+    name = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    data = folder / "exports" / f"{name}.jsonl"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    with st.spinner("Exporting the training data…"):
+        rows = export_training_data(db, options, list(run_ids), data)
+    if rows == 0:
+        st.error(f"The export gave no {kind.upper()} rows: nothing to train on. The Export page shows what the "
+                 "filters leave out.")
+        return
+    config = write_train_config(folder / "logs" / f"train-{name}.json", changed_settings(kind, values))
+    out = folder / "adapters" / name
+    args = train_args(kind, data, base, out, db.path, config)
+    log = folder / "logs" / f"train-{name}.log"
+    process = start_josh_process(args, log)
+    st.session_state[JOB] = {"what": "train", "kind": kind, "process": process, "pid": process.pid, "args": args,
+                             "log": str(log), "out": str(out), "base": base, "rows": rows, "started": time.time(),
+                             "stopped": None}  # fmt: skip
+
+
+def selftrain_form(bases: list[str], base_key: str) -> None:
+    defaults = selftrain_defaults()
+    with st.form("selftrain-form"):
+        cols = st.columns([2, 2, 2, 1])
+        experiment = cols[0].text_input("Experiment", key=kept("st-experiment", defaults["experiment"]),
+                                        help="Stages are stored under this name; the same name resumes it.")
+        base = cols[1].selectbox("Starting agent", bases, key=base_key)
+        kinds = cols[2].multiselect("Training kinds", ["sft", "kto", "dpo"], key=kept("st-kinds", defaults["kinds"]))
+        rounds = cols[3].number_input("Rounds", min_value=1, key=kept("st-rounds", defaults["rounds"]))
+        cols = st.columns(6)
+        train_limit = cols[0].number_input("JOSH conversations", min_value=1, key=kept("st-train", defaults["train_limit"]))
+        eval_limit = cols[1].number_input("Eval conversations", min_value=1, key=kept("st-eval", defaults["eval_limit"]))
+        beam = cols[2].number_input("Max beam", min_value=1, key=kept("st-beam", defaults["beam"]))
+        branching = cols[3].number_input("Branching", min_value=1, key=kept("st-branching", defaults["branching"]))
+        max_turns = cols[4].number_input("Max turns", min_value=1, key=kept("st-turns", defaults["max_turns"]))
+        max_steps = cols[5].number_input("Max steps (0: epochs)", min_value=0, key=kept("st-steps", 0),
+                                         help="A cap on optimiser steps per training (smoke runs).")
+        filter_ = st.radio("Filter", ["full", "partial"], horizontal=True, key=kept("st-filter", defaults["filter"]),
+                           help="full: 100% conversations only; partial: every ideal path up to its last goal.")
+        st.caption("Defaults: `josh selftrain`'s (SelftrainConfig in josh_core/train/selftrain.py). Rollouts and "
+                   "evaluations play the model: minutes per conversation on CPU.")
+        submitted = st.form_submit_button("Start the experiment", type="primary")
+    if not submitted:
+        return
+    job = st.session_state.get(JOB)
+    if job and job["process"].poll() is None:
+        st.session_state[JOB]["refused"] = True
+        return
+    if not experiment.strip() or not kinds:
+        st.error("Give the experiment a name and at least one training kind.")
+        return
+    folder = Path(db.path).resolve().parent
+    args = selftrain_args(db.path, experiment=experiment.strip(), base=base, kinds=kinds, rounds=int(rounds),
+                          train_limit=int(train_limit), eval_limit=int(eval_limit), beam=int(beam),
+                          branching=int(branching), max_turns=int(max_turns), filter=filter_,
+                          max_steps=int(max_steps) or None)  # fmt: skip
+    log = folder / "logs" / f"selftrain-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    process = start_josh_process(args, log)
+    st.session_state[JOB] = {"what": "selftrain", "kind": "selftrain", "process": process, "pid": process.pid,
+                             "args": args, "log": str(log), "experiment": experiment.strip(), "base": base,
+                             "started": time.time(), "stopped": None}  # fmt: skip
+
+
+def _stop_job() -> None:
+    job = st.session_state[JOB]
+    stop_process(job["pid"], interrupt=True)  # Ctrl-C: the training records itself as failed
+    job["stopped"] = time.time()
+
+
+@st.fragment(run_every=2)
+def follow_job() -> None:
+    job = st.session_state[JOB]
+    process = job["process"]
+    code = process.poll()
+    if code is None and job["stopped"] and time.time() - job["stopped"] > STOP_GRACE_S:
+        stop_process(job["pid"])  # it did not end on Ctrl-C
+    record = None
+    if job["what"] == "train":
+        record = training_for_adapter(db, job["out"])
+    else:
+        newer = [t for t in list_trainings(db) if t.created_at.timestamp() >= job["started"] - 1]
+        record = newer[-1] if newer else None
+    cols = st.columns([4, 1])
+    what = f"{KIND_WORDS[job['kind']]} training" if job["what"] == "train" else f"experiment {job['experiment']}"
+    if code is None:
+        cols[0].info(f"The {what} is running (process {job['pid']})" + (": stopping…" if job["stopped"] else "."))
+        cols[1].button("Stop", key="train-stop", on_click=_stop_job, width="stretch", disabled=bool(job["stopped"]))
+        if job.get("refused"):
+            st.error("Not started: this training is still running. Stop it or wait for it before starting another.")
+    else:
+        job.pop("refused", None)
+        if job["stopped"]:
+            if record is not None and record.status == "running":  # killed before it could record it
+                finish_training(db, record.id, status="failed", seconds=time.time() - job["started"],
+                                error="stopped from the app")  # fmt: skip
+                record = None
+            cols[0].warning("Stopped. Run the same command again to resume from its last checkpoint, if it saved one.")
+        elif code == 0:
+            cols[0].success(f"Finished: the {what}.")
+        else:
+            cols[0].error(f"The {what} failed (exit code {code}). The end of its log is below.")
+    if record is not None:
+        log = split_log(record.metrics)
+        total = log.max_steps
+        done = log.last_step
+        if total:
+            st.progress(min(done / total, 1.0), text=f"training {record.id}: step {done} of {total}"
+                        + (f" · loss {log.losses[-1]:.4f}" if log.losses else ""))  # fmt: skip
+        else:
+            st.progress(0.0, text=f"training {record.id}: loading the model and the data…")
+        show_curves(record.metrics)
+        if record.status == "done":
+            agent = adapter_agent(record.base, record.adapter_path)
+            st.success(f"Adapter ready: {agent}")
+            page_link("app_pages/launch.py", f"Play it: launch {agent}", agent=agent)
+            page_link("app_pages/trees.py", "Compare its conversations with the base agent's (after a rollout)",
+                      view="compare")  # fmt: skip
+    elif code is None:
+        st.progress(0.0, text="Starting (loading the data, the model and the trainer)…")
+    log_path = Path(job["log"])
+    if log_path.exists():
+        with st.expander("Log", expanded=code not in (None, 0)):
+            st.code("\n".join(log_path.read_text(errors="replace").splitlines()[-25:]) or "(empty)", language=None)
+
+
+with st.expander("Train an adapter", expanded=not list_trainings(db) or JOB in st.session_state):
+    launch_form()
+if JOB in st.session_state:
+    show_command(["josh", *st.session_state[JOB]["args"]])
+    follow_job()
+
 experiments_section()
 trainings = list_trainings(db)
 if not trainings:
-    st.info("No trainings in this database yet. Export data on the Export page, then run "
-            "`josh train --kind sft --data FILE.jsonl --base embedded --out DIR --db " + md(str(db.path)) + "`.")  # fmt: skip
+    st.info("No trainings in this database yet. Train one above, or export data on the Export page and run:")
+    show_command(["josh", "train", "--kind", "sft", "--data", "FILE.jsonl", "--base", "embedded", "--out", "DIR",
+                  "--db", str(db.path)])  # fmt: skip
     st.stop()
 
+st.subheader("Trainings in this database")
 table = pd.DataFrame([
-    {"id": t.id, "kind": t.kind, "status": t.status, "examples": t.examples, "final loss": (t.losses or [None])[-1],
-     "seconds": t.seconds, "base": t.base, "adapter": t.adapter_path, "data": t.data_path, "started": t.created_at}
+    {"id": t.id, "kind": t.kind, "status": t.status, "examples": t.examples, "steps": split_log(t.metrics).last_step,
+     "final loss": (t.losses or [None])[-1], "seconds": t.seconds, "base": t.base, "adapter": t.adapter_path,
+     "data": t.data_path, "started": t.created_at}
     for t in reversed(trainings)
 ])  # fmt: skip
 st.dataframe(table, hide_index=True, width="stretch",
@@ -101,24 +352,21 @@ def show() -> None:
     from josh_core.storage.trainings import get_training
 
     training = get_training(db, chosen)
+    log = split_log(training.metrics)
     cols = st.columns(4)
     cols[0].metric("Status", training.status)
     cols[1].metric("Examples", training.examples)
-    cols[2].metric("Steps logged", len(training.metrics))
+    cols[2].metric("Steps", f"{log.last_step} of {log.max_steps}" if log.max_steps else log.last_step,
+                   help="Optimiser steps logged (the trainer's end-of-run summary is not a step).")  # fmt: skip
     cols[3].metric("Final loss", f"{training.losses[-1]:.4f}" if training.losses else "–")
     if training.status == "failed":
         st.error("The training failed: " + (training.error or "no message"))
-    metrics = pd.DataFrame(training.metrics)
-    if not metrics.empty and "loss" in metrics:
-        x = "step" if "step" in metrics else None
-        curves = [c for c in ("loss", "eval_loss") if c in metrics]
-        st.line_chart(metrics.dropna(subset=["loss"]) if x is None else metrics.set_index(x)[curves],
-                      x_label=x or "log entry", y_label="loss")  # fmt: skip
-    else:
-        st.caption("No loss logged yet.")
-    base = training.base.split("@", 1)[0]
-    page_link("app_pages/launch.py", f"Evaluate the adapter: launch {base}@{training.adapter_path}",
-              agent=f"{base}@{training.adapter_path}")  # fmt: skip
+    show_curves(training.metrics)
+    agent = adapter_agent(training.base, training.adapter_path)
+    if training.status == "done":
+        page_link("app_pages/launch.py", f"Evaluate the adapter: launch {agent}", agent=agent)
+    st.caption("Play it from a shell:")
+    show_command(["josh", "rollout", "--agent", agent, "--db", str(db.path)])
     with st.expander("Settings"):
         st.json(training.config)
 

@@ -62,15 +62,29 @@ def start_rollout_process(
 ) -> subprocess.Popen:
     """Run the rollout in its own process (it survives page reloads), logging to `log_path`;
     on Ray workers when `ray_address` is given (see `rollout_args`)."""
+    return start_josh_process(rollout_args(config, db_path, ray_address, ray_workers), log_path)
+
+
+def start_josh_process(args: list[str], log_path: str | Path) -> subprocess.Popen:
+    """`josh ARGS` in its own process group (it survives page reloads, and stopping it stops
+    whatever it started), its output in `log_path`."""
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "w")  # noqa: SIM115 - handed to the child process
-    return subprocess.Popen(
-        [sys.executable, "-m", "josh_core", *rollout_args(config, db_path, ray_address, ray_workers)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "josh_core", *[str(a) for a in args]],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    finally:
+        log.close()  # the child holds its own copy
+
+
+def resume_args(run_id: str, db_path: str | Path) -> list[str]:
+    """`josh rollout --resume RUN`: play a stopped run's unfinished conversations."""
+    return ["rollout", "--resume", run_id, "--db", str(db_path)]
 
 
 # -- checking a launch before it starts, following and stopping it ----------------------------
@@ -151,14 +165,16 @@ def launched_run_id(log_path: str | Path) -> str | None:
     return match.group(1) if match else None
 
 
-def stop_process(pid: int) -> bool:
+def stop_process(pid: int, interrupt: bool = False) -> bool:
     """Stop a launched rollout and everything it started (its process group); False if it had
-    already ended. The run stays resumable (`josh rollout --resume RUN`)."""
+    already ended. The run stays resumable (`josh rollout --resume RUN`). `interrupt`: send
+    Ctrl-C (SIGINT) rather than SIGTERM, so the process can record that it stopped (`josh
+    train` closes its training row as failed)."""
     import os
     import signal
 
     try:
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(pid, signal.SIGINT if interrupt else signal.SIGTERM)
     except ProcessLookupError:
         return False
     return True
@@ -206,3 +222,133 @@ def run_progress(db, run_id: str) -> RunProgress:
 
     return RunProgress(reads.get_run(db, run_id), reads.conversations_frame(db, run_id=run_id),
                        reads.worker_progress(db, run_id))
+
+
+# -- training from the app: `josh train` and `josh selftrain` as background processes ----------
+
+# The hyper-parameters the app's form offers; every other setting keeps its default.
+MAIN_TRAIN_SETTINGS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+                       "gradient_accumulation_steps", "max_length", "warmup_steps", "lora_r", "lora_alpha",
+                       "beta")  # fmt: skip
+
+
+class TrainSetting:
+    """One setting of a training kind: its default and help as `josh train` resolves them."""
+
+    def __init__(self, name: str, default, help: str, source: str):
+        self.name, self.default, self.help, self.source = name, default, help, source
+
+    def __repr__(self) -> str:
+        return f"TrainSetting({self.name}={self.default!r})"
+
+
+def training_settings(kind: str) -> list[TrainSetting]:
+    """The main settings of `kind` with the defaults `josh train` uses (its config classes)."""
+    import dataclasses
+
+    from josh_core.train.config import CONFIG_CLASSES, TrainConfig, check_kind
+
+    cls = CONFIG_CLASSES[check_kind(kind)]
+    base_help = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(TrainConfig)}
+    defaults = cls()
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.name in MAIN_TRAIN_SETTINGS:
+            out.append(TrainSetting(f.name, getattr(defaults, f.name), f.metadata.get("help") or base_help.get(f.name, ""),
+                                    f"{cls.__name__} in josh_core/train/config.py"))  # fmt: skip
+    return out
+
+
+def changed_settings(kind: str, values: dict) -> dict:
+    """The values that differ from `kind`'s defaults (what a config file needs to say)."""
+    defaults = {s.name: s.default for s in training_settings(kind)}
+    return {k: v for k, v in values.items() if k in defaults and v != defaults[k]}
+
+
+def train_args(kind: str, data: str | Path, base: str, out: str | Path, db_path: str | Path,
+               config_file: str | Path | None = None) -> list[str]:
+    """The `josh train` arguments of a training launched from the app."""
+    args = ["train", "--kind", kind, "--data", str(data), "--base", base, "--out", str(out)]
+    if config_file is not None:
+        args += ["--config", str(config_file)]
+    return args + ["--db", str(db_path)]
+
+
+def write_train_config(path: str | Path, settings: dict) -> Path:
+    """The settings as a `josh train --config` JSON file."""
+    import json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def selftrain_defaults() -> dict:
+    """`josh selftrain`'s settings and their defaults (SelftrainConfig)."""
+    from josh_core.train.selftrain import SelftrainConfig
+
+    return {name: info.get_default(call_default_factory=True) for name, info in SelftrainConfig.model_fields.items()}
+
+
+def selftrain_args(db_path: str | Path, *, experiment: str, base: str, kinds: list[str], rounds: int,
+                   train_limit: int, eval_limit: int, beam: int, branching: int, max_turns: int,
+                   filter: str, max_steps: int | None = None) -> list[str]:
+    """The `josh selftrain` arguments of an experiment launched from the app."""
+    args = ["selftrain", "--experiment", experiment, "--base", base]
+    for kind in kinds:
+        args += ["--kind", kind]
+    args += ["--rounds", str(rounds), "--train-limit", str(train_limit), "--eval-limit", str(eval_limit),
+             "--beam", str(beam), "--branching", str(branching), "--max-turns", str(max_turns), "--filter", filter]
+    if max_steps:
+        args += ["--max-steps", str(max_steps)]
+    return args + ["--db", str(db_path)]
+
+
+def export_training_data(db, options, run_ids: list[str], out: str | Path) -> int:
+    """Write the export of `run_ids` (every run when empty) with `options` to `out`, as the
+    Export page and `josh export` do; returns the rows written. Several runs go through the same
+    extraction in one pass, so a row two runs share is written once."""
+    from itertools import chain
+
+    from josh_core.extract import check_output_path, export_dataset, iter_rows, load_sources, write_jsonl
+
+    if len(run_ids) <= 1:
+        return export_dataset(db, options, out, run_id=run_ids[0] if run_ids else None).rows
+    check_output_path(out, db.path)
+    sources = chain.from_iterable(
+        load_sources(db, run_id=run, use_annotations=options.use_annotations, min_reward=options.min_reward,
+                     prompt=options.prompt)
+        for run in run_ids
+    )  # fmt: skip
+    return write_jsonl(iter_rows(sources, options), out)
+
+
+def training_for_adapter(db, out: str | Path):
+    """The newest training recorded for the adapter folder `out` (None until `josh train` has
+    checked its data and recorded it)."""
+    from josh_core.storage.trainings import list_trainings
+
+    target = str(Path(out).resolve())
+    found = [t for t in list_trainings(db) if t.adapter_path == target]
+    return found[-1] if found else None
+
+
+def run_is_played(db_path: str | Path, run_id: str) -> bool:
+    """Whether a process is playing the run now (it holds the run's lock). A run left 'running'
+    or 'pending' by a process that died or was stopped is not: it can be resumed."""
+    from josh_core.storage.locks import RunBusy, run_lock
+
+    try:
+        with run_lock(db_path, run_id):
+            return False
+    except RunBusy:
+        return True
+
+
+UNFINISHED_RUN_STATUSES = ("running", "incomplete", "interrupted", "stopped")
+
+
+def resumable(run_status: str, conversations: int, finished: int, played: bool) -> bool:
+    """A run to offer resume for: conversations left to play and nobody playing them."""
+    return run_status in UNFINISHED_RUN_STATUSES and finished < conversations and not played

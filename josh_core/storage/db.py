@@ -72,6 +72,11 @@ class NotAJoshDatabase(DatabaseError):
     """The file is not a DuckDB database, is empty, or holds no JOSH schema."""
 
 
+class BlankDatabase(NotAJoshDatabase):
+    """A DuckDB file holding no tables at all: a JOSH schema could be created in it, but a
+    read-only handle leaves it as it is."""
+
+
 class SchemaTooNew(DatabaseError):
     """The database was written by a newer version of the workbench than this code."""
 
@@ -338,7 +343,8 @@ class Database:
         with self._attached(read_only=True) as con:
             version = _schema_state(con, self.path)
         if version == 0 and (self.read_only or not self.migrate):
-            raise NotAJoshDatabase(f"{self.path} holds no JOSH data: not a JOSH database")
+            # (_schema_state has refused a file with other tables: this one holds none.)
+            raise BlankDatabase(f"{self.path} holds no JOSH data: not a JOSH database")
         if version < LATEST_VERSION and self.migrate:
             self.ensure_schema()  # migrations need a write attachment
         self._schema_checked = True
