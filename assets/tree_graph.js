@@ -307,8 +307,10 @@ function start(state) {
 
 function initialView(state) {
   const d = state.bounds;
-  // A small tree gets a short view; a big one the full height.
-  state.ui.view.style.height = Math.round(Math.min(600, Math.max(240, d.height * 0.8 + 40))) + "px";
+  // A small tree gets a short view; a big one (the minimap shown) room to unfold.
+  const vw0 = viewSize(state).vw;
+  const big = (vw0 - 24) / d.width < 0.75;
+  state.ui.view.style.height = Math.round(Math.min(600, Math.max(big ? 440 : 240, d.height * 0.8 + 40))) + "px";
   const { vw, vh } = viewSize(state);
   const whole = Math.min((vw - 24) / d.width, (vh - 24) / d.height);
   state.ui.mini.style.display = whole >= 0.75 ? "none" : "block";
