@@ -85,7 +85,7 @@ if view == "explore":
             st.session_state[initial_key] = linked if linked in paths else (tree.nodes[leaf].path if leaf else None)
         stamp = (record.status, record.steps, record.node_count)
         data = tree_graph_data(tree, labels, stamp, st.session_state[initial_key], verdicts)
-        left, right = st.columns([3, 2], gap="small")
+        left, right = st.columns([2, 1], gap="small")
         with left:
             selected = tree_graph(data, key=f"graph-{conversation.id}") or data["selected"]
         if selected not in paths:

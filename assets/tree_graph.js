@@ -147,10 +147,10 @@ function draw(state, data) {
       t.textContent = "!";
     }
     if (children.has(n.id)) {
-      const handle = el("g", { class: "jg-fold", transform: `translate(${w + 3},${h / 2 - 9})` }, g);
+      const handle = el("g", { class: "jg-fold", transform: `translate(${w + 4},${h / 2 - 9})` }, g);
       handle.dataset.path = n.id;
-      el("rect", { width: 38, height: 18, rx: 9, class: "jg-fold-box" }, handle);
-      handles.set(n.id, el("text", { x: 19, y: 13, class: "jg-fold-text" }, handle));
+      el("rect", { width: 36, height: 18, rx: 9, class: "jg-fold-box" }, handle);
+      handles.set(n.id, el("text", { x: 18, y: 13, class: "jg-fold-text" }, handle));
     }
     groups.set(n.id, g);
     minis.set(n.id, el("rect", { width: w, height: h, fill: n.label === "unexplored" ? "#cfcfcf" : n.border }, ui.miniNodes));
@@ -310,7 +310,7 @@ function initialView(state) {
   // A small tree gets a short view; a big one (the minimap shown) room to unfold.
   const vw0 = viewSize(state).vw;
   const big = (vw0 - 24) / d.width < 0.75;
-  state.ui.view.style.height = Math.round(Math.min(600, Math.max(big ? 440 : 240, d.height * 0.8 + 40))) + "px";
+  state.ui.view.style.height = Math.round(Math.min(600, Math.max(big ? 360 : 240, d.height * 0.8 + 40))) + "px";
   const { vw, vh } = viewSize(state);
   const whole = Math.min((vw - 24) / d.width, (vh - 24) / d.height);
   state.ui.mini.style.display = whole >= 0.75 ? "none" : "block";

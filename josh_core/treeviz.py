@@ -93,7 +93,7 @@ def tree_to_dot(
 # Everything the browser gets is data (JSON); the component puts text into the page with
 # `textContent` only, so model text never becomes markup.
 
-NODE_W = 184  # node box in layout units (CSS pixels at zoom 1)
+NODE_W = 140  # node box in layout units (CSS pixels at zoom 1): four depths fit the explorer at 0.8
 NODE_H = 44
 GAP_X = 46  # between depths (edges run here, and a folded subtree's "+N" handle)
 GAP_Y = 10  # between neighbours at one depth
@@ -253,8 +253,8 @@ def graph_data(
         nodes.append({
             "id": node.path, "x": x, "y": y, "depth": node.depth, "rank": rank.get(node.id, 0),
             "kind": node.kind, "label": label, "fill": fill if node.kind == "agent" else "#ffffff", "border": border,
-            "name": name, "head": shorten(name + (f" · {calls}" if calls else ""), 30),
-            "text": shorten(node.text, 32) or "∅", "hover": "\n".join(hover),
+            "name": name, "head": shorten(name, 22),
+            "text": shorten(f"{calls}: {node.text}" if calls else node.text, 24) or "∅", "hover": "\n".join(hover),
             "goals": len(goal_events.get(node.id, [])), "partial": len(partial_goals.get(node.id, [])),
             "root": node.id in moved_roots, "pruned": node.status == "pruned", "errors": errors,
             "spine": node.id in spine, "verdict": verdict.words if verdict is not None else None,

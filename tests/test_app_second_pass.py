@@ -188,7 +188,7 @@ def test_big_trees_open_folded_on_their_spine_with_readable_names(toolwoz_data, 
     assert nodes[spine[0]]["name"] == "opener"
     names = [n["name"] for n in nodes.values()]
     assert any(name.startswith("turn 3 · branch ") for name in names)
-    assert all(len(n["head"]) <= 30 for n in nodes.values())
+    assert all(len(n["head"]) <= 22 and len(n["text"]) <= 24 for n in nodes.values())
     second = tree.nodes[ideal_path(tree)[1].id]
     assert node_name(tree, second) == f"turn 1 · branch {second.child_index + 1}"
 
