@@ -443,30 +443,35 @@ def _turn_badges(view: TurnView) -> str:
     return " ".join(out)
 
 
-def turn_html(view: TurnView, selected: bool = False) -> str:
+def turn_html(view: TurnView, selected: bool = False, verdicts=None) -> str:
     who = "User" + (" (opener)" if view.opener else "") if view.kind == "user" else f"Agent turn {view.turn}"
     calls = "".join(call_html(c) for c in view.calls)
     text = f'<div class="jw-bubble">{esc(view.text)}</div>' if view.text else '<div class="jw-bubble jw-empty">(no spoken text)</div>'
     classes = f"jw-turn jw-{view.kind} jw-l-{esc(view.label)}" + (" jw-selected" if selected else "")
     return (
         f'<div class="{classes}" data-path="{esc(view.path)}"><div class="jw-who"><b>{esc(who)}</b>'
-        f'<span class="jw-muted">{esc(view.path)}</span> {_turn_badges(view)}</div>{calls}{text}</div>'
+        f'<span class="jw-muted">{esc(view.path)}</span> {_turn_badges(view)} {verdict_badge(verdicts)}</div>{calls}{text}</div>'
     )
 
 
-def conversation_html(views: list[TurnView], selected: str | None = None) -> str:
+def conversation_html(views: list[TurnView], selected: str | None = None, verdicts: dict | None = None) -> str:
     if not views:
         return '<div class="jw-muted">No turns.</div>'
-    return '<div class="jw-chat">' + "".join(turn_html(v, v.path == selected) for v in views) + "</div>"
+    verdicts = verdicts or {}
+    return ('<div class="jw-chat">' + "".join(turn_html(v, v.path == selected, verdicts.get(v.node_id)) for v in views)
+            + "</div>")  # fmt: skip
 
 
-def node_panel_html(view: TurnView) -> str:
+def node_panel_html(view: TurnView, verdicts=None, extra: str = "", name: str | None = None) -> str:
     who = "user turn" if view.kind == "user" else f"agent turn {view.turn}"
+    title = f'{esc(name)} <span class="jw-muted">· ' if name else ""
+    close = "</span>" if name else ""
     parts = [
         '<div class="jw-panel">',
-        f'<div class="jw-head">Node {esc(view.path)} · {esc(who)}</div>',
-        f"<div>{_turn_badges(view)}</div>",
+        f'<div class="jw-head">{title}Node {esc(view.path)} · {esc(who)}{close}</div>',
+        f"<div>{_turn_badges(view)} {verdict_badge(verdicts)}</div>",
         f'<div class="jw-muted">step {view.step} · {esc(view.status)} · {view.children} children</div>',
+        extra,
         "<h4>Spoken</h4>",
         f'<div class="jw-bubble">{esc(view.text)}</div>' if view.text else '<div class="jw-muted">(nothing)</div>',
     ]
@@ -562,21 +567,46 @@ def load_tree(db: Database, conversation) -> Any:
 
 
 @st.cache_resource(max_entries=12, show_spinner=False)
-def _graph(conversation_id: str, stamp: tuple, labels_key: tuple, _tree, _labels) -> dict:
+def _graph(conversation_id: str, stamp: tuple, labels_key: tuple, verdicts_key: tuple, _tree, _labels, _verdicts) -> dict:
     from josh_core.treeviz import graph_data
 
-    return graph_data(_tree, _labels)
+    return graph_data(_tree, _labels, verdicts=_verdicts)
 
 
-def tree_graph_data(tree, labels: dict, stamp: tuple, selected: str | None) -> dict:
-    """The explorer's drawing data, computed once per state of the tree and its labels."""
-    data = _graph(tree.conversation_id, stamp, tuple(sorted(labels.items())), tree, labels)
+def tree_graph_data(tree, labels: dict, stamp: tuple, selected: str | None, verdicts: dict | None = None) -> dict:
+    """The explorer's drawing data, computed once per state of the tree, its labels and the
+    verdicts on it."""
+    verdicts = verdicts or {}
+    verdicts_key = tuple(sorted((k, v.words) for k, v in verdicts.items()))
+    data = _graph(tree.conversation_id, stamp, tuple(sorted(labels.items())), verdicts_key, tree, labels, verdicts)
     paths = {n["id"] for n in data["nodes"]}
     return {**data, "selected": selected if selected in paths else None}
 
 
 def tree_labels(db: Database, tree) -> dict:
+    """The search's labels, as the search made them: people's verdicts never change them (they
+    are shown beside, as badges naming the annotators: `tree_verdicts`)."""
     from josh_core.search.labels import compute_labels
-    from josh_core.storage import reads
 
-    return compute_labels(tree, reads.label_overrides(db, [tree.conversation_id]))
+    return compute_labels(tree)
+
+
+def tree_verdicts(db: Database, tree) -> dict:
+    """node id -> NodeVerdicts (josh_core.analysis.pairs) for every node someone judged."""
+    from josh_core.analysis.pairs import node_verdicts
+    from josh_core.storage.annotations import latest_votes
+
+    return node_verdicts(latest_votes(db, [tree.conversation_id]))
+
+
+VERDICT_TO_USE = {"ideal": "positive", "negative": "negative", "unexplored": "left out"}
+
+
+def verdict_badge(verdicts) -> str:
+    """A person's word on a turn, apart from the search label: who said what, and what export
+    makes of it."""
+    if verdicts is None:
+        return ""
+    use = VERDICT_TO_USE.get(verdicts.resolved or "", "no label")
+    return (f'<span class="jw-badge jw-verdict" title="human verdict (export uses it as {esc(use)})">'
+            f"✎ verdict {esc(verdicts.words)}</span>")

@@ -8,9 +8,13 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from josh_core.analysis.errors import error_report
+from josh_core.analysis.errors import error_report, share_words
 from josh_core.analysis.metrics import metrics_report
 from ui_common import pick_run, require_database, share
+
+# Vega-Lite cuts axis labels at 180 px ("search_restauran…"): API names and "api: parameter=value"
+# labels are what the charts are about, so they get room.
+LABEL_LIMIT = 420
 
 st.title("Metrics and errors")
 db = require_database()
@@ -41,45 +45,55 @@ if metrics.pass_k:  # τ² environments: Pass^k over the trials of each task in 
                "required outputs said, averaged over tasks. More trials: `josh eval --trials K` or several runs.")
     st.dataframe(pd.DataFrame(metrics.pass_k).rename(columns={"env": "environment", "pass_k": "Pass^k"}),
                  hide_index=True)
+scope_words = "on their ideal paths" if scope == "ideal" else "in every turn of their trees"
+st.markdown(f"**Analysed:** {metrics.n} finished conversations {scope_words}: {rates.agent_turns} agent turns, "
+            f"{rates.generations} generations, {rates.calls} API calls.")  # fmt: skip
 cols = st.columns(4)
-cols[0].metric("Conversations with bad API use", share(rates.conversations_with_bad_api_use, rates.n),
-               help="at least one call to an unknown API, with an unknown parameter or an invalid value")  # fmt: skip
-cols[1].metric("Conversations with incorrect API format", share(rates.conversations_with_incorrect_format, rates.n),
-               help="at least one generation or call that could not be read")  # fmt: skip
-cols[2].metric("API calls rejected", share(rates.failed_calls, rates.calls))
-cols[3].metric("Unreadable generations", rates.format_error_generations)
+cols[0].metric("Conversations with bad API use",
+               share_words(rates.conversations_with_bad_api_use, rates.n, rates.calls, "API calls"),
+               help="at least one call to an unknown API, with an unknown parameter or an invalid value "
+                    "(n/a when no API call was analysed)")  # fmt: skip
+cols[1].metric("Conversations with incorrect API format",
+               share_words(rates.conversations_with_incorrect_format, rates.n, rates.generations, "generations"),
+               help="at least one generation or call that could not be read (n/a when no generation was analysed)")  # fmt: skip
+cols[2].metric("API calls rejected", share_words(rates.failed_calls, rates.calls, rates.calls, "API calls"))
+cols[3].metric("Unreadable generations", share_words(rates.format_error_generations, rates.generations,
+                                                     rates.generations, "generations"))  # fmt: skip
 
 st.subheader("Most frequent parameter errors (attempted goal calls)")
 per_api = pd.DataFrame(report.per_api)
 goal_calls = int(per_api["goal_calls"].sum()) if not per_api.empty else 0
 attempted = goal_calls - (int(per_api["never_attempted"].sum()) if not per_api.empty else 0)
 params = pd.DataFrame(report.parameter_errors)
-if attempted == 0:
-    st.caption(f"None of the {goal_calls} goal calls was attempted (no call of a goal's API), so there is no "
-               "parameter to compare.")  # fmt: skip
+where = "on the ideal paths" if scope == "ideal" else "anywhere in the trees"
+if goal_calls == 0:
+    st.caption("No goal calls in scope.")
+elif attempted == 0:
+    st.caption(f"None of the {goal_calls} goal calls was attempted {where} (no call of a goal's API), so there "
+               "is no parameter to compare.")  # fmt: skip
 elif params.empty:
     missed = int(per_api["missed_attempted"].sum()) if not per_api.empty else 0
-    st.caption(f"{attempted} goal calls attempted, {missed} of them missed, none with a parameter error.")
+    st.caption(f"{attempted} goal calls attempted {where}, {missed} of them missed, none with a parameter error.")
 else:
     params["share"] = params.apply(lambda r: f"{r['percent']:.1f}% ({r['count']})", axis=1)
     bars = alt.Chart(params).mark_bar().encode(
         x=alt.X("percent:Q", title="% of parameter errors"),
-        y=alt.Y("label:N", sort="-x", title=None),
+        y=alt.Y("label:N", sort="-x", title=None, axis=alt.Axis(labelLimit=LABEL_LIMIT)),
         color=alt.Color("error:N", title=None,
                         scale=alt.Scale(domain=["missing_parameter", "wrong_value"], range=["#ef6c00", "#1565c0"])),
         tooltip=["api", "parameter", "error", "expected", "most_common_got", "count", "percent"],
     )  # fmt: skip
     text = bars.mark_text(align="left", dx=3).encode(text="share:N", color=alt.value("#333"))
     st.altair_chart((bars + text).properties(height=28 * len(params) + 30), width="stretch")
-    st.caption(f"{report.parameter_errors_total} parameter errors on {attempted} attempted goal calls; "
-               "a call may carry several.")  # fmt: skip
+    st.caption(f"{report.parameter_errors_total} parameter errors on {attempted} goal calls attempted {where} "
+               "(the closest attempt of each missed goal); a call may carry several.")  # fmt: skip
 
 st.subheader("Errors per API")
 if not per_api.empty and (per_api["failed_calls"] + per_api["missed_attempted"]).sum() > 0:
     st.altair_chart(
         alt.Chart(per_api).transform_fold(["failed_calls", "missed_attempted"], as_=["kind", "n"])
         .mark_bar().encode(
-            x=alt.X("n:Q", title="errors"), y=alt.Y("api:N", sort="-x", title=None),
+            x=alt.X("n:Q", title="errors"), y=alt.Y("api:N", sort="-x", title=None, axis=alt.Axis(labelLimit=LABEL_LIMIT)),
             color=alt.Color("kind:N", title=None), tooltip=["api", "kind:N", "n:Q"],
         ),
         width="stretch",

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from josh_core.analysis.export_plan import export_file_name, plan_export
+from josh_core.analysis.export_plan import KTO_RATIO_RANGE, export_file_name, kto_balance, plan_export
 from josh_core.extract import EXPORT_FORMATS, EXPORT_KINDS, ExportOptions, export_dataset
 from josh_core.storage import reads
-from ui_common import db_stamp, pick_run, require_database
+from ui_common import db_stamp, esc, pick_run, require_database
 
 st.title("Export training data")
 db = require_database()
@@ -70,10 +70,70 @@ if left_out:
 if plan.rows == 0:
     st.warning("This export would write no rows. See what is left out above and change the filters.")
 
+if kind == "kto" and plan.rows:
+    balance = kto_balance(plan.desirable, plan.undesirable)
+    cols = st.columns(3)
+    cols[0].metric("Desirable rows (label: true)", balance.desirable)
+    cols[1].metric("Undesirable rows (label: false)", balance.undesirable)
+    cols[2].metric("Undesirable per desirable", f"{balance.undesirable / balance.desirable:.2f}"
+                   if balance.desirable else "–")  # fmt: skip
+    if balance.one_sided:
+        side, missing = ("undesirable", "desirable") if balance.desirable == 0 else ("desirable", "undesirable")
+        hint = (" With “Only conversations with reward 1.0” off, failed trees give alternatives (undesirable) "
+                "but an ideal path that reached no goal gives no desirable turn." if not only_full else "")
+        st.warning(f"One-sided: every row is {side}, none {missing}. KTO learns from the contrast between "
+                   f"the two; training on this moves the model one way only.{hint}")  # fmt: skip
+    else:
+        low, high = balance.weight_low, balance.weight_high
+        st.caption(
+            f"TRL's KTOTrainer asks for desirable_weight × {balance.desirable} over undesirable_weight × "
+            f"{balance.undesirable} between {KTO_RATIO_RANGE[0]:g} and 4/3: with undesirable_weight 1.0, a "
+            f"desirable_weight from {low:.2f} to {high:.2f}. `josh train`'s defaults (desirable 1.0, undesirable "
+            f"2.71) give {balance.desirable / (2.71 * balance.undesirable):.2f}; `balance_weights = true` in the "
+            "`[kto]` table of its `--config` file picks the middle of the range."
+        )  # fmt: skip
+
+
+def _messages_html(messages) -> str:
+    """Chat messages (TRL or OpenAI rows) as escaped text: role, then content or tool calls."""
+    out = []
+    for message in messages or []:
+        content = message.get("content")
+        if not content and message.get("tool_calls"):
+            content = json.dumps(message["tool_calls"], ensure_ascii=False)
+        out.append(f'<div class="jw-muted">{esc(message.get("role", "?"))}</div>'
+                   f'<div class="jw-pre">{esc(content if isinstance(content, str) else json.dumps(content, ensure_ascii=False))}</div>')  # fmt: skip
+    return "".join(out) or '<div class="jw-muted">(empty)</div>'
+
+
+def _dpo_sides(row: dict) -> tuple[list, list, list]:
+    """prompt, chosen, rejected of a TRL or OpenAI preference row."""
+    if "chosen" in row:
+        return row.get("prompt", []), row["chosen"], row["rejected"]
+    return row.get("input", {}).get("messages", []), row.get("preferred_output", []), row.get("non_preferred_output", [])
+
+
 with st.expander(f"Preview: the first {len(plan.preview)} of {plan.rows} rows", expanded=plan.rows > 0):
     for i, row in enumerate(plan.preview, 1):
-        st.caption(f"row {i}")
-        st.code(json.dumps(row, ensure_ascii=False, indent=1)[:6000], language="json", wrap_lines=True, height=260)
+        if kind == "dpo":
+            prompt, chosen, rejected = _dpo_sides(row)
+            last_user = next((m for m in reversed(prompt) if m.get("role") == "user"), None)
+            st.caption(f"row {i} · after the user turn below ({len(prompt)} prompt messages in the row)")
+            if last_user:
+                st.html(_messages_html([last_user]))
+            left, right = st.columns(2, gap="small")
+            with left:
+                st.markdown("**chosen** (the ideal turn)")
+                st.html(_messages_html(chosen))
+            with right:
+                st.markdown("**rejected** (the alternative)")
+                st.html(_messages_html(rejected))
+            with st.popover("The whole row as JSON"):
+                st.code(json.dumps(row, ensure_ascii=False, indent=1)[:6000], language="json", wrap_lines=True)
+        else:
+            label = f" · label: {str(row['label']).lower()}" if "label" in row else ""
+            st.caption(f"row {i}{label}")
+            st.code(json.dumps(row, ensure_ascii=False, indent=1)[:6000], language="json", wrap_lines=True, height=260)
 
 # -- write ----------------------------------------------------------------------------------------
 folder = st.text_input("Folder", value=str(Path(db.path).resolve().parent / "exports"), key="export-folder")

@@ -7,11 +7,17 @@ from __future__ import annotations
 
 import streamlit as st
 
-from josh_core.analysis.pairs import VERDICT_WORDS, agreement, author_name, pair_queue, progress, votes_by_node
+from josh_core.analysis.pairs import (
+    VERDICT_WORDS, agreement, author_name, pair_queue, progress, turn_text, votes_by_node, word_diff,
+)  # fmt: skip
 from josh_core.analysis.transcript import path_views, turn_view
 from josh_core.storage import reads, writes
 from josh_core.storage.annotations import ANONYMOUS, add_verdict, comments
-from ui_common import conversation_html, conversations_stamp, esc, load_tree, md, pick_run, require_database, tree_labels, turn_html
+from josh_core.treeviz import LABEL_WORDS
+from ui_common import (
+    conversation_html, conversations_stamp, esc, load_tree, md, pick_run, require_database, tree_labels, tree_verdicts,
+    turn_html, verdict_badge,
+)  # fmt: skip
 
 # What export does with a turn of each label, in plain words.
 USE_WORDS = {"ideal": "a positive", "negative": "a negative", "partial": "nothing (partial credit)", "unexplored": "nothing"}
@@ -35,6 +41,10 @@ if author:
 else:
     st.query_params.pop("annotator", None)
 only_todo = st.sidebar.toggle("Only pairs I have not judged", value=False, key="pairs-todo")
+hide_identical = st.sidebar.toggle(
+    "Hide pairs of identical turns", value=True, key="pairs-identical",
+    help="An alternative that says and calls exactly what the ideal turn does: no verdict on it changes an export.",
+)  # fmt: skip
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -44,10 +54,36 @@ def _queue(path: str, run: str | None, stamp: tuple):
     return pair_queue(Database(path), run)
 
 
-items = _queue(str(db.path), run_id, conversations_stamp(db, run_id))
+every_item = _queue(str(db.path), run_id, conversations_stamp(db, run_id))
+identical = sum(item.identical for item in every_item)
+items = [item for item in every_item if not (hide_identical and item.identical)]
+with st.expander("Annotation guidelines"):
+    st.markdown(
+        "Each pair shows, after the same conversation and the same user turn, the turn the search kept "
+        "(**ideal**) and one it tried instead (**alternative**). Judge the alternative as a reply to that user "
+        "turn, whatever happened later in the tree:\n"
+        "- **Good**: it serves the user as well as the ideal turn: the right API with the right parameters, or "
+        "a correct question or answer. Export uses it as a positive (SFT leaves it out: SFT trains on the "
+        "ideal path only).\n"
+        "- **Bad**: it is wrong: a wrong API or parameter, a made-up fact, a needless question, rudeness. "
+        "Export uses it as a negative.\n"
+        "- **Don't use**: it is neither clearly good nor clearly bad, or broken in a way you would not train "
+        "on (truncated, garbled). Export leaves it out.\n"
+        "- **Skip**: you cannot tell. It counts as seen and gives no label.\n\n"
+        "The colours and the *search label* are the search's own verdict and never change; your verdict "
+        "shows as a blue ✎ badge with your name beside it. The diff marks what the alternative removes "
+        "(red) and adds (green) against the ideal turn."
+    )
+if identical:
+    st.caption(f"{identical} of {len(every_item)} pairs have identical turns (the alternative repeats the ideal "
+               "turn word for word): " + ("hidden, since no verdict on them changes an export." if hide_identical
+                                          else "shown, flagged."))  # fmt: skip
 if not items:
-    st.info("No pairs yet: pairs come from finished JOSH trees whose ideal path branched (a user turn "
-            "with the ideal agent turn and at least one alternative).")
+    if every_item:
+        st.info("Every pair here has identical turns: nothing to judge that could change an export.")
+    else:
+        st.info("No pairs yet: pairs come from finished JOSH trees whose ideal path branched (a user turn "
+                "with the ideal agent turn and at least one alternative).")
     st.stop()
 
 votes = votes_by_node(db, items)
@@ -87,22 +123,33 @@ if not author:
 # -- the pair ---------------------------------------------------------------------------------
 tree = load_tree(db, reads.get_conversation(db, item.conversation_id))
 labels = tree_labels(db, tree)
+verdicts = tree_verdicts(db, tree)
+here_verdicts = verdicts.get(item.alternative_node_id)
+resolved = (here_verdicts.resolved if here_verdicts and here_verdicts.resolved else None) or item.tree_label
 st.caption(f"{md(item.scenario_id)} · conversation {md(item.conversation_id)} · after user turn {md(item.user_path)}")
 
 context = path_views(tree, item.user_node_id, labels)
 if len(context) > 3:
     with st.expander(f"All {len(context) - 1} earlier turns"):
-        st.html(conversation_html(context[:-3]))
-st.html(conversation_html(context[-3:], selected=item.user_path))
+        st.html(conversation_html(context[:-3], verdicts=verdicts))
+st.html(conversation_html(context[-3:], selected=item.user_path, verdicts=verdicts))
 
 left, right = st.columns(2, gap="medium")
 with left:
     st.markdown("**Ideal turn** · what the search kept")
     st.html('<div class="jw-chat">' + turn_html(turn_view(tree, item.ideal_node_id, labels)) + "</div>")
 with right:
-    resolved = labels[item.alternative_node_id]
-    st.markdown(f"**Alternative** · now used as {USE_WORDS[resolved]}")
-    st.html('<div class="jw-chat">' + turn_html(turn_view(tree, item.alternative_node_id, labels)) + "</div>")
+    st.markdown(f"**Alternative** · search label: {LABEL_WORDS[item.tree_label]} · export uses it as "
+                f"{USE_WORDS[resolved]}")  # fmt: skip
+    st.html('<div class="jw-chat">' + turn_html(turn_view(tree, item.alternative_node_id, labels),
+                                                 verdicts=here_verdicts) + "</div>")  # fmt: skip
+if item.identical:
+    st.warning("The two turns are identical: a verdict on this pair cannot change an export.", icon="⚠️")
+else:
+    runs = word_diff(turn_text(tree.nodes[item.ideal_node_id]), turn_text(tree.nodes[item.alternative_node_id]))
+    tags = {"same": "{}", "del": "<del>{}</del>", "add": "<ins>{}</ins>"}
+    with st.expander("What the alternative changes (word diff: ideal → alternative)", expanded=True):
+        st.html('<div class="jw-diff">' + "".join(tags[op].format(esc(text)) for op, text in runs) + "</div>")
 
 # -- verdict ----------------------------------------------------------------------------------
 
@@ -150,6 +197,8 @@ history = [
 cols = st.columns(2, gap="medium")
 with cols[0]:
     st.markdown("**Verdicts on this pair** (each annotator's latest)")
+    if here_verdicts:
+        st.html(verdict_badge(here_verdicts))
     if history:
         st.html('<table class="jw-goals"><tr><th>annotator</th><th>verdict</th><th>when</th></tr>' + "".join(history) + "</table>")
         st.caption(f"Export uses it as {USE_WORDS[resolved]}: the label most annotators gave (a tie goes to the latest).")

@@ -1,17 +1,34 @@
-"""Tree explorer: one conversation tree (zoom, pan, click a node), the selected node in detail,
-the conversation along the path to it, the scenario's goal calls, and two conversations side
-by side."""
+"""Tree explorer: one conversation tree (zoom, pan, click a node, unfold subtrees), the
+selected node in detail (with its time and tokens), the conversation along the path to it,
+the scenario's goal calls; a list of every conversation to filter and sort; and two
+conversations side by side with their ideal paths diffed."""
 
 from __future__ import annotations
 
 import streamlit as st
 
+from josh_core.analysis.conversations import ListFilter, filter_conversation_list, ideal_path_diff
 from josh_core.analysis.transcript import goal_rows, ideal_leaf, path_views, same_scenario, stop_word, turn_view
 from josh_core.storage import reads
+from josh_core.treeviz import node_name
 from ui_common import (
-    conversation_html, conversation_note, fmt_reward, goals_html, load_tree, md, node_panel_html, page_link, pick_conversation,
-    require_database, tree_graph, tree_graph_data, tree_labels,
+    conversation_html, conversation_note, conversations_stamp, esc, fmt_reward, goals_html, load_tree, md,
+    node_panel_html, page_link, pick_conversation, require_database, tree_graph, tree_graph_data, tree_labels,
+    tree_verdicts,
 )  # fmt: skip
+
+
+def node_cost_html(node) -> str:
+    """Time and tokens of one turn (stored with the node; absent for script policies)."""
+    parts = []
+    if node.seconds is not None:
+        parts.append(f"{node.seconds:.2f} s")
+    if node.prompt_tokens is not None or node.completion_tokens is not None:
+        parts.append(f"{node.prompt_tokens if node.prompt_tokens is not None else '–'} prompt tokens · "
+                     f"{node.completion_tokens if node.completion_tokens is not None else '–'} completion tokens")  # fmt: skip
+    text = " · ".join(parts) if parts else "no time or token counts stored for this turn"
+    return f'<div class="jw-muted jw-cost">latency and tokens: {esc(text)}</div>'
+
 
 st.title("Conversation trees")
 db = require_database()
@@ -19,14 +36,14 @@ conversation = pick_conversation(db)
 if conversation is None:
     st.stop()
 
-views = {"explore": "Explore the tree", "compare": "Compare two conversations"}
+views = {"explore": "Explore the tree", "list": "Conversation list", "compare": "Compare two conversations"}
 linked_view = st.query_params.get("view", "explore")
 if st.session_state.get("trees-view-in-url") != linked_view:  # a link chose the view
     st.session_state["trees-view"] = linked_view if linked_view in views else "explore"
 view = st.segmented_control("View", list(views), format_func=views.get, key="trees-view",
                             label_visibility="collapsed") or "explore"  # fmt: skip
-if view == "compare":
-    st.query_params["view"] = "compare"
+if view != "explore":
+    st.query_params["view"] = view
 else:
     st.query_params.pop("view", None)
 st.session_state["trees-view-in-url"] = view
@@ -61,6 +78,7 @@ if view == "explore":
             cols[3].metric("Steps", tree.step)
             cols[4].metric("Stopped", stop_word(record.stop_reason, record.status))
         labels = tree_labels(db, tree)
+        verdicts = tree_verdicts(db, tree)
         paths = {n.path: n.id for n in tree.nodes.values()}
         initial_key = f"trees-initial-{conversation.id}"
         if initial_key not in st.session_state:
@@ -68,8 +86,8 @@ if view == "explore":
             leaf = ideal_leaf(tree)
             st.session_state[initial_key] = linked if linked in paths else (tree.nodes[leaf].path if leaf else None)
         stamp = (record.status, record.steps, record.node_count)
-        data = tree_graph_data(tree, labels, stamp, st.session_state[initial_key])
-        left, right = st.columns([3, 2], gap="small")
+        data = tree_graph_data(tree, labels, stamp, st.session_state[initial_key], verdicts)
+        left, right = st.columns([2, 1], gap="small")
         with left:
             selected = tree_graph(data, key=f"graph-{conversation.id}") or data["selected"]
         if selected not in paths:
@@ -79,12 +97,57 @@ if view == "explore":
         node_id = paths[selected]
         with right:
             with st.container(height=640, key="node-panel"):
-                st.html(node_panel_html(turn_view(tree, node_id, labels)))
-        st.subheader(f"Conversation to node {selected}")
-        st.caption("From the opener to the selected node, with the API calls and results of every agent turn.")
-        st.html(conversation_html(path_views(tree, node_id, labels), selected=selected))
+                node = tree.nodes[node_id]
+                st.html(node_panel_html(turn_view(tree, node_id, labels), verdicts.get(node_id),
+                                        extra=node_cost_html(node), name=node_name(tree, node)))  # fmt: skip
+        st.subheader(f"Conversation to {node_name(tree, tree.nodes[node_id])}")
+        st.caption(f"From the opener to the selected node ({md(selected)}), with the API calls and results of "
+                   "every agent turn. Colours are the search's labels; a blue ✎ badge is a person's verdict.")  # fmt: skip
+        st.html(conversation_html(path_views(tree, node_id, labels), selected=selected, verdicts=verdicts))
 
     explorer()
+elif view == "list":
+
+    @st.cache_data(max_entries=8, show_spinner=False)
+    def _listing(path: str, stamp: tuple):
+        from josh_core.storage.db import Database
+
+        return reads.conversation_list_frame(Database(path))
+
+    frame = _listing(str(db.path), conversations_stamp(db))
+    st.caption("Every conversation of the database. Filter here, sort by clicking a column, pick a row to "
+               "open its tree. APIs and errors are those of every turn of the tree.")  # fmt: skip
+    cols = st.columns(3)
+    runs_chosen = cols[0].multiselect("Run", sorted(frame["run_id"].unique()), key="list-runs")
+    envs_chosen = cols[1].multiselect("Environment", sorted(frame["env"].unique()), key="list-envs")
+    outcome = cols[2].segmented_control("Outcome", ["every goal", "not every goal"], key="list-success")
+    cols = st.columns(3)
+    all_apis = sorted({a for names in frame["apis"] for a in names})
+    all_kinds = sorted({k for kinds in frame["error_kinds"] for k in kinds})
+    apis_chosen = cols[0].multiselect("Called an API", all_apis, key="list-apis")
+    kinds_chosen = cols[1].multiselect("Had an error of kind", all_kinds, key="list-kinds")
+    low, high = cols[2].slider("Reward", 0.0, 1.0, (0.0, 1.0), step=0.05, key="list-reward")
+    keep = ListFilter(
+        runs=runs_chosen, envs=envs_chosen, apis=apis_chosen, error_kinds=kinds_chosen,
+        success=None if outcome is None else outcome == "every goal",
+        min_reward=low if low > 0 else None, max_reward=high if high < 1 else None,
+    )  # fmt: skip
+    shown = filter_conversation_list(frame, keep).copy()
+    shown["apis"] = shown["apis"].map(lambda names: ", ".join(names))
+    shown["error_kinds"] = shown["error_kinds"].map(lambda kinds: ", ".join(kinds))
+    st.caption(f"{len(shown)} of {len(frame)} conversations")
+    picked = st.dataframe(
+        shown.drop(columns=["id"]), hide_index=True, width="stretch", on_select="rerun",
+        selection_mode="single-row", key="list-table",
+        column_config={"reward": st.column_config.NumberColumn(format="%.2f"),
+                       "seconds": st.column_config.NumberColumn(format="%.1f s"),
+                       "error_kinds": "error kinds", "agent_spec": "agent", "node_count": "nodes"},
+    )  # fmt: skip
+    rows = picked.selection.rows if picked and picked.selection else []
+    if rows:
+        chosen = shown.iloc[rows[0]]["id"]
+        page_link("app_pages/trees.py", f"Open the tree of {shown.iloc[rows[0]]['scenario_id']} "
+                  f"({shown.iloc[rows[0]]['run_id']})", conversation=chosen)  # fmt: skip
 else:
     others = same_scenario(reads.list_conversations(db), conversation)
     everything = [c for c in reads.list_conversations(db) if c.id != conversation.id]
@@ -125,3 +188,19 @@ else:
             st.caption("The ideal path (the conversation the search settled on).")
             st.html(conversation_html(path_views(other_tree, leaf, labels) if leaf else []))
             page_link("app_pages/trees.py", "Explore this tree", conversation=record.id)
+    st.subheader("Where the two ideal paths differ")
+    diffs = ideal_path_diff(tree, load_tree(db, other))
+    differing = [d for d in diffs if not d.same]
+    st.caption(f"{len(diffs) - len(differing)} of {len(diffs)} turns the same; red: only in this conversation, "
+               "green: only in the other (API calls and speech, turn by turn).")  # fmt: skip
+    tags = {"same": "{}", "del": "<del>{}</del>", "add": "<ins>{}</ins>"}
+    rows_html = [
+        f'<tr><td>{d.position}</td><td>{esc(d.kind)}</td><td><div class="jw-diff">'
+        + "".join(tags[op].format(esc(text)) for op, text in d.runs) + "</div></td></tr>"
+        for d in diffs if not d.same
+    ]
+    if rows_html:
+        st.html('<table class="jw-goals"><tr><th>turn</th><th>who</th><th>this → other</th></tr>'
+                + "".join(rows_html) + "</table>")  # fmt: skip
+    else:
+        st.caption("The two ideal paths are the same word for word.")

@@ -1,9 +1,13 @@
 // Tree explorer for the JOSH Workbench (a Streamlit components.v2 component).
 //
-// Python sends positioned nodes (josh_core/treeviz.py graph_data); this draws them once per
-// tree `key` as SVG, then only moves a highlight when the selection changes. Zoom with the
-// wheel or the buttons, pan by dragging, click a node (or use the arrow keys) to select it;
-// the selection goes back to Python as the state value `selected` (a node path).
+// Python sends the nodes (josh_core/treeviz.py graph_data): parent, depth, drawing order,
+// names, labels, the spine (the ideal path) and which subtrees open folded. This draws every
+// node once per tree `key` as SVG, lays out the unfolded ones (the same rule as treeviz.py
+// layout_tree: the spine one straight line at the top), and on a fold or unfold only lays out
+// again; a new selection moves a highlight and marks its path from the opener. Zoom with the
+// wheel or the buttons, pan by dragging or on the minimap, click a node (or use the arrow keys)
+// to select it, click a "+N" handle to unfold what is behind it; the selection goes back to
+// Python as the state value `selected` (a node path).
 // Model text is untrusted: it only ever enters the page through textContent.
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -29,10 +33,13 @@ function build(parentElement) {
   const bar = html("div", "jg-bar", root);
   const buttons = {};
   for (const [name, text, title] of [
-    ["fit", "Fit", "Show the whole tree"],
+    ["fit", "Fit", "Show every unfolded node"],
     ["out", "−", "Zoom out"],
     ["in", "+", "Zoom in"],
     ["sel", "Selected", "Centre the selected node"],
+    ["start", "Opener", "Back to the opener at readable size"],
+    ["unfold", "Unfold all", "Show every node of the tree"],
+    ["fold", "Spine only", "Fold every subtree off the ideal path"],
   ]) {
     buttons[name] = html("button", "jg-btn", bar, text);
     buttons[name].type = "button";
@@ -40,15 +47,21 @@ function build(parentElement) {
     buttons[name].dataset.action = name;
   }
   const legend = html("div", "jg-legend", bar);
-  const view = html("div", "jg-view", root);
-  html("div", "jg-hint", root, "drag to pan · wheel to zoom · click a node · arrow keys move");
+  const frame = html("div", "jg-frame", root);
+  const view = html("div", "jg-view", frame);
+  html("div", "jg-hint", frame, "drag to pan · wheel to zoom · click a node · +N unfolds · arrow keys move");
   view.tabIndex = 0;
   view.setAttribute("role", "application");
   view.setAttribute("aria-label", "conversation tree");
   const svg = el("svg", { class: "jg-svg", width: "100%", height: "100%" }, view);
   const world = el("g", { class: "jg-world" }, svg);
+  const mini = html("div", "jg-mini", frame);
+  mini.title = "the whole tree: click to go there";
+  const miniSvg = el("svg", { class: "jg-mini-svg", width: "100%", height: "100%", preserveAspectRatio: "xMidYMid meet" }, mini);
+  const miniNodes = el("g", {}, miniSvg);
+  const miniView = el("rect", { class: "jg-mini-view" }, miniSvg);
   const tip = html("div", "jg-tip", root);
-  return { root, bar, buttons, legend, view, svg, world, tip };
+  return { root, bar, buttons, legend, frame, view, svg, world, mini, miniSvg, miniNodes, miniView, tip };
 }
 
 function drawLegend(ui, data) {
@@ -62,10 +75,12 @@ function drawLegend(ui, data) {
   const marks = [
     ["jg-mark-goal", "★", "goal reached"],
     ["jg-mark-partial", "★", "partial credit"],
+    ["jg-mark-verdict", "✎", "human verdict"],
     ["jg-mark-root", "▌", "new root"],
     ["jg-mark-err", "!", "error"],
     ["jg-mark-pruned", "┄", "pruned"],
     ["jg-mark-user", "□", "user turn"],
+    ["jg-mark-fold", "+N", "folded subtree"],
   ];
   for (const [cls, sym, word] of marks) {
     const m = html("span", "jg-key", ui.legend);
@@ -77,30 +92,37 @@ function drawLegend(ui, data) {
 function draw(state, data) {
   const { ui } = state;
   ui.world.replaceChildren();
+  ui.miniNodes.replaceChildren();
   const w = data.node_w, h = data.node_h;
   const byId = new Map();
   for (const n of data.nodes) byId.set(n.id, n);
   const children = new Map();
-  const edges = el("g", { class: "jg-edges" }, ui.world);
   for (const n of data.nodes) {
     if (n.parent === null || !byId.has(n.parent)) continue;
-    const p = byId.get(n.parent);
-    if (!children.has(p.id)) children.set(p.id, []);
-    children.get(p.id).push(n.id);
-    const x1 = p.x + w, y1 = p.y + h / 2, x2 = n.x, y2 = n.y + h / 2, mx = (x1 + x2) / 2;
-    const ideal = n.label === "ideal" && p.label === "ideal";
-    el("path", {
-      d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`,
-      class: ideal ? "jg-edge jg-edge-ideal" : "jg-edge",
-    }, edges);
+    if (!children.has(n.parent)) children.set(n.parent, []);
+    children.get(n.parent).push(n.id);
+  }
+  for (const kids of children.values()) kids.sort((a, b) => byId.get(a).rank - byId.get(b).rank);
+  // Nodes below each node (the count on a folded node's handle).
+  const below = new Map();
+  for (const n of [...data.nodes].sort((a, b) => b.depth - a.depth)) {
+    const kids = children.get(n.id) || [];
+    below.set(n.id, kids.reduce((sum, k) => sum + 1 + below.get(k), 0));
+  }
+  const edgeLayer = el("g", { class: "jg-edges" }, ui.world);
+  const edges = new Map(); // child id -> its edge from the parent
+  for (const n of data.nodes) {
+    if (n.parent === null || !byId.has(n.parent)) continue;
+    const ideal = n.label === "ideal" && byId.get(n.parent).label === "ideal";
+    edges.set(n.id, el("path", { class: ideal ? "jg-edge jg-edge-ideal" : "jg-edge" }, edgeLayer));
   }
   const layer = el("g", { class: "jg-nodes" }, ui.world);
-  const groups = new Map();
+  const groups = new Map(), handles = new Map(), minis = new Map();
   for (const n of data.nodes) {
-    const g = el("g", { class: "jg-node jg-" + n.kind + (n.pruned ? " jg-pruned" : ""),
-                        transform: `translate(${n.x},${n.y})` }, layer);
+    const g = el("g", { class: "jg-node jg-" + n.kind + (n.pruned ? " jg-pruned" : "") + (n.spine ? " jg-spine" : "") }, layer);
     g.dataset.path = n.id;
     g.dataset.label = n.label;
+    g.dataset.name = n.name;
     el("rect", { width: w, height: h, rx: 6, fill: n.fill, stroke: n.border, class: "jg-box" }, g);
     if (n.root) el("rect", { x: -1, y: 4, width: 5, height: h - 8, rx: 2, class: "jg-root-bar" }, g);
     const head = el("text", { x: 9, y: 17, class: "jg-head" }, g);
@@ -113,27 +135,112 @@ function draw(state, data) {
       const t = el("text", { x: w - 2, y: 6, class: n.goals ? "jg-goal-text" : "jg-partial-text" }, g);
       t.textContent = count > 1 ? "★" + count : "★";
     }
+    if (n.verdict) {
+      g.dataset.verdict = n.verdict;
+      el("circle", { cx: w - 26, cy: 2, r: 9, class: "jg-verdict" }, g);
+      const t = el("text", { x: w - 26, y: 6, class: "jg-verdict-text" }, g);
+      t.textContent = "✎";
+    }
     if (n.errors > 0) {
       el("circle", { cx: w - 2, cy: h - 2, r: 8, class: "jg-err" }, g);
       const t = el("text", { x: w - 2, y: h + 2, class: "jg-err-text" }, g);
       t.textContent = "!";
     }
+    if (children.has(n.id)) {
+      const handle = el("g", { class: "jg-fold", transform: `translate(${w + 4},${h / 2 - 9})` }, g);
+      handle.dataset.path = n.id;
+      el("rect", { width: 36, height: 18, rx: 9, class: "jg-fold-box" }, handle);
+      handles.set(n.id, el("text", { x: 18, y: 13, class: "jg-fold-text" }, handle));
+    }
     groups.set(n.id, g);
+    minis.set(n.id, el("rect", { width: w, height: h, fill: n.label === "unexplored" ? "#cfcfcf" : n.border }, ui.miniNodes));
   }
   state.highlight = el("rect", { width: w + 10, height: h + 10, x: -5, y: -5, rx: 9,
                                  class: "jg-highlight", visibility: "hidden" }, ui.world);
-  state.byId = byId;
-  state.children = children;
-  state.groups = groups;
-  state.data = data;
-  // Neighbours at the same depth, top to bottom, for the up/down keys.
+  Object.assign(state, { byId, children, below, edges, groups, handles, minis, data, onPath: [] });
+  state.folded = new Set(data.nodes.filter((n) => n.folded).map((n) => n.id));
+  layout(state);
+}
+
+// The same rule as josh_core/treeviz.py layout_tree, over the nodes not folded away.
+function layout(state) {
+  const { data, byId, children, folded } = state;
+  const w = data.node_w, h = data.node_h, gx = data.gap_x, gy = data.gap_y;
+  const kids = (id) => (folded.has(id) ? [] : children.get(id) || []);
+  const nextFree = new Map(), ys = new Map();
+  const shift = (id, delta) => {
+    const stack = [id];
+    while (stack.length) {
+      const cur = stack.pop();
+      ys.set(cur, ys.get(cur) + delta);
+      const d = byId.get(cur).depth;
+      nextFree.set(d, Math.max(nextFree.get(d) || 0, ys.get(cur) + h + gy));
+      stack.push(...kids(cur));
+    }
+  };
+  const place = (n) => {
+    const ks = kids(n.id);
+    const floor = nextFree.get(n.depth) || 0;
+    let y = floor;
+    if (ks.length) {
+      y = n.spine ? ys.get(ks[0]) : (ys.get(ks[0]) + ys.get(ks[ks.length - 1])) / 2;
+      if (y < floor) {
+        for (const k of ks) shift(k, floor - y);
+        y = floor;
+      }
+    }
+    ys.set(n.id, y);
+    nextFree.set(n.depth, y + h + gy);
+  };
+  for (const r of data.nodes.filter((n) => n.parent === null || !byId.has(n.parent))) {
+    const stack = [[r, false]];
+    while (stack.length) {
+      const [n, expanded] = stack.pop();
+      if (expanded) { place(n); continue; }
+      stack.push([n, true]);
+      for (const k of [...kids(n.id)].reverse()) stack.push([byId.get(k), false]);
+    }
+  }
+  let width = w, height = h;
   const columns = new Map();
   for (const n of data.nodes) {
-    if (!columns.has(n.x)) columns.set(n.x, []);
-    columns.get(n.x).push(n);
+    const shown = ys.has(n.id);
+    const g = state.groups.get(n.id), m = state.minis.get(n.id);
+    n.visible = shown;
+    g.classList.toggle("jg-hidden", !shown);
+    m.setAttribute("visibility", shown ? "visible" : "hidden");
+    if (!shown) continue;
+    n.x = n.depth * (w + gx);
+    n.y = ys.get(n.id);
+    width = Math.max(width, n.x + w + 44);
+    height = Math.max(height, n.y + h);
+    g.setAttribute("transform", `translate(${n.x},${n.y})`);
+    m.setAttribute("x", n.x);
+    m.setAttribute("y", n.y);
+    if (!columns.has(n.depth)) columns.set(n.depth, []);
+    columns.get(n.depth).push(n);
+    const handle = state.handles.get(n.id);
+    if (handle) {
+      const isFolded = folded.has(n.id);
+      handle.textContent = isFolded ? "+" + state.below.get(n.id) : "−";
+      handle.parentNode.classList.toggle("jg-folded", isFolded);
+      handle.parentNode.setAttribute("aria-label", isFolded ? `unfold ${state.below.get(n.id)} nodes` : "fold");
+      g.dataset.folded = isFolded ? String(state.below.get(n.id)) : "";
+    }
+  }
+  for (const [id, edge] of state.edges) {
+    const n = byId.get(id), p = byId.get(n.parent);
+    if (!n.visible) { edge.setAttribute("visibility", "hidden"); continue; }
+    const x1 = p.x + w, y1 = p.y + h / 2, x2 = n.x, y2 = n.y + h / 2, mx = (x1 + x2) / 2;
+    edge.setAttribute("d", `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`);
+    edge.setAttribute("visibility", "visible");
   }
   for (const col of columns.values()) col.sort((a, b) => a.y - b.y);
   state.columns = columns;
+  state.bounds = { width, height };
+  state.ui.miniSvg.setAttribute("viewBox", `-20 -20 ${width + 40} ${height + 40}`);
+  state.ui.view.dataset.shown = String(ys.size);
+  if (state.selected) highlight(state, state.selected, true);
 }
 
 function apply(state) {
@@ -141,6 +248,14 @@ function apply(state) {
   state.ui.world.setAttribute("transform", `translate(${tx},${ty}) scale(${s})`);
   state.ui.svg.classList.toggle("jg-far", s < TEXT_MIN_SCALE);
   state.ui.view.dataset.scale = s.toFixed(3);
+  if (state.bounds) {
+    const { vw, vh } = viewSize(state);
+    const mv = state.ui.miniView;
+    mv.setAttribute("x", -tx / s);
+    mv.setAttribute("y", -ty / s);
+    mv.setAttribute("width", vw / s);
+    mv.setAttribute("height", vh / s);
+  }
 }
 
 function viewSize(state) {
@@ -150,7 +265,7 @@ function viewSize(state) {
 
 function fit(state) {
   const { vw, vh } = viewSize(state);
-  const d = state.data;
+  const d = state.bounds;
   const s = Math.min(1.2, (vw - 24) / d.width, (vh - 24) / d.height);
   state.view = { s, tx: (vw - d.width * s) / 2, ty: (vh - d.height * s) / 2 };
   apply(state);
@@ -164,32 +279,43 @@ function clampAxis(t, size, world) {
   return Math.min(Math.max(t, size - world - pad), pad);
 }
 
-function centreOn(state, id, scale) {
-  const n = state.byId.get(id);
-  if (!n) return;
+function centreAt(state, wx, wy, scale) {
   const { vw, vh } = viewSize(state);
   const s = scale || state.view.s;
-  const d = state.data;
+  const d = state.bounds;
   state.view = {
     s,
-    tx: clampAxis(vw / 2 - (n.x + d.node_w / 2) * s, vw, d.width * s),
-    ty: clampAxis(vh / 2 - (n.y + d.node_h / 2) * s, vh, d.height * s),
+    tx: clampAxis(vw / 2 - wx * s, vw, d.width * s),
+    ty: clampAxis(vh / 2 - wy * s, vh, d.height * s),
   };
   apply(state);
 }
 
+function centreOn(state, id, scale) {
+  const n = state.byId.get(id);
+  if (!n || !n.visible) return;
+  centreAt(state, n.x + state.data.node_w / 2, n.y + state.data.node_h / 2, scale);
+}
+
+function start(state) {
+  // The opener at the left edge at readable size, the spine along the top.
+  const { vh } = viewSize(state);
+  const s = 0.8;
+  state.view = { s, tx: 12, ty: clampAxis(12, vh, state.bounds.height * s) };
+  apply(state);
+}
+
 function initialView(state) {
-  const d = state.data;
-  // A small tree gets a short view; a big one the full height.
-  state.ui.view.style.height = Math.round(Math.min(600, Math.max(240, d.height * 0.8 + 40))) + "px";
+  const d = state.bounds;
+  // A small tree gets a short view; a big one (the minimap shown) room to unfold.
+  const vw0 = viewSize(state).vw;
+  const big = (vw0 - 24) / d.width < 0.75;
+  state.ui.view.style.height = Math.round(Math.min(600, Math.max(big ? 360 : 240, d.height * 0.8 + 40))) + "px";
   const { vw, vh } = viewSize(state);
   const whole = Math.min((vw - 24) / d.width, (vh - 24) / d.height);
+  state.ui.mini.style.display = whole >= 0.75 ? "none" : "block";
   if (whole >= 0.75) return fit(state);
-  const s = 0.8; // readable text; the rest of the tree is a drag or "Fit" away
-  if (state.selected && state.byId.has(state.selected)) return centreOn(state, state.selected, s);
-  const first = d.nodes[0];
-  state.view = { s, tx: 12, ty: clampAxis(vh / 2 - (first.y + d.node_h / 2) * s, vh, d.height * s) };
-  apply(state);
+  start(state);
 }
 
 function zoomAt(state, factor, cx, cy) {
@@ -200,25 +326,43 @@ function zoomAt(state, factor, cx, cy) {
   apply(state);
 }
 
-function highlight(state, id) {
-  state.selected = id;
+function unfoldTo(state, id) {
+  // A node chosen from Python (a link, the conversation list) may sit in a folded subtree.
+  let changed = false;
+  for (let p = state.byId.get(id); p && p.parent !== null; p = state.byId.get(p.parent)) {
+    if (state.folded.delete(p.parent)) changed = true;
+  }
+  if (changed) layout(state);
+}
+
+function highlight(state, id, again) {
+  if (!again) state.selected = id;
   state.ui.view.dataset.selected = id || "";
   if (state.selectedGroup) state.selectedGroup.classList.remove("jg-selected");
-  const g = id ? state.groups.get(id) : null;
+  for (const item of state.onPath) item.classList.remove("jg-on-path");
+  state.onPath = [];
+  const n = id ? state.byId.get(id) : null;
+  const g = n ? state.groups.get(id) : null;
   state.selectedGroup = g || null;
-  if (!g) {
+  if (!g || !n.visible) {
     state.highlight.setAttribute("visibility", "hidden");
     return;
   }
   g.classList.add("jg-selected");
-  const n = state.byId.get(id);
+  // The path from the opener to the selection: its boxes and edges marked.
+  for (let p = n; p; p = p.parent === null ? null : state.byId.get(p.parent)) {
+    const box = state.groups.get(p.id), edge = state.edges.get(p.id);
+    box.classList.add("jg-on-path");
+    state.onPath.push(box);
+    if (edge) { edge.classList.add("jg-on-path"); state.onPath.push(edge); }
+  }
   state.highlight.setAttribute("transform", `translate(${n.x},${n.y})`);
   state.highlight.setAttribute("visibility", "visible");
 }
 
 function ensureVisible(state, id) {
   const n = state.byId.get(id);
-  if (!n) return;
+  if (!n || !n.visible) return;
   const { vw, vh } = viewSize(state);
   const { s, tx, ty } = state.view;
   const x = n.x * s + tx, y = n.y * s + ty;
@@ -227,21 +371,34 @@ function ensureVisible(state, id) {
 
 function choose(state, id) {
   if (!id || !state.byId.has(id) || id === state.selected) return;
+  unfoldTo(state, id);
   highlight(state, id);
   ensureVisible(state, id);
   state.setStateValue("selected", id);
 }
 
+function toggleFold(state, id) {
+  const n = state.byId.get(id);
+  const before = { x: n.x, y: n.y };
+  if (!state.folded.delete(id)) state.folded.add(id);
+  layout(state);
+  // Keep the node under the pointer where it was.
+  const v = state.view;
+  state.view = { s: v.s, tx: v.tx - (n.x - before.x) * v.s, ty: v.ty - (n.y - before.y) * v.s };
+  apply(state);
+}
+
 function neighbour(state, key) {
   const cur = state.byId.get(state.selected);
-  if (!cur) return state.data.nodes[0] && state.data.nodes[0].id;
+  if (!cur || !cur.visible) return state.data.nodes[0] && state.data.nodes[0].id;
   if (key === "ArrowLeft") return cur.parent;
   if (key === "ArrowRight") {
+    if (state.folded.has(cur.id)) toggleFold(state, cur.id);
     const kids = state.children.get(cur.id) || [];
     const ideal = kids.find((k) => state.byId.get(k).label === "ideal");
     return ideal || kids[0];
   }
-  const col = state.columns.get(cur.x);
+  const col = state.columns.get(cur.depth);
   const i = col.findIndex((n) => n.id === cur.id);
   const j = key === "ArrowUp" ? i - 1 : i + 1;
   return j >= 0 && j < col.length ? col[j].id : null;
@@ -252,8 +409,9 @@ function attach(state) {
   let drag = null;
   ui.view.addEventListener("pointerdown", (e) => {
     if (e.button !== 0) return;
+    const at = e.target.closest ? e.target : null;
     drag = { x: e.clientX, y: e.clientY, tx: state.view.tx, ty: state.view.ty, moved: false,
-             target: e.target.closest ? e.target.closest(".jg-node") : null };
+             fold: at ? at.closest(".jg-fold") : null, target: at ? at.closest(".jg-node") : null };
     ui.view.setPointerCapture(e.pointerId);
   });
   ui.view.addEventListener("pointermove", (e) => {
@@ -274,17 +432,19 @@ function attach(state) {
       return;
     }
     const n = state.byId.get(g.dataset.path);
-    ui.tip.textContent = n.hover;
+    const folded = state.folded.has(n.id) ? `\n${state.below.get(n.id)} nodes folded behind +${state.below.get(n.id)}: click it to unfold` : "";
+    ui.tip.textContent = n.hover + folded;
     const r = ui.root.getBoundingClientRect();
     ui.tip.style.left = Math.min(e.clientX - r.left + 14, r.width - 340) + "px";
     ui.tip.style.top = e.clientY - r.top + 16 + "px";
     ui.tip.style.display = "block";
   });
-  const end = (e) => {
+  const end = () => {
     if (!drag) return;
     const d = drag;
     drag = null;
-    if (!d.moved && d.target) choose(state, d.target.dataset.path);
+    if (!d.moved && d.fold) toggleFold(state, d.fold.dataset.path);
+    else if (!d.moved && d.target) choose(state, d.target.dataset.path);
     ui.view.focus({ preventScroll: true });
   };
   ui.view.addEventListener("pointerup", end);
@@ -300,6 +460,13 @@ function attach(state) {
     e.preventDefault();
     choose(state, neighbour(state, e.key));
   });
+  ui.mini.addEventListener("pointerdown", (e) => {
+    // The minimap's point under the pointer, in layout units, becomes the view's centre.
+    const m = ui.miniSvg.getScreenCTM();
+    if (!m) return;
+    const pt = new DOMPoint(e.clientX, e.clientY).matrixTransform(m.inverse());
+    centreAt(state, pt.x, pt.y);
+  });
   ui.bar.addEventListener("click", (e) => {
     const b = e.target.closest("button");
     if (!b) return;
@@ -309,6 +476,14 @@ function attach(state) {
     else if (a === "in") zoomAt(state, 1.25, vw / 2, vh / 2);
     else if (a === "out") zoomAt(state, 0.8, vw / 2, vh / 2);
     else if (a === "sel" && state.selected) centreOn(state, state.selected, Math.max(state.view.s, 0.8));
+    else if (a === "start") start(state);
+    else if (a === "unfold") { state.folded.clear(); layout(state); apply(state); }
+    else if (a === "fold") {
+      state.folded = new Set(state.data.nodes.filter((n) => !n.spine && state.children.has(n.id)).map((n) => n.id));
+      if (state.selected) unfoldTo(state, state.selected);
+      layout(state);
+      start(state);
+    }
   });
 }
 
@@ -328,14 +503,23 @@ export default function (component) {
     const tree = (key) => key.slice(0, key.lastIndexOf(":")); // "<conversation id>:<signature>"
     const fresh = state.key === undefined || tree(state.key) !== tree(data.key);
     const started = performance.now();
+    const keepFolds = !fresh && state.folded ? new Set(state.folded) : null;
     drawLegend(ui, data);
     draw(state, data);
+    if (keepFolds) {
+      // The same tree grew (a live run): keep what the person folded and unfolded.
+      state.folded = new Set(data.nodes.filter((n) => keepFolds.has(n.id) || (n.folded && !state.known.has(n.id))).map((n) => n.id));
+      layout(state);
+    }
+    state.known = new Set(data.nodes.map((n) => n.id));
     state.key = data.key;
     const keep = !fresh && state.selected && state.byId.has(state.selected) ? state.selected : data.selected;
     state.selected = null;
     state.dataSelected = data.selected;
+    if (keep) unfoldTo(state, keep);
     highlight(state, keep);
     if (fresh) requestAnimationFrame(() => initialView(state));
+    else apply(state);
     ui.view.dataset.drawMs = (performance.now() - started).toFixed(1);
     ui.view.dataset.key = data.key;
   } else if (data.selected !== state.dataSelected) {
@@ -343,6 +527,7 @@ export default function (component) {
     // after a click must not move the highlight back.
     state.dataSelected = data.selected;
     if (data.selected && data.selected !== state.selected) {
+      unfoldTo(state, data.selected);
       highlight(state, data.selected);
       ensureVisible(state, data.selected);
     }

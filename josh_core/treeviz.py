@@ -9,7 +9,7 @@ Node text comes from models and is untrusted: every string that enters DOT goes 
 from __future__ import annotations
 
 from josh_core.analysis.transcript import goal_word
-from josh_core.search.labels import Label, compute_labels
+from josh_core.search.labels import Label, compute_labels, ideal_path
 from josh_core.search.tree import ConversationTree, Node
 
 # fill, border: one colour pair per label (the legend in the app uses the same table).
@@ -93,10 +93,13 @@ def tree_to_dot(
 # Everything the browser gets is data (JSON); the component puts text into the page with
 # `textContent` only, so model text never becomes markup.
 
-NODE_W = 184  # node box in layout units (CSS pixels at zoom 1)
+NODE_W = 140  # node box in layout units (CSS pixels at zoom 1): four depths fit the explorer at 0.8
 NODE_H = 44
-GAP_X = 46  # between depths (edges run here)
+GAP_X = 46  # between depths (edges run here, and a folded subtree's "+N" handle)
 GAP_Y = 10  # between neighbours at one depth
+# Trees above this many nodes open folded: the ideal path (the spine) and the alternatives
+# beside it, every other subtree folded behind its count. Smaller trees open whole.
+FOLD_ABOVE = 60
 
 # Plain words for the legend and the side panel (the engine's label names stay in the data).
 LABEL_WORDS: dict[str, str] = {
@@ -113,10 +116,36 @@ LABEL_HELP: dict[str, str] = {
 }
 
 
+def node_name(tree: ConversationTree, node: Node) -> str:
+    """A name a person can say: "turn 3 · branch 2" (the second agent turn tried at turn 3),
+    "user 2", "opener", instead of the dotted path of child indices."""
+    if node.parent_id is None:
+        return "opener"
+    siblings = len(tree.children(node.parent_id))
+    base = f"turn {node.turn}" if node.kind == "agent" else f"user {node.depth // 2 + 1}"
+    return base + (f" · branch {node.child_index + 1}" if siblings > 1 else "")
+
+
+def spine_ids(tree: ConversationTree) -> set[str]:
+    """The ideal path's nodes: the explorer lays them out as one straight line at the top."""
+    return {n.id for n in ideal_path(tree)}
+
+
+def ordered_children(tree: ConversationTree, node_id: str, spine: set[str]) -> list[Node]:
+    """Children in drawing order: the one on the spine first, then the others in tree order."""
+    children = tree.children(node_id)
+    return sorted(children, key=lambda c: c.id not in spine)
+
+
 def layout_tree(tree: ConversationTree) -> dict[str, tuple[float, float]]:
-    """Top-left corner of every node's box: depth left to right, siblings top to bottom in
-    child order, each parent centred on its children, subtrees packed as tight as their
-    neighbours allow (no overlap at any depth)."""
+    """Top-left corner of every node's box: depth left to right, siblings top to bottom
+    (the spine's child first), a node on the spine level with its spine child (so the ideal
+    path is one straight line at the top), any other parent centred on its children, subtrees
+    packed as tight as their neighbours allow (no overlap at any depth).
+
+    The explorer (assets/tree_graph.js `layout`) runs the same rule in the browser over the
+    nodes left unfolded; this one lays out the whole tree (DOT-free tools, tests)."""
+    spine = spine_ids(tree)
     next_free: dict[int, float] = {}  # lowest free y at each depth
     ys: dict[str, float] = {}
 
@@ -130,10 +159,10 @@ def layout_tree(tree: ConversationTree) -> dict[str, tuple[float, float]]:
             stack.extend(child.id for child in tree.children(current))
 
     def place(node: Node) -> None:
-        children = tree.children(node.id)
+        children = ordered_children(tree, node.id, spine)
         floor = next_free.get(node.depth, 0.0)
         if children:
-            y = (ys[children[0].id] + ys[children[-1].id]) / 2
+            y = ys[children[0].id] if node.id in spine else (ys[children[0].id] + ys[children[-1].id]) / 2
             if y < floor:
                 for child in children:
                     shift(child.id, floor - y)
@@ -152,46 +181,62 @@ def layout_tree(tree: ConversationTree) -> dict[str, tuple[float, float]]:
                 place(node)
                 continue
             stack.append((node, True))
-            stack.extend((child, False) for child in reversed(tree.children(node.id)))
+            stack.extend((child, False) for child in reversed(ordered_children(tree, node.id, spine)))
     return {nid: (tree.nodes[nid].depth * (NODE_W + GAP_X), y) for nid, y in ys.items()}
 
 
-def _node_head(node: Node) -> str:
-    if node.kind == "user":
-        return "user" + (" · hung up" if node.ended else "") + (" · opener" if node.parent_id is None else "")
+def _calls_word(node: Node) -> str:
     calls = [r.call.name if r.call else "unreadable call" for r in node.api_calls]
-    head = f"agent turn {node.turn}"
-    if calls:
-        head += " · " + (calls[0] if len(calls) == 1 else f"{calls[0]} +{len(calls) - 1}")
-    return head
+    if not calls:
+        return ""
+    return calls[0] if len(calls) == 1 else f"{calls[0]} +{len(calls) - 1}"
 
 
 def graph_data(
     tree: ConversationTree,
     labels: dict[str, Label] | None = None,
     selected: str | None = None,
+    verdicts: dict | None = None,
 ) -> dict:
-    """What the tree explorer component draws: positioned nodes (by path), edges, legend.
+    """What the tree explorer component draws: nodes (by path) with their parent, depth and
+    drawing order, names, labels, marks, the spine (ideal path) and which subtrees open
+    folded; the component lays them out. `verdicts` (node id -> NodeVerdicts, people's word
+    on a node) are drawn as their own badge: they never change a node's label or colour.
 
-    `key` changes whenever anything drawn changes (new nodes, labels, reward events), so the
-    component lays out and draws only then; a new `selected` alone moves the highlight."""
+    `key` changes whenever anything drawn changes (new nodes, labels, reward events,
+    verdicts), so the component draws only then; a new `selected` alone moves the highlight."""
     import hashlib
 
     labels = labels if labels is not None else compute_labels(tree)
+    verdicts = verdicts or {}
+    spine = spine_ids(tree)
     positions = layout_tree(tree)
+    fold = len(tree.nodes) > FOLD_ABOVE
     moved_roots = set(tree.roots[1:])
     partial_goals: dict[str, list[str]] = {}
     goal_events: dict[str, list[str]] = {}
     for event in tree.reward_events:
         target = partial_goals if event.kind == "partial" else goal_events
         target.setdefault(event.node_id, []).append(event.goal_id)
+    rank: dict[str, int] = {}
+    for node in tree.nodes.values():
+        for i, child in enumerate(ordered_children(tree, node.id, spine)):
+            rank[child.id] = i
     nodes = []
     for node in sorted(tree.nodes.values(), key=lambda n: n.path_key()):
         label = labels.get(node.id, "unexplored")
         fill, border = LABEL_COLORS[label]
         x, y = positions[node.id]
         errors = node.format_errors + node.api_errors
-        hover = [f"{_node_head(node)} · {LABEL_WORDS[label]} · path {node.path}"]
+        name = node_name(tree, node)
+        calls = _calls_word(node)
+        kind_word = "user" + (" · hung up" if node.ended else "") if node.kind == "user" else "agent"
+        hover = [f"{name} · {kind_word} · search label: {LABEL_WORDS[label]}"]
+        if calls:
+            hover.append("calls: " + ", ".join(r.call.name if r.call else "unreadable call" for r in node.api_calls))
+        verdict = verdicts.get(node.id)
+        if verdict is not None:
+            hover.append("human verdict: " + verdict.words)
         if node.id in goal_events:
             hover.append("reached: " + ", ".join(goal_word(g) for g in goal_events[node.id]))
         if node.id in partial_goals:
@@ -202,21 +247,26 @@ def graph_data(
             hover.append("pruned from the beam")
         if errors:
             hover.append(f"{node.format_errors} format errors, {node.api_errors} failed API calls")
-        hover.append(shorten(node.text, 400) or "(no spoken text)")
+        hover.append(shorten(node.text, 300) or "(no spoken text)")
+        hover.append(f"node {node.path}")
+        has_children = bool(tree.children(node.id))
         nodes.append({
-            "id": node.path, "x": x, "y": y, "kind": node.kind, "label": label,
-            "fill": fill if node.kind == "agent" else "#ffffff", "border": border,
-            "head": shorten(_node_head(node), 34), "text": shorten(node.text, 32) or "∅",
-            "hover": "\n".join(hover), "goals": len(goal_events.get(node.id, [])),
-            "partial": len(partial_goals.get(node.id, [])), "root": node.id in moved_roots,
-            "pruned": node.status == "pruned", "errors": errors,
+            "id": node.path, "x": x, "y": y, "depth": node.depth, "rank": rank.get(node.id, 0),
+            "kind": node.kind, "label": label, "fill": fill if node.kind == "agent" else "#ffffff", "border": border,
+            "name": name, "head": shorten(name, 22),
+            "text": shorten(f"{calls}: {node.text}" if calls else node.text, 24) or "∅", "hover": "\n".join(hover),
+            "goals": len(goal_events.get(node.id, [])), "partial": len(partial_goals.get(node.id, [])),
+            "root": node.id in moved_roots, "pruned": node.status == "pruned", "errors": errors,
+            "spine": node.id in spine, "verdict": verdict.words if verdict is not None else None,
+            "folded": fold and has_children and node.id not in spine,
             "parent": tree.nodes[node.parent_id].path if node.parent_id in tree.nodes else None,
         })  # fmt: skip
     width = max((n["x"] for n in nodes), default=0) + NODE_W
     height = max((n["y"] for n in nodes), default=0) + NODE_H
     signature = hashlib.sha1(
-        "|".join(f"{n['id']}{n['label']}{n['goals']}{n['partial']}{n['root']}{n['pruned']}{n['errors']}" for n in nodes).encode()
-    ).hexdigest()[:16]
+        "|".join(f"{n['id']}{n['label']}{n['goals']}{n['partial']}{n['root']}{n['pruned']}{n['errors']}{n['spine']}"
+                 f"{n['verdict']}" for n in nodes).encode()
+    ).hexdigest()[:16]  # fmt: skip
     legend = [{"label": k, "word": LABEL_WORDS[k], "help": LABEL_HELP[k], "fill": f, "border": b}
               for k, (f, b) in LABEL_COLORS.items()]  # fmt: skip
     paths = {n["id"] for n in nodes}
@@ -225,6 +275,8 @@ def graph_data(
         "nodes": nodes,
         "node_w": NODE_W,
         "node_h": NODE_H,
+        "gap_x": GAP_X,
+        "gap_y": GAP_Y,
         "width": width,
         "height": height,
         "legend": legend,

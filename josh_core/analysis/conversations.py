@@ -5,7 +5,10 @@ A plain rollout is one path. A JOSH tree counts by its final reward, which is th
 its ideal path (the path through every node that became a root); the error analysis reads the
 ideal path too, since it is the conversation the search settled on. With `nodes="all"` the
 call and format errors are read from every agent turn of the tree instead (every alternative
-the search tried); goal outcomes stay those of the ideal path.
+the search tried), and so is why a goal was missed (never attempted, or the parameters of the
+closest attempt anywhere in the tree: ToolWOZ scores every call of the tree for it; τ²'s score
+needs one path and stays the ideal path's); whether a goal was reached stays the stored
+reward's.
 
 Only conversations with status "done" are analysed; `load_conversations` also says how many
 were left out (still running, pending, or failed with an exception).
@@ -57,9 +60,10 @@ class AnalysedConversation(BaseModel):
     goals: list[GoalOutcome]
     nodes: NodeScope = "ideal"  # which agent turns `calls` and the generation counts come from
     calls: list[ApiCallRecord] = Field(default_factory=list)  # in conversation order
+    agent_turns: int = 0  # agent turns analysed (in the scope `nodes`)
     generations: int = 0  # agent generations on those turns
     format_error_generations: int = 0  # generations whose action could not be read
-    missed: list[MissedGoal] = Field(default_factory=list)  # the ideal path's missed goals
+    missed: list[MissedGoal] = Field(default_factory=list)  # missed goals, explained from the scope's calls
     env_reward: float | None = None  # the environment's own score of the ideal path (τ²: 0 or 1)
     env_success: bool | None = None
 
@@ -87,6 +91,17 @@ def _score(record: ConversationRecord, scenario: Any, tree: ConversationTree, en
     return ScoreReport.model_validate(score_path(get_env(env).make_env(scenario), ideal_path(tree)))
 
 
+def _scope_score(scenario: Any, env: str, agent_nodes: list[Node]) -> ScoreReport | None:
+    """Every call of the scope scored at once, to say why each goal was missed (ToolWOZ:
+    `score(calls)` only reads the calls). None where the score needs one coherent path (τ²
+    replays a database), which keeps the ideal path's explanation."""
+    environment = get_env(env).make_env(scenario)
+    if hasattr(environment, "score_path") or not hasattr(environment, "score"):
+        return None
+    report = environment.score([call for node in agent_nodes for call in node.api_calls])
+    return ScoreReport.model_validate(report.model_dump(mode="json"))
+
+
 def analyse_conversation(
     record: ConversationRecord, tree: ConversationTree, nodes: NodeScope = "ideal"
 ) -> AnalysedConversation:
@@ -98,7 +113,10 @@ def analyse_conversation(
     env = env_of_scenario(record.scenario)
     scenario = get_env(env).scenario_from_json(record.scenario)
     score = _score(record, scenario, tree, env)
-    missed_by_goal = {m.goal_id: m for m in score.missed}
+    agent_nodes = _agent_nodes(tree, nodes)
+    explained = _scope_score(scenario, env, agent_nodes) if nodes == "all" else None
+    missed = (explained or score).missed
+    missed_by_goal = {m.goal_id: m for m in missed}
     # Goal completion follows the stored reward events (they make the stored reward);
     # why a goal was missed comes from the environment's score of the ideal path.
     reached = set(record.goals_reached)
@@ -112,7 +130,6 @@ def analyse_conversation(
                 reason=miss.reason if miss else None,
             )
         )  # fmt: skip
-    agent_nodes = _agent_nodes(tree, nodes)
     generations = [g for node in agent_nodes for g in node.generations]
     return AnalysedConversation(
         run_id=record.run_id,
@@ -125,9 +142,10 @@ def analyse_conversation(
         goals=goals,
         nodes=nodes,
         calls=[call for node in agent_nodes for call in node.api_calls],
+        agent_turns=len(agent_nodes),
         generations=len(generations),
         format_error_generations=sum(1 for g in generations if g.action == "format_error"),
-        missed=[m for m in score.missed if m.goal_id not in reached],
+        missed=[m for m in missed if m.goal_id not in reached],
         env_reward=score.reward,
         env_success=score.success,
     )
@@ -167,3 +185,66 @@ def load_conversations(
                      for r in done if r.id in trees]  # fmt: skip
     run_ids = list(dict.fromkeys(r.run_id for r in records))
     return LoadedConversations(conversations=conversations, run_ids=run_ids, not_done=not_done)
+
+
+# -- the conversation list and the compare view of the Trees page ------------------------------
+
+
+class ListFilter(BaseModel):
+    """What the conversation list keeps: every set left empty keeps everything."""
+
+    runs: list[str] = Field(default_factory=list)
+    envs: list[str] = Field(default_factory=list)
+    apis: list[str] = Field(default_factory=list)  # a conversation whose tree called any of them
+    error_kinds: list[str] = Field(default_factory=list)  # any call rejected with any of them
+    success: bool | None = None
+    min_reward: float | None = None
+    max_reward: float | None = None
+
+
+def filter_conversation_list(frame: Any, keep: ListFilter) -> Any:
+    """The rows of `reads.conversation_list_frame` that `keep` keeps (a pandas frame)."""
+    mask = frame["id"].notna()
+    if keep.runs:
+        mask &= frame["run_id"].isin(keep.runs)
+    if keep.envs:
+        mask &= frame["env"].isin(keep.envs)
+    if keep.apis:
+        wanted = set(keep.apis)
+        mask &= frame["apis"].map(lambda names: bool(wanted.intersection(list(names))))
+    if keep.error_kinds:
+        wanted_kinds = set(keep.error_kinds)
+        mask &= frame["error_kinds"].map(lambda kinds: bool(wanted_kinds.intersection(list(kinds))))
+    if keep.success is not None:
+        mask &= frame["success"].fillna(False).astype(bool) == keep.success
+    reward = frame["reward"]
+    if keep.min_reward is not None:
+        mask &= reward.notna() & (reward >= keep.min_reward - 1e-9)
+    if keep.max_reward is not None:
+        mask &= reward.notna() & (reward <= keep.max_reward + 1e-9)
+    return frame[mask]
+
+
+class TurnDiff(BaseModel):
+    """One position of two conversations' ideal paths side by side."""
+
+    position: int  # 1 for the opener
+    kind: str  # "user" | "agent" | "user / agent" when the two differ
+    same: bool
+    runs: list[tuple[str, str]] = Field(default_factory=list)  # word diff (pairs.word_diff), first -> second
+
+
+def ideal_path_diff(first: ConversationTree, second: ConversationTree) -> list[TurnDiff]:
+    """The two ideal paths turn by turn (what each said, and the calls each agent turn
+    made): a base and a trained agent on one scenario, where they part and how."""
+    from josh_core.analysis.pairs import turn_text, word_diff
+
+    a, b = ideal_path(first), ideal_path(second)
+    out = []
+    for i in range(max(len(a), len(b))):
+        left, right = (a[i] if i < len(a) else None), (b[i] if i < len(b) else None)
+        kinds = {n.kind for n in (left, right) if n is not None}
+        ltext, rtext = (turn_text(left) if left else ""), (turn_text(right) if right else "")
+        out.append(TurnDiff(position=i + 1, kind=" / ".join(sorted(kinds)), same=ltext == rtext and len(kinds) == 1,
+                            runs=word_diff(ltext, rtext)))  # fmt: skip
+    return out

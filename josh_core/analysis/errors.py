@@ -20,8 +20,10 @@ Definitions (docs/evaluation.md says the same in prose):
   parameter, wrong values per API, parameter and expected value (e.g. "food=chinese");
   percentages are of all parameter errors.
 
-All of it reads the conversation's analysed nodes (the ideal path by default, see
-conversations.py); parameter errors always come from the ideal path's score.
+All of it reads the conversation's analysed nodes (the ideal path by default, every agent turn
+of the tree with `nodes="all"`, see conversations.py): the calls, the generations, whether a
+goal's API was attempted and the parameters of its closest attempt. A share is "n/a" when its
+basis is empty (no API call analysed: no API use to call bad), never a reassuring 0%.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class ErrorRates(BaseModel):
     failed_calls: int
     error_kinds: dict[str, int]  # rejected calls per error kind
     format_error_generations: int
+    agent_turns: int = 0  # agent turns analysed
+    generations: int = 0  # agent generations analysed
 
 
 class ErrorReport(BaseModel):
@@ -108,7 +112,20 @@ def error_rates(conversations: Sequence[AnalysedConversation]) -> ErrorRates:
         failed_calls=int(frame["failed_calls"].sum()) if n else 0,
         error_kinds={kind: int(frame[kind].sum()) if n else 0 for kind in ERROR_KINDS},
         format_error_generations=int(frame["format_error_generations"].sum()) if n else 0,
+        agent_turns=sum(c.agent_turns for c in conversations),
+        generations=sum(c.generations for c in conversations),
     )
+
+
+def share_words(count: int, total: int, basis: int, basis_word: str) -> str:
+    """"2 of 18 (11%)", or "n/a (no API calls analysed)" when the thing measured never
+    happened (`basis` 0): 0 of 3 conversations with bad API use means nothing when none of
+    them called an API."""
+    if not basis:
+        return f"n/a (no {basis_word} analysed)"
+    if not total:
+        return f"{count} of 0"
+    return f"{count} of {total} ({100 * count / total:.0f}%)"
 
 
 def errors_per_api(conversations: Sequence[AnalysedConversation]) -> pd.DataFrame:

@@ -5,6 +5,7 @@ extraction as `josh export` (josh_core.extract), without the file.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -26,6 +27,8 @@ class ExportPlan(BaseModel):
     giving_rows: int = 0  # eligible conversations that give at least one row
     no_rows: dict[str, int] = Field(default_factory=dict)  # reason -> eligible conversations giving none
     rows: int = 0  # rows the export writes (after de-duplication)
+    desirable: int = 0  # KTO rows with `label: true`
+    undesirable: int = 0  # KTO rows with `label: false`
     preview: list[dict[str, Any]] = Field(default_factory=list)
     seconds: float = 0.0
 
@@ -81,6 +84,11 @@ def plan_export(db: Database, options: ExportOptions, run_id: str | None = None,
     for row in rows:
         if len(plan.preview) < preview:
             plan.preview.append(row)
+        if options.kind == "kto":
+            if row.get("label"):
+                plan.desirable += 1
+            else:
+                plan.undesirable += 1
     plan.rows = stats.rows
     plan.giving_rows = stats.conversations
     if giving > stats.conversations:
@@ -90,10 +98,45 @@ def plan_export(db: Database, options: ExportOptions, run_id: str | None = None,
     return plan
 
 
+# KTO (Ethayarajh et al. 2024) and TRL's KTOTrainer ask for desirable_weight * desirable rows
+# over undesirable_weight * undesirable rows between 1 and 4/3.
+KTO_RATIO_RANGE = (1.0, 4 / 3)
+
+
+class KtoBalance(BaseModel):
+    desirable: int
+    undesirable: int
+    one_sided: bool  # only one label: KTO has nothing to contrast
+    # desirable_weight range (undesirable_weight 1.0) that lands in KTO_RATIO_RANGE
+    weight_low: float | None = None
+    weight_high: float | None = None
+
+
+def kto_balance(desirable: int, undesirable: int) -> KtoBalance:
+    """The two sides of a KTO export and the desirable weight TRL's guidance asks for."""
+    one_sided = desirable == 0 or undesirable == 0
+    if one_sided:
+        return KtoBalance(desirable=desirable, undesirable=undesirable, one_sided=desirable + undesirable > 0)
+    base = undesirable / desirable
+    return KtoBalance(desirable=desirable, undesirable=undesirable, one_sided=False,
+                      weight_low=base * KTO_RATIO_RANGE[0], weight_high=base * KTO_RATIO_RANGE[1])  # fmt: skip
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def safe_name_part(text: str, limit: int = 60) -> str:
+    """Stored text (a run id) as one file-name part: letters, digits, `_` and `-` only, so no
+    separator, `..` or leading dot can take the file out of its folder."""
+    cleaned = _UNSAFE.sub("_", text).strip("_")[:limit]
+    return cleaned or "run"
+
+
 def export_file_name(folder: str | Path, kind: str, fmt: str, run_id: str | None, now: float | None = None) -> Path:
-    """A new file in `folder`: kind, format, run and time in the name, never an existing file."""
+    """A new file in `folder` (never outside it: the run id is stored text, cleaned first):
+    kind, format, run and time in the name, never an existing file."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now if now is not None else time.time()))
-    base = f"{kind}-{fmt}-{run_id or 'all'}-{stamp}"
+    base = f"{safe_name_part(kind)}-{safe_name_part(fmt)}-{safe_name_part(run_id) if run_id else 'all'}-{stamp}"
     folder = Path(folder)
     candidate, n = folder / f"{base}.jsonl", 1
     while candidate.exists():

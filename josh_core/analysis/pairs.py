@@ -8,12 +8,15 @@ josh_core/storage/annotations.py.
 
 from __future__ import annotations
 
+import difflib
+import re
 from collections import defaultdict
 from itertools import combinations
 
 from pydantic import BaseModel, Field
 
 from josh_core.search.labels import compute_labels, ideal_path
+from josh_core.search.tree import Node
 from josh_core.storage import reads
 from josh_core.storage.annotations import ANONYMOUS, Vote, latest_votes, resolve
 from josh_core.storage.db import Database
@@ -34,6 +37,15 @@ class PairItem(BaseModel):
     alternative_node_id: str
     alternative_path: str
     tree_label: str  # the alternative's label from the tree alone (before annotations)
+    # The alternative says and does exactly what the ideal turn does: no verdict on it can
+    # change an export (a "good" repeats rows export writes once; a DPO pair of two equal
+    # turns teaches nothing).
+    identical: bool = False
+
+
+def same_turn(first: Node, second: Node) -> bool:
+    """Two agent turns that generated the same text (so the same calls) and said the same."""
+    return first.text == second.text and [g.text for g in first.generations] == [g.text for g in second.generations]
 
 
 def pair_queue(db: Database, run_id: str | None = None, chunk: int = 50) -> list[PairItem]:
@@ -64,6 +76,7 @@ def pair_queue(db: Database, run_id: str | None = None, chunk: int = 50) -> list
                             scenario_id=conversation.scenario_id, user_node_id=node.id, user_path=node.path,
                             ideal_node_id=ideal.id, ideal_path=ideal.path, alternative_node_id=child.id,
                             alternative_path=child.path, tree_label=labels[child.id],
+                            identical=same_turn(ideal, child),
                         )
                     )  # fmt: skip
     return items
@@ -158,3 +171,61 @@ def resolved_label(votes: list[Vote]) -> str | None:
 
 def author_name(author: str) -> str:
     return author if author != ANONYMOUS else "(unnamed)"
+
+
+class NodeVerdicts(BaseModel):
+    """What people said about one node, kept apart from the search's label: the label their
+    verdicts resolve to (what export uses) and each annotator's latest verdict."""
+
+    resolved: str | None  # "ideal" | "negative" | "unexplored" | None (only skips)
+    by_author: dict[str, str]  # author name -> verdict word, in name order
+
+    @property
+    def words(self) -> str:
+        """"good: ann, bob · bad: cy" for a badge."""
+        grouped: dict[str, list[str]] = defaultdict(list)
+        for name, word in self.by_author.items():
+            grouped[word].append(name)
+        return " · ".join(f"{word}: {', '.join(names)}" for word, names in grouped.items())
+
+
+def node_verdicts(votes: list[Vote]) -> dict[str, NodeVerdicts]:
+    """node id -> the verdicts on it (nodes nobody judged are absent)."""
+    by_node: dict[str, list[Vote]] = defaultdict(list)
+    for vote in votes:
+        by_node[vote.node_id].append(vote)
+    out = {}
+    for node_id, node_votes in by_node.items():
+        words = {author_name(v.author): VERDICT_WORDS.get(v.verdict or "", _LABEL_VERDICT.get(v.label or "", "skipped"))
+                 for v in sorted(node_votes, key=lambda v: author_name(v.author))}  # fmt: skip
+        out[node_id] = NodeVerdicts(resolved=resolve(node_votes), by_author=words)
+    return out
+
+
+# Rows written before verdicts carry a label only: say it as the verdict that gives it.
+_LABEL_VERDICT = {"ideal": "good", "negative": "bad", "unexplored": "don't use"}
+
+_WORD = re.compile(r"\S+|\s+")
+
+
+def word_diff(before: str, after: str) -> list[tuple[str, str]]:
+    """The words of two texts as (op, text) runs: "same", "del" (only in `before`), "add"
+    (only in `after`). Whitespace stays with the words so the runs join back to the texts."""
+    a, b = _WORD.findall(before), _WORD.findall(after)
+    out: list[tuple[str, str]] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        if op == "equal":
+            out.append(("same", "".join(a[i1:i2])))
+            continue
+        if i2 > i1:
+            out.append(("del", "".join(a[i1:i2])))
+        if j2 > j1:
+            out.append(("add", "".join(b[j1:j2])))
+    return out
+
+
+def turn_text(node: Node) -> str:
+    """An agent turn as the annotator compares it: every generation (API calls and speech),
+    else the spoken text."""
+    texts = [g.text for g in node.generations]
+    return "\n".join(texts) if texts else node.text

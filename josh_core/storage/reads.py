@@ -100,6 +100,33 @@ def list_conversations(
     return [ConversationRecord(**_decode(row, _CONVERSATION_JSON)) for row in rows]
 
 
+def conversation_list_frame(db: Database) -> pd.DataFrame:
+    """One row per conversation for the conversation list: its run and agent, environment,
+    outcome, size, the APIs its tree called and the kinds of error its calls got (every node
+    of the tree), and its tokens."""
+    return db.read(
+        lambda con: con.execute(
+            "WITH calls AS (SELECT conversation_id, "
+            "list_sort(list_distinct(list(name) FILTER (WHERE name IS NOT NULL))) AS apis, "
+            "list_sort(list_distinct(list(error_kind) FILTER (WHERE NOT ok))) AS error_kinds, "
+            "count(*) AS calls, count(*) FILTER (WHERE NOT ok) AS failed_calls "
+            "FROM api_calls GROUP BY conversation_id), "
+            "tokens AS (SELECT conversation_id, sum(prompt_tokens) AS prompt_tokens, "
+            "sum(completion_tokens) AS completion_tokens, sum(format_errors) AS format_errors "
+            "FROM nodes GROUP BY conversation_id) "
+            "SELECT c.id, c.run_id, r.agent_spec, "
+            "coalesce(json_extract_string(c.scenario, '$.env'), json_extract_string(r.config, '$.env'), 'toolwoz') AS env, "
+            "c.scenario_id, c.status, c.reward, c.success, c.node_count, c.seconds, "
+            "coalesce(k.apis, []) AS apis, coalesce(k.error_kinds, []) AS error_kinds, "
+            "coalesce(k.calls, 0) AS calls, coalesce(k.failed_calls, 0) AS failed_calls, "
+            "coalesce(t.format_errors, 0) AS format_errors, t.prompt_tokens, t.completion_tokens "
+            "FROM conversations c JOIN runs r ON r.id = c.run_id "
+            "LEFT JOIN calls k ON k.conversation_id = c.id LEFT JOIN tokens t ON t.conversation_id = c.id "
+            "ORDER BY c.run_id, c.position"
+        ).df()
+    )
+
+
 def get_conversation(db: Database, conversation_id: str) -> ConversationRecord:
     rows = db.read(
         lambda con: _dicts(con, "SELECT * FROM conversations WHERE id = ?", [conversation_id])
