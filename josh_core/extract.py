@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from josh_core.safe_text import valid_json, valid_text
 from josh_core.search.labels import Label, compute_labels, ideal_path
 from josh_core.search.tree import ConversationTree, Node
 from josh_core.types import Message
@@ -294,7 +295,7 @@ def _rows(sources: Iterable[ConversationSource], options: ExportOptions, stats: 
             tools = source.tools if source.uses_tools else None
             produced = False
             for example in examples_for(source, options):
-                row = format_row(example, options.format, tools)
+                row = valid_json(format_row(example, options.format, tools))
                 key = _digest(row)
                 if key in seen:
                     continue
@@ -303,7 +304,7 @@ def _rows(sources: Iterable[ConversationSource], options: ExportOptions, stats: 
                 if isinstance(example, KTOExample):
                     pair = _digest([row["prompt"], row["completion"], row.get("tools")])
                     if not example.label:
-                        held.write(pair.hex() + "\t" + json.dumps(row, ensure_ascii=False) + "\n")
+                        held.write(pair.hex() + "\t" + jsonl_line(row))
                         continue
                     desirable.add(pair)
                 stats.rows += 1
@@ -326,6 +327,17 @@ def extract_rows(
     return rows, stats.conversations
 
 
+# Characters JSON leaves raw but some line readers (str.splitlines, editors) take for a line
+# break: escaped, so that one row is always one line whoever reads the file.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def jsonl_line(row: Any) -> str:
+    """`row` as one line of UTF-8 JSON, newline included: lone surrogates replaced (they
+    cannot be encoded), Unicode line separators escaped."""
+    return valid_text(json.dumps(row, ensure_ascii=False)).translate(_LINE_BREAKS) + "\n"
+
+
 def write_jsonl(rows: Iterable[dict[str, Any]], path: str | Path) -> int:
     """Write rows as JSONL through a temporary file beside `path`, moved into place only
     once every row is written: a failure leaves an old `path` as it was."""
@@ -336,7 +348,7 @@ def write_jsonl(rows: Iterable[dict[str, Any]], path: str | Path) -> int:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             for row in rows:
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                out.write(jsonl_line(row))
                 count += 1
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -20,9 +21,20 @@ from engine_fixtures import call, speak
 JOSH = [str(Path(sys.executable).parent / "josh")]
 
 
+def default_signals() -> None:
+    """`preexec_fn` for child processes: SIGINT (and SIGTERM) at their default disposition.
+
+    A test run started in the background (`nohup`, `setsid ... &`, cron) has SIGINT ignored,
+    and a child inherits an ignored signal: Python then installs no KeyboardInterrupt handler
+    in it, and the tests that interrupt a rollout would see the signal vanish."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def josh(*args: str, env: dict[str, str] | None = None, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     """`josh ARGS` in a subprocess (the real console: markup, progress, exit code)."""
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    kwargs.setdefault("preexec_fn", default_signals)
     return subprocess.run([*JOSH, *args], capture_output=True, text=True, timeout=timeout, env=full_env, **kwargs)
 
 

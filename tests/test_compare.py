@@ -34,7 +34,9 @@ def runs(tmp_path_factory, toolwoz_data):
 def test_paired_means_and_difference(runs):
     path, base, trained, *_ = runs
     db = Database(path, read_only=True)
-    comparison = compare_runs(db, base, trained)
+    # The two runs differ in their turn cap (the stand-in for training here): compared with force.
+    comparison = compare_runs(db, base, trained, force=True)
+    assert comparison.warnings == [f"runs {base} and {trained} were played with different settings: turn cap 1 vs 20"]
     assert comparison.n == 6 and (comparison.base_run, comparison.trained_run) == (base, trained)
     stored = {run: {c.scenario_id: c.reward for c in reads.list_conversations(db, run_id=run)}
               for run in (base, trained)}  # fmt: skip
@@ -49,13 +51,13 @@ def test_paired_means_and_difference(runs):
 def test_pooling_adds_the_second_pairs_scenarios(runs):
     path, base, trained, path2, base2, trained2 = runs
     db, db2 = Database(path, read_only=True), Database(path2, read_only=True)
-    pooled = compare_pooled([(db, base, trained), (db2, base2, trained2)])
+    pooled = compare_pooled([(db, base, trained), (db2, base2, trained2)], force=True)
     assert pooled.n == 10
     values = [m["reward"] for m in conversation_metrics(db, base).values()]
     values += [m["reward"] for m in conversation_metrics(db2, base2).values()]
     assert pooled.metric("reward").base.mean == pytest.approx(sum(values) / 10)
     with pytest.raises(ValueError, match="twice"):
-        compare_pooled([(db, base, trained), (db, base, trained)])
+        compare_pooled([(db, base, trained), (db, base, trained)], force=True)
     with pytest.raises(KeyError, match="no-such-run"):
         compare_pooled([(db, base, "no-such-run")])
 
@@ -63,11 +65,11 @@ def test_pooling_adds_the_second_pairs_scenarios(runs):
 def test_cli_prints_the_table_json_and_plain_errors(runs):
     path, base, trained, path2, base2, trained2 = runs
     runner = CliRunner()
-    shown = runner.invoke(app, ["compare", base, trained, "--db", str(path)], terminal_width=200)
+    shown = runner.invoke(app, ["compare", base, trained, "--db", str(path), "--force"], terminal_width=200)
     assert shown.exit_code == 0, shown.output
     assert "6 paired scenarios" in shown.output and "reward" in shown.output and "bad_api_rate" in shown.output
     as_json = runner.invoke(app, ["compare", base, trained, "--db", str(path), "--pool",
-                                  f"{path2}:{base2}:{trained2}", "--json"])
+                                  f"{path2}:{base2}:{trained2}", "--json", "--force"])
     assert as_json.exit_code == 0, as_json.output
     assert json.loads(as_json.stdout)["n"] == 10
     for args, message in (([base, "no-such-run", "--db", str(path)], "no run 'no-such-run'"),
@@ -75,3 +77,94 @@ def test_cli_prints_the_table_json_and_plain_errors(runs):
                           ([base, trained, "--db", str(path.parent / "missing.duckdb")], "no database")):
         refused = runner.invoke(app, ["compare", *args])
         assert refused.exit_code == 1 and message in refused.output and "Traceback" not in refused.output
+
+
+# -- refusals (issue 26, item 11) ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def variants(tmp_path_factory, toolwoz_data):
+    """Runs of the oracle on the same six scenarios, each differing from `base` in one setting
+    (or in the scenarios it played)."""
+    path = tmp_path_factory.mktemp("compare-refusals") / "v.duckdb"
+    scenarios = [s for s in get_env("toolwoz").load_split("val", None) if len(s.domains) == 1][:6]
+    settings = {
+        "base": ({}, scenarios), "same": ({}, scenarios),
+        "seed": ({"seed": 7}, scenarios), "turns": ({"max_turns": 20}, scenarios),
+        "josh": ({"josh": True, "beam": 2}, scenarios), "reference": ({"scoring": "reference"}, scenarios),
+        "other_half": ({}, scenarios[3:]), "disjoint": ({}, [s for s in get_env("toolwoz").load_split("val", None)
+                                                            if len(s.domains) == 1][6:9]),
+    }  # fmt: skip
+    ids = {}
+    for name, (overrides, chosen) in settings.items():
+        config = RolloutConfig(**{"agent": "oracle", "user": "agenda", "max_turns": 15, "seed": 0, **overrides})
+        ids[name] = start_run(path, chosen if name != "base" else chosen[:4], config).run_id
+    return path, ids
+
+
+def test_runs_with_other_settings_are_refused_unless_forced(variants):
+    path, ids = variants
+    db = Database(path, read_only=True)
+    for name, expected in (("seed", "seed 0 vs 7"), ("turns", "turn cap 15 vs 20"),
+                           ("josh", "kind (plain or JOSH) plain vs josh"),
+                           ("reference", "scoring toolwoz vs reference")):
+        with pytest.raises(ValueError, match=r"different settings: .*" + expected.replace("(", r"\(").replace(")", r"\)")):
+            compare_runs(db, ids["base"], ids[name])
+        forced = compare_runs(db, ids["base"], ids[name], force=True)
+        assert expected in forced.warnings[0]
+    shown = CliRunner().invoke(app, ["compare", ids["base"], ids["reference"], "--db", str(path)])
+    assert shown.exit_code == 1 and "--force" in shown.output and "scoring toolwoz vs reference" in shown.output
+    forced = CliRunner().invoke(app, ["compare", ids["base"], ids["reference"], "--db", str(path), "--force"],
+                                terminal_width=200)
+    assert forced.exit_code == 0 and "compared anyway" in forced.output
+
+
+def test_scenarios_only_one_run_finished_are_reported(variants):
+    path, ids = variants
+    db = Database(path, read_only=True)
+    comparison = compare_runs(db, ids["base"], ids["same"])  # base played 4 of the 6
+    assert comparison.n == 4 and comparison.only_base == [] and len(comparison.only_trained) == 2
+    comparison = compare_runs(db, ids["base"], ids["other_half"])  # scenarios 0-3 against 3-5
+    assert comparison.n == 1 and len(comparison.only_base) == 3 and len(comparison.only_trained) == 2
+    shown = CliRunner().invoke(app, ["compare", ids["base"], ids["same"], "--db", str(path)], terminal_width=200)
+    assert shown.exit_code == 0 and "2 scenarios finished by the trained run only" in shown.output
+    assert "goal_completion" not in shown.output  # it equals the reward by construction
+
+
+def test_runs_sharing_no_scenario_are_refused(variants):
+    path, ids = variants
+    with pytest.raises(ValueError, match="share no finished scenario"):
+        compare_runs(Database(path, read_only=True), ids["base"], ids["disjoint"])
+    for extra in ([], ["--json"]):
+        refused = CliRunner().invoke(app, ["compare", ids["base"], ids["disjoint"], "--db", str(path), *extra])
+        assert refused.exit_code == 1 and "share no finished scenario" in refused.output, refused.output
+
+
+def test_trials_count_once_per_scenario_with_their_mean(tmp_path):
+    import duckdb
+
+    env = get_env("tau2-airline")
+    env.ensure_prepared()
+    tasks = env.load_split("test", 2)
+    user = tmp_path / "user.json"
+    user.write_text(json.dumps({"turns": ["Hi, I need help.", "Yes, please."]}))
+    path = tmp_path / "trials.duckdb"
+    config = RolloutConfig(env="tau2-airline", agent="oracle", user=f"script:{user}", max_turns=15)
+    played = [t.model_copy(update={"trial": k}) for k in range(2) for t in tasks]
+    base = start_run(path, played, config).run_id
+    trained = start_run(path, played, config).run_id
+    one_trial = start_run(path, tasks, config).run_id
+    db = Database(path)
+    (rewards,) = {tuple(c.reward for c in reads.list_conversations(db, run_id=r)) for r in (base, trained)}
+    assert rewards == (1.0,) * 4  # the oracle solves every trial
+    # The trained run's first task: its second trial lost (stored as a reward of 0).
+    second_trial = reads.list_conversations(db, run_id=trained)[2]
+    assert second_trial.scenario["trial"] == 1 and second_trial.scenario_id == tasks[0].id
+    con = duckdb.connect(str(path))
+    con.execute("UPDATE conversations SET reward = 0, success = false WHERE id = ?", [second_trial.id])
+    con.close()
+    comparison = compare_runs(db, base, trained)
+    assert comparison.n == 2 and comparison.trials == 2
+    assert comparison.metric("reward").trained.mean == pytest.approx((0.5 + 1.0) / 2)  # not the last trial alone
+    with pytest.raises(ValueError, match="trials per scenario 2 vs 1"):
+        compare_runs(db, base, one_trial)

@@ -361,3 +361,42 @@ def test_bootstrap_resamples_are_bounded_up_front(run_db):
         assert result.exit_code == 2 and no_traceback(result) and "--resamples" in result.output, result.output
     result = invoke("metrics", "--db", str(db_path), "--bootstrap-sizes", "1000000000")
     assert result.exit_code == 1 and no_traceback(result) and "--bootstrap-sizes" in result.output, result.output
+
+
+# -- item 15: SIGTERM to `josh ui` leaves no server behind ------------------------------------
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.slow
+def test_sigterm_to_josh_ui_stops_the_streamlit_server(tmp_path):
+    import signal
+    import subprocess
+
+    from hardening_fixtures import JOSH, default_signals
+
+    port = free_port()
+    process = subprocess.Popen([*JOSH, "ui", "--db", str(tmp_path / "ui.duckdb"), "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=default_signals)
+    try:
+        deadline = time.monotonic() + 90
+        while not _port_open(port):
+            assert process.poll() is None, "josh ui ended before its server listened"
+            assert time.monotonic() < deadline, "the server never listened"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 15
+        while _port_open(port) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _port_open(port), "the Streamlit server outlived josh ui"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from hardening_fixtures import (
-    JOSH, ErrorServer, invoke, josh, no_traceback, scenario_dicts, simple_scripts, stored_run,
+    JOSH, ErrorServer, default_signals, invoke, josh, no_traceback, scenario_dicts, simple_scripts, stored_run,
 )
 from josh_core.rollout import RolloutConfig, resume_run, start_run
 from josh_core.storage import reads
@@ -101,7 +101,8 @@ def test_an_interrupted_run_is_marked_and_resumes(signum, tmp_path, toolwoz_data
     db_path = tmp_path / "int.duckdb"
     args = ["rollout", "--josh", "--scenario-file", str(scenario_file), "--agent", f"script:{agent_file}",
             "--user", f"script:{user_file}", "--max-turns", "7", "--db", str(db_path)]
-    process = subprocess.Popen([*JOSH, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([*JOSH, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=default_signals)
     try:
         _wait_for_running(db_path, process)
         os.kill(process.pid, signum)
@@ -159,7 +160,18 @@ def test_a_base_url_with_credentials_is_not_stored(tmp_path, toolwoz_data):
         assert server.requests >= 2
 
 
-def test_a_sigint_whose_cancellation_is_absorbed_still_interrupts():
+@pytest.fixture
+def sigint_delivered():
+    """SIGINT raises KeyboardInterrupt in this process during the test, as in a terminal, even
+    when the suite was started in the background with SIGINT ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_a_sigint_whose_cancellation_is_absorbed_still_interrupts(sigint_delivered):
     # asyncio.run turns a SIGINT into KeyboardInterrupt only if the cancelled main task ends
     # cancelled; a task tree that absorbs the cancellation must not make the run end normally.
     from josh_core.rollout import _run_interruptibly
@@ -178,7 +190,7 @@ def test_a_sigint_whose_cancellation_is_absorbed_still_interrupts():
     assert _run_interruptibly(asyncio.sleep(0, "plain")) == "plain"  # no signal: the result
 
 
-def test_a_run_whose_agent_absorbs_the_sigint_is_marked_interrupted(tmp_path, toolwoz_data):
+def test_a_run_whose_agent_absorbs_the_sigint_is_marked_interrupted(tmp_path, toolwoz_data, sigint_delivered):
     from josh_core.policies.script import ScriptAgent, ScriptUser
 
     # One conversation: with others queued, their cancellation would end the run anyway.

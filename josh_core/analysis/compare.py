@@ -2,25 +2,35 @@
 intervals of each mean and of the paired difference.
 
 Two evaluation runs are paired by scenario id (the self-training loop plays both on the same
-scenarios with the same seeds). Per conversation:
+scenarios with the same seeds). Per scenario:
 
-- reward: the conversation's Average Reward (share of goal calls reached)
+- reward: the conversation's Average Reward (ToolWOZ: share of goal calls reached, so the
+  goal-call completion of a conversation is this same number and has no row of its own)
 - success: 1 if every goal call was reached (100% Success Rate)
-- goal_completion: goals completed / goal calls of the conversation
 - api_turn_share: share of the agent's turns that made at least one API call
 - format_error_rate: share of the agent's generations whose action could not be read
 - bad_api_rate: 1 if the conversation has bad API use (errors.py's definition)
 
-Intervals are percentile bootstraps over conversations (pairs for the difference), seeded.
+Trials (τ² `--trials`): a scenario played several times counts once, with the mean of its
+finished trials; both runs must have played the same number of trials.
+
+What is refused (ValueError), because the difference would not be the agent's: runs played
+with other settings (environment, scoring, plain vs JOSH, user simulator, turn cap, seed,
+trials) unless `force` (the differences are then listed in `warnings`), and runs that share no
+finished scenario. Scenarios only one run finished are listed, never silently dropped.
+
+Intervals are percentile bootstraps over scenarios (pairs for the difference), seeded.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from josh_core.analysis.conversations import AnalysedConversation, load_conversations
 from josh_core.analysis.errors import conversation_errors
@@ -28,7 +38,14 @@ from josh_core.search.labels import ideal_path
 from josh_core.storage import reads
 from josh_core.storage.db import Database
 
-METRICS = ("reward", "success", "goal_completion", "api_turn_share", "format_error_rate", "bad_api_rate")
+METRICS = ("reward", "success", "api_turn_share", "format_error_rate", "bad_api_rate")
+
+# Settings that change what a conversation is worth, whatever the agent: two runs compared
+# must share them. (name in the run's stored configuration, as people call it)
+COMPARED_SETTINGS = (
+    ("env", "environment"), ("scoring", "scoring"), ("kind", "kind (plain or JOSH)"),
+    ("user", "user simulator"), ("max_turns", "turn cap"), ("seed", "seed"), ("trials", "trials per scenario"),
+)  # fmt: skip
 
 
 class Interval(BaseModel):
@@ -49,32 +66,60 @@ class Comparison(BaseModel):
     trained_run: str
     n: int  # scenarios both runs finished
     metrics: list[MetricComparison]
+    trials: int = 1  # trials per scenario (each scenario's value is the mean of its trials)
+    only_base: list[str] = Field(default_factory=list)  # scenarios only the base run finished
+    only_trained: list[str] = Field(default_factory=list)  # scenarios only the trained run finished
+    warnings: list[str] = Field(default_factory=list)  # settings that differ (compared with force)
 
     def metric(self, name: str) -> MetricComparison:
         return next(m for m in self.metrics if m.metric == name)
 
 
+def run_settings(db: Database, run_id: str) -> dict[str, Any]:
+    """The settings of COMPARED_SETTINGS a run was played with (KeyError: no such run)."""
+    from josh_core.envs import DEFAULT_ENV, get_env
+
+    run = reads.get_run(db, run_id)
+    config = run.config or {}
+    env = config.get("env") or DEFAULT_ENV
+    scoring = config.get("scoring")
+    if scoring is None:  # runs stored before scoring was recorded used the default
+        try:
+            scoring = get_env(env).check_scoring(None)
+        except Exception:  # noqa: BLE001 - an environment this code does not know
+            scoring = None
+    conversations = reads.list_conversations(db, run_id=run_id)
+    trials = 1 + max((int((c.scenario or {}).get("trial") or 0) for c in conversations), default=0)
+    return {"env": env, "scoring": scoring, "kind": run.kind, "user": config.get("user", run.user_spec),
+            "max_turns": config.get("max_turns"), "seed": config.get("seed", run.seed), "trials": trials}
+
+
+def setting_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """`turn cap 1 vs 20`-like phrases for every compared setting that differs."""
+    return [f"{label} {a.get(key)} vs {b.get(key)}" for key, label in COMPARED_SETTINGS if a.get(key) != b.get(key)]
+
+
 def conversation_metrics(db: Database, run_id: str) -> dict[str, dict[str, float]]:
-    """scenario id -> {metric: value} for the finished conversations of a run."""
+    """scenario id -> {metric: value} for the finished conversations of a run; a scenario
+    played several times (trials) gets the mean of its finished trials."""
     loaded = load_conversations(db, run_id)
     conversations: list[AnalysedConversation] = loaded.conversations
     if not conversations:
         return {}
     errors = conversation_errors(conversations).set_index("conversation_id")
     trees = reads.load_trees(db, [c.conversation_id for c in conversations])
-    out: dict[str, dict[str, float]] = {}
+    per_scenario: dict[str, list[dict[str, float]]] = defaultdict(list)
     for c in conversations:
         turns = [n for n in ideal_path(trees[c.conversation_id]) if n.kind == "agent"]
-        goal_calls = len(c.goals)
-        out[c.scenario_id] = {
+        per_scenario[c.scenario_id].append({
             "reward": float(c.reward),
             "success": float(c.success),
-            "goal_completion": sum(g.completed for g in c.goals) / goal_calls if goal_calls else 0.0,
             "api_turn_share": sum(1 for n in turns if n.api_calls) / len(turns) if turns else 0.0,
             "format_error_rate": c.format_error_generations / c.generations if c.generations else 0.0,
             "bad_api_rate": float(bool(errors.loc[c.conversation_id, "bad_api_use"])),
-        }
-    return out
+        })  # fmt: skip
+    return {scenario: {name: float(np.mean([t[name] for t in trials])) for name in METRICS}
+            for scenario, trials in per_scenario.items()}  # fmt: skip
 
 
 def bootstrap_interval(values: Sequence[float], resamples: int = 2000, seed: int = 0,
@@ -90,15 +135,18 @@ def bootstrap_interval(values: Sequence[float], resamples: int = 2000, seed: int
 
 
 def compare_runs(db: Database, base_run: str, trained_run: str, *, resamples: int = 2000,
-                 seed: int = 0) -> Comparison:
-    return compare_pooled([(db, base_run, trained_run)], resamples=resamples, seed=seed)
+                 seed: int = 0, force: bool = False) -> Comparison:
+    return compare_pooled([(db, base_run, trained_run)], resamples=resamples, seed=seed, force=force)
 
 
 def compare_pooled(pairs: Sequence[tuple[Database, str, str]], *, resamples: int = 2000,
-                   seed: int = 0) -> Comparison:
+                   seed: int = 0, force: bool = False) -> Comparison:
     """One comparison over several (database, base run, trained run) pairs, e.g. a first
     evaluation and a replication on other scenarios: each pair's shared scenarios are pooled
-    (a scenario of one pair is never paired with another pair's)."""
+    (a scenario of one pair is never paired with another pair's).
+
+    ValueError when a pair's runs differ in a compared setting (unless `force`: then listed in
+    `warnings`), when the pairs differ in trials per scenario, or when no scenario is shared."""
     if not pairs:
         raise ValueError("nothing to compare: give at least one (database, base run, trained run)")
     keys = [(str(Path(db.path).resolve()), base, trained) for db, base, trained in pairs]
@@ -106,14 +154,36 @@ def compare_pooled(pairs: Sequence[tuple[Database, str, str]], *, resamples: int
         raise ValueError("the same pair of runs is given twice: its scenarios would count double")
     a_rows: list[dict[str, float]] = []
     b_rows: list[dict[str, float]] = []
+    only_base: list[str] = []
+    only_trained: list[str] = []
+    warnings: list[str] = []
+    trials: set[int] = set()
+    several = len(pairs) > 1
     for db, base_run, trained_run in pairs:
-        for run in (base_run, trained_run):
-            reads.get_run(db, run)  # KeyError naming the run when it is not in this database
+        settings = [run_settings(db, run) for run in (base_run, trained_run)]  # KeyError: no such run
+        differences = setting_differences(*settings)
+        if differences:
+            text = f"runs {base_run} and {trained_run} were played with different settings: {', '.join(differences)}"
+            if not force:
+                raise ValueError(f"{text}; the difference would not be the agent's alone (--force compares "
+                                 "them anyway)")
+            warnings.append(text)
+        trials.update(s["trials"] for s in settings)
         base = conversation_metrics(db, base_run)
         trained = conversation_metrics(db, trained_run)
+        prefix = f"{Path(db.path).name}:" if several else ""
+        only_base += [prefix + s for s in sorted(set(base) - set(trained))]
+        only_trained += [prefix + s for s in sorted(set(trained) - set(base))]
         for scenario in sorted(set(base) & set(trained)):
             a_rows.append(base[scenario])
             b_rows.append(trained[scenario])
+    if len(trials) > 1 and not force:
+        raise ValueError(f"the runs played different numbers of trials per scenario ({sorted(trials)}): "
+                         "compare runs with the same --trials (--force compares them anyway)")
+    names = " and ".join(f"{base} and {trained}" for _, base, trained in pairs)
+    if not a_rows:
+        raise ValueError(f"{names} share no finished scenario: nothing to pair "
+                         f"({len(only_base)} finished by the base run only, {len(only_trained)} by the trained run only)")
     metrics = []
     for name in METRICS:
         a = [row[name] for row in a_rows]
@@ -126,4 +196,5 @@ def compare_pooled(pairs: Sequence[tuple[Database, str, str]], *, resamples: int
             difference=bootstrap_interval([y - x for x, y in zip(a, b)], resamples, seed),
         ))
     return Comparison(base_run=",".join(p[1] for p in pairs), trained_run=",".join(p[2] for p in pairs),
-                      n=len(a_rows), metrics=metrics)
+                      n=len(a_rows), metrics=metrics, trials=max(trials), only_base=only_base,
+                      only_trained=only_trained, warnings=warnings)

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from josh_core.analysis.bootstrap import DEFAULT_RESAMPLES, MAX_RESAMPLES
-from josh_core.cli.output import fail, plain
+from josh_core.cli.output import fail, plain, warn
 from josh_core.analysis.errors import DEFAULT_TOP, ErrorReport, error_report
 from josh_core.analysis.leaderboard import leaderboard as leaderboard_frame
 from josh_core.analysis.metrics import MetricsReport, metrics_report, records
@@ -411,6 +411,11 @@ def register(app: typer.Typer) -> None:
         ),
         resamples: int = typer.Option(2000, min=100, max=100_000, help="Bootstrap resamples."),
         seed: int = typer.Option(0, help="Bootstrap seed."),
+        force: bool = typer.Option(
+            False, "--force",
+            help="Compare runs played with other settings (seed, user, turn cap, scoring, kind, trials) anyway; "
+            "the differences are printed.",
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     ) -> None:
         """Base vs trained agent, paired by scenario: means with bootstrap 95% intervals and the
@@ -425,17 +430,22 @@ def register(app: typer.Typer) -> None:
                 _fail(f"--pool wants DB:BASE_RUN:TRAINED_RUN, got {text!r}")
             pairs.append((_existing_db(Path(path)), base, runs))
         try:
-            comparison = compare_pooled(pairs, resamples=resamples, seed=seed)
+            comparison = compare_pooled(pairs, resamples=resamples, seed=seed, force=force)
         except KeyError as error:
             _fail(str(error.args[0]) if error.args else str(error))
         except (ValueError, DatabaseError) as error:
             _fail(str(error))
+        for text in comparison.warnings:
+            warn(f"{text} (compared anyway: --force)")
+        for side, scenarios in (("base", comparison.only_base), ("trained", comparison.only_trained)):
+            if scenarios:
+                shown = ", ".join(scenarios[:5]) + (f" and {len(scenarios) - 5} more" if len(scenarios) > 5 else "")
+                warn(f"{len(scenarios)} scenarios finished by the {side} run only, left out of the pairs: {shown}")
         if as_json:
             _print_json(comparison.model_dump(mode="json"))
             return
-        if comparison.n == 0:
-            _fail("the runs share no finished scenario: nothing to pair")
-        table = Table(title=f"{comparison.n} paired scenarios: means with bootstrap 95% intervals")
+        trials = f", each the mean of {comparison.trials} trials" if comparison.trials > 1 else ""
+        table = Table(title=f"{comparison.n} paired scenarios{trials}: means with bootstrap 95% intervals")
         for header in ("metric", "base", "trained", "trained - base"):
             table.add_column(header, justify="left" if header == "metric" else "right")
         for m in comparison.metrics:
