@@ -459,3 +459,50 @@ def test_a_training_killed_before_its_first_checkpoint_is_closed_at_the_next_sta
     assert again.exit_code == 0, again.output
     killed_row = trainings.get_training(Database(db), running[0].id)
     assert killed_row.status == "failed" and "interrupted" in killed_row.error
+
+
+class Interrupted(Exception):
+    pass
+
+
+def stop_after_saving(step: int):
+    """Ends the training right after the checkpoint of `step` is written, as a kill then would."""
+    from transformers import TrainerCallback
+
+    class StopAfterSave(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == step:
+                raise Interrupted(f"stopped after saving step {step}")
+
+    return StopAfterSave()
+
+
+@pytest.mark.slow
+def test_an_interrupted_retraining_keeps_the_old_adapter_playable_and_then_resumes(tmp_path, tiny):
+    """4 and 13: our own training resumes into its folder; until it finishes, the folder holds
+    the previous complete adapter with its own metrics, never a mix."""
+    from josh_core.train import train
+    from josh_core.train.runner import run_training
+
+    model, data = tiny
+    base, out = f"hf:{model}", tmp_path / "adapter"
+    settings = {**json.loads(fast_config(tmp_path).read_text()), "max_steps": 3, "checkpoint_minutes": 0}
+    old = train("sft", data, base, out, overrides={**settings, "max_steps": 1})
+    kept = snapshot(out)
+
+    changed = {**settings, "seed": 3}
+    with pytest.raises(Interrupted):
+        run_training("sft", data, base, out, overrides=changed, callbacks=[lambda: stop_after_saving(2)])
+    assert (out / "checkpoint-2").is_dir() and (out / RESUME_FILE).is_file()
+    assert {k: v for k, v in snapshot(out).items() if not k.startswith((".josh-partial", RESUME_FILE, "checkpoint-"))} \
+        == kept  # the old adapter, manifest and metrics, untouched
+    assert adapter_problem(out) is None and json.loads((out / MANIFEST_FILE).read_text())["training_id"] == old.training_id
+
+    resumed = train("sft", data, base, out, overrides=changed)
+    assert resumed.resumed_from_step == 2 and resumed.steps == 3
+    assert json.loads((out / MANIFEST_FILE).read_text())["training_id"] == resumed.training_id
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(line)]
+    assert steps == [1, 2, 3]
+    assert not list(out.glob("checkpoint-*")) and not (out / RESUME_FILE).exists()
+    assert not (out / ".josh-partial").exists() and adapter_problem(out) is None

@@ -344,6 +344,10 @@ def _train_locked(kind: str, training_data: TrainingData, config: TrainConfig, b
             extra.append(checkpoints.timed_checkpoint_callback(config.checkpoint_minutes))
         trainer = _build_trainer(kind, model, tokenizer, training_data, config, args, [recorder, *extra])
 
+        # TRL writes a model card (README.md) into output_dir, which is `out`, at every checkpoint:
+        # it would overwrite the card of the adapter still in `out`. The new adapter's card comes
+        # with save_pretrained into the staging folder.
+        trainer.create_model_card = lambda *args, **kwargs: None
         trainer.remove_callback(PrinterCallback)  # logs reach callers through on_log instead
         trainer.remove_callback(ProgressCallback)
         if len(trainer.train_dataset) == 0:
