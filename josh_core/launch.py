@@ -129,8 +129,12 @@ def check_spec(spec: str, role: str = "agent", base_url: str | None = None) -> l
             base, adapter = split_adapter(rest)
             if not base:
                 problems.append(f"{role} SPEC {kind}: needs a model path or id, {kind}:PATH_OR_ID")
-        if adapter and not Path(adapter).expanduser().is_dir():
-            problems.append(f"{role} SPEC {spec}: no adapter folder at {adapter}")
+        if adapter:
+            from josh_core.adapter_folder import adapter_problem
+
+            problem = adapter_problem(adapter)
+            if problem:
+                problems.append(f"{role} SPEC {spec}: {problem}")
         if base and (base.startswith((".", "/", "~"))) and not Path(base).expanduser().exists():
             problems.append(f"{role} SPEC {spec}: no model at {base}")
     elif kind == "llamacpp":

@@ -44,23 +44,6 @@ def progress_callback(progress: Progress):
     return RichTrainingProgress()
 
 
-def _quiet_libraries() -> None:
-    """The bar below is the progress: no tqdm bars from datasets / transformers / the hub, and
-    no deprecation notices of their internals. Environment variables rather than imports, so a
-    refused data file is reported before torch and transformers are loaded."""
-    import os
-    import sys
-    import warnings
-
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    if "datasets" in sys.modules:
-        sys.modules["datasets"].disable_progress_bars()
-    if "transformers" in sys.modules:
-        sys.modules["transformers"].utils.logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|trl|peft)\.")
-
-
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train(
@@ -81,10 +64,11 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
         """Train a LoRA adapter on exported SFT / KTO / DPO data."""
-        from josh_core.storage.db import DatabaseBusy
+        from josh_core.storage.db import DatabaseError
         from josh_core.train import TrainingConfigError, TrainingDataError, run_training
+        from josh_core.train.guards import TrainingBusy, TrainingDiverged, disk_full_message, is_disk_full, quiet_libraries
 
-        _quiet_libraries()
+        quiet_libraries()
         overrides: dict[str, Any] = {"max_steps": max_steps, "learning_rate": lr, "num_train_epochs": epochs}
         db_path = db or default_db_path()
         console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -98,8 +82,14 @@ def register(app: typer.Typer) -> None:
                     kind.value, data, base, out, overrides=overrides, config_file=config, db=db_path,
                     callbacks=[lambda: progress_callback(progress)],
                 )
-        except (TrainingDataError, TrainingConfigError, DatabaseBusy) as error:
+        except (TrainingDataError, TrainingConfigError, DatabaseError, TrainingBusy) as error:
             fail(str(error))
+        except TrainingDiverged as error:
+            fail(f"{error} (the training is recorded as failed)")
+        except OSError as error:
+            if is_disk_full(error):
+                fail(disk_full_message(error, out))
+            fail(f"{error.filename or out}: {error.strerror or error}")
         except KeyboardInterrupt:
             fail("interrupted (the training is recorded as failed)", code=130)
         for note in result.notes:

@@ -90,12 +90,23 @@ def build_backend(spec: str, options: Any = None, *, shared: bool = True) -> Cha
     return backend
 
 
+def _adapter_or_raise(adapter: str | None) -> None:
+    """An adapter folder an unfinished training left is refused before the model loads."""
+    if adapter:
+        from josh_core.adapter_folder import adapter_problem
+
+        problem = adapter_problem(adapter)
+        if problem:
+            raise ValueError(problem)
+
+
 def _build_local(kind: str, rest: str, options: Any) -> ChatBackend:
     if kind == "embedded":
         from josh_core.llm.embedded import embedded_model_dir
         from josh_core.llm.hf_backend import HFBackend
 
         adapter = rest[1:] if rest.startswith("@") else None
+        _adapter_or_raise(adapter)
         return HFBackend(embedded_model_dir(), adapter, name="embedded" + (f"@{adapter}" if adapter else ""),
                          default_sampling=EMBEDDED_MODEL_SAMPLING, **_hf_kwargs(options))
     if kind == "hf":
@@ -104,6 +115,7 @@ def _build_local(kind: str, rest: str, options: Any) -> ChatBackend:
         path, adapter = split_adapter(rest)
         if not path:
             raise ValueError("hf SPEC needs a model: hf:PATH_OR_ID[@ADAPTER_DIR]")
+        _adapter_or_raise(adapter)
         return HFBackend(path, adapter, **_hf_kwargs(options))
     if kind == "vllm":
         from josh_core.llm.vllm_backend import VLLMBackend

@@ -21,9 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from josh_core.adapter_folder import RESUME_FILE, STAGING_DIR  # RESUME_FILE: what the checkpoints belong to
+
 log = logging.getLogger(__name__)
 
-RESUME_FILE = "josh_resume.json"  # what the checkpoints in OUT belong to
 _PREFIX = "checkpoint-"
 
 
@@ -53,6 +54,7 @@ def prepare(out: Path, key: dict[str, Any]) -> tuple[Path | None, dict[str, Any]
     if _checkpoints(out):
         log.warning("discarding checkpoints in %s: they belong to another training", out)
     discard(out)
+    shutil.rmtree(out / STAGING_DIR, ignore_errors=True)  # another training's unfinished output
     marker_path.write_text(json.dumps({"key": key}, indent=2) + "\n", encoding="utf-8")
     return None, None
 

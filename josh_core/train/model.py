@@ -49,8 +49,16 @@ def resolve_base(spec: str) -> BaseModelSpec:
             f"cannot train {spec!r}: --base must be a local transformers model, "
             "embedded[@ADAPTER_DIR] or hf:PATH_OR_ID[@ADAPTER_DIR] (serve the result with vLLM for openai:/vllm:)"
         )
-    if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
-        raise TrainingConfigError(f"no LoRA adapter to continue at {adapter} (adapter_config.json missing)")
+    if adapter is not None:
+        from josh_core.adapter_folder import adapter_problem
+
+        problem = adapter_problem(adapter)
+        if problem:
+            raise TrainingConfigError(f"--base {spec}: {problem}")
+    local = model_path.startswith((".", "/", "~")) or Path(model_path).expanduser().exists()
+    if local and not (Path(model_path).expanduser() / "config.json").is_file():
+        what = "no model folder" if not Path(model_path).expanduser().exists() else "no transformers model (config.json)"
+        raise TrainingConfigError(f"--base {spec}: {what} at {model_path}")
     return BaseModelSpec(spec=spec, model_path=model_path, adapter=adapter)
 
 
@@ -127,7 +135,11 @@ def _set_threads() -> None:
 def load_tokenizer(model_path: str):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+    except OSError as error:  # a hub id that cannot be fetched here, a broken folder
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TrainingConfigError(f"--base: cannot load the model {model_path}: {first}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     if not getattr(tokenizer, "chat_template", None):

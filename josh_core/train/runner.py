@@ -14,6 +14,14 @@ app call. It
 
 While it trains it keeps a timed checkpoint in `out`; the same training rerun into the same `out`
 resumes from it (`josh_core.train.checkpoints`).
+
+Guarantees (`josh_core.train.guards`): everything that can be checked is checked before `out`
+or the database is touched (settings finite, data readable, `out` a folder of ours or new, the
+database a JOSH one and not truncated); `out` is locked for the training; the metrics and the
+new adapter are written into `out/.josh-partial/` and moved into `out` only once the training
+finished with finite losses and weights, `josh_training.json` last, so `out` holds the old
+complete adapter or the new one, never a mix; a 'running' row whose process is gone is closed
+as interrupted at the next training in the same database.
 """
 
 from __future__ import annotations
@@ -29,7 +37,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from josh_core.train import checkpoints
+from josh_core.adapter_folder import MANIFEST_FILE
+from josh_core.train import checkpoints, guards
 from josh_core.train.config import (
     DPOTrainConfig,
     KTOTrainConfig,
@@ -52,7 +61,7 @@ from josh_core.train.model import (
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
-TRAINING_FILE = "josh_training.json"
+TRAINING_FILE = MANIFEST_FILE
 
 LogCallback = Callable[[dict[str, Any]], None]
 
@@ -212,7 +221,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _save_adapter(trainer, tokenizer, out: Path) -> None:
+def _save_adapter(trainer, tokenizer, out: Path) -> None:  # out: the staging folder
     model = trainer.accelerator.unwrap_model(trainer.model)
     # Only the trained adapter: KTO / DPO add a frozen "ref" copy when continuing an adapter.
     model.save_pretrained(str(out), selected_adapters=["default"])
@@ -270,6 +279,7 @@ def run_training(
     from josh_core.storage.db import Database
 
     started = time.perf_counter()
+    guards.quiet_libraries()
     kind = check_kind(kind)
     training_data = load_training_data(data, kind)
     config = build_config(kind, config_file, overrides)
@@ -277,7 +287,26 @@ def run_training(
     out = Path(out)
     if base_spec.adapter is not None and out.resolve() == Path(base_spec.adapter).resolve():
         raise TrainingConfigError("--out must differ from the adapter being continued")
-    out.mkdir(parents=True, exist_ok=True)
+    db_path = Path(db) if db is not None else None
+    guards.check_output(out, db_path)
+    database = None
+    if db_path is not None:
+        guards.check_database(db_path)
+        database = Database(db_path)
+        database.ensure_schema()  # a foreign, newer or unreadable file is refused here
+    with guards.claim_output(out, db_path):
+        return _train_locked(kind, training_data, config, base, base_spec, out, database, on_log, callbacks,
+                             started)
+
+
+def _train_locked(kind: str, training_data: TrainingData, config: TrainConfig, base: str, base_spec: BaseModelSpec,
+                  out: Path, database, on_log: LogCallback | None, callbacks: list | None,
+                  started: float) -> TrainingResult:
+    from josh_core.storage import trainings
+
+    if database is not None:
+        for stale in guards.close_stale_trainings(database):
+            log.warning("training %s in %s was interrupted earlier: recorded as failed", stale, database.path)
     precision = choose_precision(config)
     for note in precision.notes:
         log.warning(note)
@@ -285,11 +314,12 @@ def run_training(
     resume_key = {"kind": kind, "base": base, "data_hash": training_data.sha256, "config": resolved}
     resume_from, previous = checkpoints.prepare(out, resume_key)
     resumed_step = checkpoints.checkpoint_step(resume_from) if resume_from else None
-    metrics_path = out / METRICS_FILE
+    staging = guards.staging_dir(out)
+    metrics_path = staging / METRICS_FILE
     earlier_records = _metrics_up_to(metrics_path, resumed_step) if resume_from else []
+    staging.mkdir(exist_ok=True)
     metrics_path.write_text("".join(json.dumps(r) + "\n" for r in earlier_records))
 
-    database = Database(db) if db is not None else None
     training_id = trainings.new_training_id()
     created_at = _now()
     if database is not None:
@@ -314,6 +344,10 @@ def run_training(
             extra.append(checkpoints.timed_checkpoint_callback(config.checkpoint_minutes))
         trainer = _build_trainer(kind, model, tokenizer, training_data, config, args, [recorder, *extra])
 
+        # TRL writes a model card (README.md) into output_dir, which is `out`, at every checkpoint:
+        # it would overwrite the card of the adapter still in `out`. The new adapter's card comes
+        # with save_pretrained into the staging folder.
+        trainer.create_model_card = lambda *args, **kwargs: None
         trainer.remove_callback(PrinterCallback)  # logs reach callers through on_log instead
         trainer.remove_callback(ProgressCallback)
         if len(trainer.train_dataset) == 0:
@@ -324,9 +358,50 @@ def run_training(
         if resume_from is not None:
             log.warning("resuming training in %s from step %s", out, resumed_step)
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-        _save_adapter(trainer, tokenizer, out)
-        checkpoints.discard(out)
+        guards.check_trained(trainer.model, recorder.records)
         steps = trainer.state.global_step
+
+        seconds = time.perf_counter() - started
+        losses = [float(r["loss"]) for r in recorder.records if r.get("loss") is not None]
+        summary = next((r for r in reversed(recorder.records) if "train_loss" in r), {})
+        result = TrainingResult(
+            training_id=training_id,
+            kind=kind,
+            base=base,
+            base_model=base_spec.model_path,
+            adapter_dir=str(out.resolve()),
+            data_path=str(training_data.path.resolve()),
+            data_hash=training_data.sha256,
+            examples=training_data.examples,
+            steps=steps,
+            losses=losses,
+            final_loss=losses[-1] if losses else None,
+            seconds=round(seconds, 3),
+            metrics_path=str((out / METRICS_FILE).resolve()),
+            resumed_from_step=resumed_step,
+            notes=precision.notes,
+        )
+        manifest = {
+            "training_id": training_id,
+            "kind": kind,
+            "base": base,
+            "base_model": base_spec.model_path,
+            "continued_from": base_spec.adapter,
+            "resumed_from_step": resumed_step,
+            "data": {"path": result.data_path, "sha256": training_data.sha256, "examples": training_data.examples},
+            "config": resolved,
+            "metrics": {
+                "steps": steps, "final_loss": result.final_loss, "train_loss": summary.get("train_loss"),
+                "losses": losses, "seconds": result.seconds,
+            },
+            "versions": _versions(),
+            "created_at": created_at.isoformat(),
+            "finished_at": _now().isoformat(),
+        }
+        _save_adapter(trainer, tokenizer, staging)
+        (staging / TRAINING_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        guards.publish_adapter(out, staging)
+        checkpoints.discard(out)
     except BaseException as error:
         if database is not None:
             try:
@@ -338,44 +413,6 @@ def run_training(
                 log.warning("could not record the failure of training %s: %s", training_id, db_error)
         raise
 
-    seconds = time.perf_counter() - started
-    losses = [float(r["loss"]) for r in recorder.records if r.get("loss") is not None]
-    summary = next((r for r in reversed(recorder.records) if "train_loss" in r), {})
-    result = TrainingResult(
-        training_id=training_id,
-        kind=kind,
-        base=base,
-        base_model=base_spec.model_path,
-        adapter_dir=str(out.resolve()),
-        data_path=str(training_data.path.resolve()),
-        data_hash=training_data.sha256,
-        examples=training_data.examples,
-        steps=steps,
-        losses=losses,
-        final_loss=losses[-1] if losses else None,
-        seconds=round(seconds, 3),
-        metrics_path=str(metrics_path.resolve()),
-        resumed_from_step=resumed_step,
-        notes=precision.notes,
-    )
-    manifest = {
-        "training_id": training_id,
-        "kind": kind,
-        "base": base,
-        "base_model": base_spec.model_path,
-        "continued_from": base_spec.adapter,
-        "resumed_from_step": resumed_step,
-        "data": {"path": result.data_path, "sha256": training_data.sha256, "examples": training_data.examples},
-        "config": resolved,
-        "metrics": {
-            "steps": steps, "final_loss": result.final_loss, "train_loss": summary.get("train_loss"),
-            "losses": losses, "seconds": result.seconds,
-        },
-        "versions": _versions(),
-        "created_at": created_at.isoformat(),
-        "finished_at": _now().isoformat(),
-    }
-    (out / TRAINING_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     if database is not None:
         trainings.finish_training(database, training_id, status="done", seconds=seconds, metrics=recorder.records)
     return result
