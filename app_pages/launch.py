@@ -173,5 +173,13 @@ if st.session_state.get("launched"):
         if log.exists():
             with st.expander("Log", expanded=code not in (None, 0)):
                 st.code("\n".join(log.read_text(errors="replace").splitlines()[-25:]) or "(empty)", language=None)
+        # Only this fragment reruns while the rollout plays: redraw the page (sidebar note, the
+        # "new database" caption) once the database exists, and once more when the process ends.
+        if state == "missing" and db_path.exists() and not launched.get("redrawn-db"):
+            launched["redrawn-db"] = True
+            st.rerun()
+        if code is not None and not launched.get("redrawn-end"):
+            launched["redrawn-end"] = True
+            st.rerun()
 
     follow()

@@ -163,13 +163,13 @@ def launch_form() -> None:
         return
     with st.form("train-form"):
         st.markdown("**Data**: an export of the chosen runs, with the Export page's filters")
-        cols = st.columns([3, 1, 1, 1])
-        run_ids = cols[0].multiselect("Runs", [r.id for r in runs], key=kept("train-runs", []),
-                                      placeholder="every run", help="None chosen: every run of the database.")  # fmt: skip
-        only_full = cols[1].checkbox("Only reward 1.0", key=kept("train-full", True),
+        run_ids = st.multiselect("Runs", [r.id for r in runs], key=kept("train-runs", []),
+                                 placeholder="every run", help="None chosen: every run of the database.")  # fmt: skip
+        cols = st.columns(3)
+        only_full = cols[0].checkbox("Only conversations with reward 1.0", key=kept("train-full", True),
                                      help="The paper trains on conversations that reached every goal.")  # fmt: skip
-        drop_errors = cols[2].checkbox("Drop turns with errors", key=kept("train-errors", True))
-        use_annotations = cols[3].checkbox("Annotators' labels", key=kept("train-annotations", True),
+        drop_errors = cols[1].checkbox("Drop turns with errors", key=kept("train-errors", True))
+        use_annotations = cols[2].checkbox("Follow the annotators' labels", key=kept("train-annotations", True),
                                            help="Pairs page verdicts: good = positive, bad = negative, "
                                                 "don't use = left out.")  # fmt: skip
         st.markdown("**Model**")
@@ -276,7 +276,9 @@ def follow_job() -> None:
     cols = st.columns([4, 1])
     what = f"{KIND_WORDS[job['kind']]} training" if job["what"] == "train" else f"experiment {job['experiment']}"
     if code is None:
-        cols[0].info(f"The {what} is running (process {job['pid']})" + (": stopping…" if job["stopped"] else "."))
+        finishing = record is not None and record.status == "done" and job["what"] == "train"
+        cols[0].info(f"The {what} is running (process {job['pid']})"
+                     + (": stopping…" if job["stopped"] else ": saving the adapter…" if finishing else "."))  # fmt: skip
         cols[1].button("Stop", key="train-stop", on_click=_stop_job, width="stretch", disabled=bool(job["stopped"]))
         if job.get("refused"):
             st.error("Not started: this training is still running. Stop it or wait for it before starting another.")
@@ -314,6 +316,9 @@ def follow_job() -> None:
     if log_path.exists():
         with st.expander("Log", expanded=code not in (None, 0)):
             st.code("\n".join(log_path.read_text(errors="replace").splitlines()[-25:]) or "(empty)", language=None)
+    if code is not None and not job.get("page_redrawn"):
+        job["page_redrawn"] = True
+        st.rerun()  # the whole page once: the trainings table and the chosen training below
 
 
 with st.expander("Train an adapter", expanded=not list_trainings(db) or JOB in st.session_state):

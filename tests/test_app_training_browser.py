@@ -140,3 +140,50 @@ def test_launch_stop_and_resume_a_rollout_with_the_overview_open(browser, tmp_pa
         assert not launch.errors and not overview.errors
         launch.close()
         overview.close()
+
+
+def test_the_trees_header_follows_a_conversation_as_it_is_played(browser, tmp_path, toolwoz_data):
+    import subprocess
+    import sys
+    import time
+
+    db = tmp_path / "playing.duckdb"
+    agent = tmp_path / "slow-agent.json"  # three seconds per turn: the tree grows for a while
+    agent.write_text(json.dumps({"latency": 3.0, "turns": [[[speak(f"Turn {t}.")], [speak(f"Other {t}.")]]
+                                                           for t in range(5)]}))  # fmt: skip
+    rollout = subprocess.Popen(
+        [sys.executable, "-m", "josh_core", "rollout", "--josh", "--split", "train", "--limit", "1", "--agent",
+         f"script:{agent}", "--user", "agenda", "--max-turns", "5", "--db", str(db)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        conversation = None
+        while time.monotonic() < deadline and conversation is None:
+            time.sleep(1)
+            if db.exists():
+                playing = [c for c in reads.list_conversations(Database(db, read_only=True)) if c.status == "running"]
+                conversation = playing[0] if playing else None
+        assert conversation is not None, "the rollout did not start a conversation"
+        with streamlit_app(db) as url:
+            page = browser()
+            page.goto(f"{url}/trees?db={db}&conversation={conversation.id}")
+            page.get_by_role("heading", name="Conversation trees").wait_for(timeout=45_000)
+            page.locator(".jg-node").first.wait_for(timeout=45_000)
+            nodes = page.locator('[data-testid="stMetric"]').filter(has_text="Nodes").locator('[data-testid="stMetricValue"]')
+            first = int(nodes.inner_text())
+            # No reload: the header's node count follows the graph as the rollout writes.
+            page.wait_for_function(
+                """([n]) => { const m = [...document.querySelectorAll('[data-testid="stMetric"]')]
+                     .find(e => e.innerText.includes('Nodes'));
+                   return m && parseInt(m.querySelector('[data-testid="stMetricValue"]').innerText) > n; }""",
+                arg=[first], timeout=120_000,
+            )  # fmt: skip
+            assert int(nodes.inner_text()) > first
+            assert page.locator('[data-testid="stMetric"]').filter(has_text="Nodes").count() == 1  # replaced, not piled up
+            shot(page, "live-trees-growing")
+            no_exception(page)
+            page.close()
+    finally:
+        rollout.terminate()
+        rollout.wait(timeout=30)
