@@ -120,8 +120,8 @@ def test_a_big_tree_opens_on_its_ideal_path_and_a_folded_subtree_unfolds(page, a
     expect(page.locator(".jg-mini")).to_be_visible()  # the minimap of the whole tree
     shot(page, "trees-big-first-view", full=False)
     # Unfold a folded subtree with a click on its "+N" handle.
-    handle = page.locator(".jg-node:not(.jg-hidden) .jg-fold.jg-folded").first
-    folded_path = handle.get_attribute("data-path")
+    folded_path = next(p for p in in_view if page.locator(f'.jg-node[data-path="{p}"]').get_attribute("data-folded"))
+    handle = page.locator(f'.jg-fold[data-path="{folded_path}"]')
     count = int(handle.text_content().lstrip("+"))
     children = [n.path for n in tree.children(next(n.id for n in tree.nodes.values() if n.path == folded_path))]
     assert page.locator(f'.jg-node[data-path="{children[0]}"]').get_attribute("class").count("jg-hidden") == 1
