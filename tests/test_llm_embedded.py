@@ -160,6 +160,36 @@ def test_shared_prefix_attention_matches_plain_batched_attention(shared_prefix_p
     assert shared == plain
 
 
+def test_batched_decoder_draws_what_the_reference_loop_draws(embedded):
+    """The batched decode loop (one prefix copy, vectorised sampling, batch grammar masks) gives
+    every row the tokens and finish reason of the reference loop (per-row RowSampler): rows of
+    different prompt lengths, a constrained row, n > 1, a stop string and spent budgets."""
+    asks = ["Hi.", "I need a cheap hotel in the north with free parking, please.", "Trains to ely?"]
+    sampling = SamplingParams(temperature=0.7, top_k=50, top_p=0.75, max_tokens=12)
+    requests = [ChatRequest(messages=[HELLO[0], Message(role="user", content=a)],
+                            sampling=sampling.model_copy(update={"seed": i})) for i, a in enumerate(asks)]
+    requests.append(ChatRequest(messages=HELLO, sampling=SamplingParams(temperature=1.5, max_tokens=8, seed=3),
+                                constraint=OutputConstraint(kind="json_schema", json_schema={"enum": ["yes", "no"]})))
+    requests.append(ChatRequest(messages=HELLO, n=2, sampling=greedy(10, stop=["help"])))
+    results = {}
+    try:
+        for decoder in ("reference", "batched"):
+            embedded.decoder = decoder
+            embedded.kv_store.clear()
+            results[decoder] = [[(c.text, c.finish_reason) for c in r.choices] for r in embedded.generate_batch(requests)]
+    finally:
+        embedded.decoder = "batched"
+    assert results["batched"] == results["reference"]
+    finishes = {reason for choices in results["batched"] for _, reason in choices}
+    assert {"stop", "length"} <= finishes
+    assert results["batched"][3][0][0] in ('"yes"', '"no"')
+    # The batched loop stored every row's sequence: asking again reuses all of the prompt.
+    before = embedded.kv_store.reused_tokens
+    embedded.generate_batch(requests[:1])
+    assert embedded.kv_store.reused_tokens - before == len(
+        embedded.tokenizer(embedded.render_prompt(requests[0]), add_special_tokens=False)["input_ids"]) - 1
+
+
 def test_constraint_is_honoured(embedded):
     constraint = OutputConstraint(kind="json_schema", json_schema={"enum": ["yes", "no"]})
     response = asyncio.run(embedded.chat(ChatRequest(

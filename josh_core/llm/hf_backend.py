@@ -258,6 +258,10 @@ class HFBackend:
     min_prefix_tokens = 16
     prefix_cache_entries = 6
     shared_prefix_attention = True  # False: one copy of the prefix KV per row (plain attention)
+    # "batched": `_decode_batched` (vectorised sampling, one prefix copy, masks per batch);
+    # "reference": the loop it replaced (`_decode_reusing` with the per-row `RowSampler`),
+    # kept selectable so benches compare both on the same scenarios and seeds.
+    decoder = os.environ.get("JOSH_DECODER", "batched")
 
     def _prefix_cache(self, prefix: tuple[int, ...]):
         """A batch-1 KV cache of `prefix`, extended from the longest cached prefix of it."""
@@ -465,6 +469,123 @@ class HFBackend:
                 for pos, idx in enumerate(active.tolist()):
                     store_row(pos, idx)
 
+    def _decode_batched(self, token_rows: list[list[int]], constraint: Any, rows: list[_Row],
+                        max_new: int) -> None:
+        """The default decode loop: KV reuse, one copy of the rows' common prefix, vectorised
+        sampling, grammar masks for the whole batch in one call.
+
+        Each distinct prompt is prefilled from the KV store (as in `_decode_reusing`); the
+        prefix all rows share (system prompt, tools, the conversation up to the rows' common
+        ancestor) is then kept once and attended to in one folded product (prefix_attention.py),
+        while each row's own suffix lives in a preallocated buffer that grows without copying.
+        Per step: one forward over the unfinished rows, one mask fill for the constrained rows,
+        one batched top-k/softmax/top-p and a per-row `multinomial` on the row's own generator.
+        Finished rows leave the batch; every row's KV goes back to the store when it ends.
+        """
+        import torch
+
+        from josh_core.llm.batch_sampling import BatchSampler
+        from josh_core.llm.prefix_attention import SharedPrefixCache, shared_prefix_generation
+
+        model, store = self._model, self.kv_store
+        prefilled = self._prefill_distinct(token_rows)
+        batch = len(token_rows)
+        lengths = [len(t) for t in token_rows]
+        first = tuple(token_rows[0])
+        shared = min(lengths)
+        for row in token_rows[1:]:
+            shared = min(shared, common_prefix_len(first, tuple(row)))
+        width = max(lengths) - shared  # suffix columns, rows left-padded to the longest
+        first_layers = prefilled[first][0]
+        prefix = [(k[:, :, :shared], v[:, :, :shared]) for k, v in first_layers]
+        suffix = []
+        for index in range(len(first_layers)):
+            k0 = first_layers[index][0]
+            shape = (batch, k0.shape[1], width, k0.shape[3])
+            keys, values = k0.new_zeros(shape), k0.new_zeros(shape)
+            for i, row in enumerate(token_rows):
+                k, v = prefilled[tuple(row)][0][index]
+                own = lengths[i] - shared
+                if own:
+                    keys[i, :, width - own:] = k[0, :, shared:]
+                    values[i, :, width - own:] = v[0, :, shared:]
+            suffix.append((keys, values))
+        cache = SharedPrefixCache.from_states(prefix, suffix, room=max_new + 1)
+        pads = [width - (n - shared) for n in lengths]  # padding columns at the start of each suffix
+        attention_mask = torch.ones((batch, shared + width), dtype=torch.long, device=self._device)
+        for i, pad in enumerate(pads):
+            attention_mask[i, shared:shared + pad] = 0
+        positions = torch.tensor(lengths, dtype=torch.long, device=self._device).unsqueeze(1)
+        logits = torch.stack([prefilled[tuple(row)][1] for row in token_rows])
+        fed = [list(row) for row in token_rows]  # the tokens each row's cache holds
+        active = list(range(batch))  # batch row of each line of the cache
+        sampler = BatchSampler(rows, self._tokenizer, self._tokenizer.eos_token_id)
+
+        def store_row(line: int, index: int) -> None:
+            states = [layer.row_states(line, pads[index]) for layer in cache.layers]
+            store.put(tuple(fed[index]), states)
+
+        body, head = model.get_decoder(), model.get_output_embeddings()
+        hidden = None  # after the first step: the last hidden state of each active row
+        with torch.inference_mode(), shared_prefix_generation(model, cache):
+            for _ in range(max_new):
+                bitmask = constraint.allowed_bitmask(active) if constraint is not None else None
+                if hidden is not None:
+                    logits = self._head_logits(head, hidden, bitmask)
+                if bitmask is not None:
+                    constraint.apply_bitmask(logits, bitmask)
+                tokens = sampler.step(logits, active)
+                if constraint is not None:
+                    for index, token in zip(active, tokens):
+                        constraint.feed(index, token)
+                alive = [line for line, index in enumerate(active) if not rows[index].finished]
+                for line, index in enumerate(active):
+                    if rows[index].finished:
+                        store_row(line, index)
+                if not alive:
+                    break
+                if len(alive) < len(active):  # finished rows leave the batch
+                    keep = torch.tensor(alive)
+                    cache.select_rows(keep)
+                    active = [active[line] for line in alive]
+                    tokens = [tokens[line] for line in alive]
+                    attention_mask = attention_mask[keep]
+                    positions = positions[keep]
+                for index, token in zip(active, tokens):
+                    fed[index].append(token)
+                attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], dim=-1)
+                step = torch.tensor(tokens, dtype=torch.long, device=self._device)[:, None]
+                out = body(input_ids=step, attention_mask=attention_mask, position_ids=positions,
+                           use_cache=True, **{_cache_arg(body): cache})
+                positions = positions + 1
+                hidden = out.last_hidden_state[:, -1]
+            else:
+                for line, index in enumerate(active):
+                    store_row(line, index)
+
+    # The lm head (49152 x 576) is a fifth of the model's weights and of every decode step's
+    # FLOPs. When every row is inside a constrained stretch (an API name, a grounded value, the
+    # action syntax) the grammar allows a few tokens only: their logits are all that is needed.
+    partial_head_fraction = 0.125  # use the partial head when the allowed union is below this
+
+    def _head_logits(self, head: Any, hidden: Any, bitmask: Any) -> Any:
+        """Logits of `hidden` ([rows, dim]): full, or only for the tokens some row may draw
+        (-inf elsewhere) when `bitmask` leaves few of them allowed."""
+        import numpy as np
+        import torch
+
+        vocab = head.weight.shape[0]
+        if bitmask is not None and head.bias is None and self.partial_head_fraction > 0:
+            union = np.bitwise_or.reduce(bitmask, axis=0)
+            allowed = np.flatnonzero(np.unpackbits(union.view(np.uint8), count=min(vocab, union.shape[0] * 32),
+                                                   bitorder="little"))
+            if len(allowed) <= vocab * self.partial_head_fraction:
+                columns = torch.from_numpy(allowed).to(hidden.device)
+                logits = torch.full((hidden.shape[0], vocab), float("-inf"), dtype=torch.float32, device=hidden.device)
+                logits[:, columns] = (hidden @ head.weight.index_select(0, columns).T).float()
+                return logits
+        return head(hidden).float()
+
     def generate_batch(self, requests: list[ChatRequest]) -> list[ChatResponse]:
         """Generate every sample of every request in one `generate` call."""
         self.load()
@@ -500,10 +621,14 @@ class HFBackend:
         if any(c is not None for c in row_constraints):
             structured = _load_structured()
             processors.append(structured.logits_processor_for(tokenizer, row_constraints, eos_token_ids=[eos_id]))
-        processors.append(RowSampler(rows, tokenizer, eos_id, pad_id))
         # One step beyond the largest budget so a row at its budget can still emit EOS.
         max_new = max(r.sampling.max_tokens for r in rows) + 1
-        if self.kv_reuse:
+        batched = self.kv_reuse and self.decoder == "batched"
+        if not batched:
+            processors.append(RowSampler(rows, tokenizer, eos_id, pad_id))
+        if batched:
+            self._decode_batched(token_rows, processors[0] if processors else None, rows, max_new)
+        elif self.kv_reuse:
             self._decode_reusing(token_rows, processors, rows, max_new)
         elif prefix is not None and self.shared_prefix_attention:
             self._decode_shared_prefix(input_ids, attention_mask, prefix, processors, rows, max_new)

@@ -65,6 +65,23 @@ class SharedPrefixLayer(DynamicLayer):
     def get_seq_length(self) -> int:
         return self.prefix_len + self.length
 
+    def seed_suffix(self, keys: torch.Tensor, values: torch.Tensor, room: int) -> None:
+        """Start with these row suffixes ([batch, kv_heads, S, dim]) and room for `room` more."""
+        shape = (keys.shape[0], keys.shape[1], keys.shape[2] + room, keys.shape[3])
+        self._kbuf, self._vbuf = keys.new_empty(shape), values.new_empty(shape)
+        self._kbuf[:, :, : keys.shape[2]] = keys
+        self._vbuf[:, :, : keys.shape[2]] = values
+        self.length = keys.shape[2]
+        self.batch = keys.shape[0]
+        self.keys = self._kbuf[:, :, : self.length]
+        self.values = self._vbuf[:, :, : self.length]
+
+    def row_states(self, row: int, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row `row`'s whole sequence ([1, kv_heads, P + suffix from `start`, dim]), copied."""
+        keys = torch.cat([self.prefix_keys, self._kbuf[row : row + 1, :, start : self.length]], dim=-2)
+        values = torch.cat([self.prefix_values, self._vbuf[row : row + 1, :, start : self.length]], dim=-2)
+        return keys, values
+
     def select_rows(self, keep: torch.Tensor) -> None:
         """Keep only these rows (finished leaves leave the batch)."""
         self._kbuf = self._kbuf[keep]
@@ -83,6 +100,20 @@ class SharedPrefixCache(DynamicCache):
     def __init__(self, prefix: DynamicCache, batch: int):
         super().__init__()
         self.layers = [SharedPrefixLayer(layer.keys, layer.values, batch) for layer in prefix.layers]
+
+    @classmethod
+    def from_states(cls, prefix: list[tuple[torch.Tensor, torch.Tensor]],
+                    suffix: list[tuple[torch.Tensor, torch.Tensor]], room: int) -> "SharedPrefixCache":
+        """A cache whose rows hold `prefix` (per layer [1, kv_heads, P, dim]) once and their own
+        (left-padded) `suffix` states (per layer [batch, kv_heads, S, dim]), with room to grow."""
+        cache = cls.__new__(cls)
+        DynamicCache.__init__(cache)
+        cache.layers = []
+        for (pk, pv), (sk, sv) in zip(prefix, suffix):
+            layer = SharedPrefixLayer(pk, pv, sk.shape[0])
+            layer.seed_suffix(sk, sv, room)
+            cache.layers.append(layer)
+        return cache
 
     def select_rows(self, keep: torch.Tensor) -> None:
         for layer in self.layers:
@@ -104,8 +135,10 @@ def shared_prefix_attention(module: torch.nn.Module, query: torch.Tensor, key: t
     folded = q.permute(1, 0, 2, 3, 4).reshape(kv_heads, batch * group * q_len, dim)
     scores_prefix = torch.bmm(folded, prefix_k.transpose(1, 2)).mul_(scale)
     scores_prefix = scores_prefix.reshape(kv_heads, batch, group, q_len, prefix_len).permute(1, 0, 2, 3, 4)
-    # Suffix: per row.
-    scores_suffix = torch.matmul(q, key.unsqueeze(2).transpose(-1, -2)).mul_(scale)
+    # Suffix: per row, the query heads of a kv head folded into one product (no broadcast copy).
+    suffix_len = key.shape[-2]
+    scores_suffix = torch.matmul(q.reshape(batch, kv_heads, group * q_len, dim), key.transpose(-1, -2))
+    scores_suffix = scores_suffix.mul_(scale).reshape(batch, kv_heads, group, q_len, suffix_len)
     if attention_mask is not None:
         mask = attention_mask[:, :, -q_len:, :].unsqueeze(2)  # [batch, 1, 1, q, P + S]
         scores_prefix = scores_prefix + mask[..., :prefix_len]
@@ -113,7 +146,8 @@ def shared_prefix_attention(module: torch.nn.Module, query: torch.Tensor, key: t
     probs = torch.softmax(torch.cat([scores_prefix, scores_suffix], dim=-1).float(), dim=-1).to(query.dtype)
     probs_prefix = probs[..., :prefix_len].permute(1, 0, 2, 3, 4).reshape(kv_heads, batch * group * q_len, prefix_len)
     out = torch.bmm(probs_prefix, prefix_v).reshape(kv_heads, batch, group, q_len, dim).permute(1, 0, 2, 3, 4)
-    out = out + torch.matmul(probs[..., prefix_len:], value.unsqueeze(2))
+    probs_suffix = probs[..., prefix_len:].reshape(batch, kv_heads, group * q_len, suffix_len)
+    out = out + torch.matmul(probs_suffix, value).reshape(batch, kv_heads, group, q_len, dim)
     return out.reshape(batch, heads, q_len, dim).transpose(1, 2).contiguous(), None
 
 

@@ -770,13 +770,58 @@ class ConstrainedLogitsProcessor:
         self.mask_seconds += time.perf_counter() - start
         return scores
 
-    def _executor_fill(self, active: list[tuple[Any, int]]) -> None:
+    def feed(self, row: int, token: int) -> None:
+        """Advance row `row`'s matcher by the token it drew (the batched decode loop's path)."""
+        self._feed(row, token)
+
+    def allowed_bitmask(self, rows: Sequence[int]) -> Any:
+        """What each of `rows` (batch-row indices) may draw next: an int32 bitmask
+        [len(rows), words] (all ones for unconstrained and finished rows), or None when none
+        of them is constrained any more. The batched decode loop feeds the matchers itself
+        (`feed`), so no token history is rescanned here."""
+        start = time.perf_counter()
+        todo = [(self.matchers[row], i) for i, row in enumerate(rows) if not self.done[row]]
+        if not todo:
+            return None
+        bitmask = self._bitmask[: len(rows)]
+        bitmask.fill(-1)
+        self._executor_fill(todo, bitmask)
+        self.mask_seconds += time.perf_counter() - start
+        return bitmask
+
+    def apply_bitmask(self, scores: Any, bitmask: Any) -> None:
+        """Set to -inf, in place, every logit that `bitmask` (from `allowed_bitmask`) forbids."""
+        start = time.perf_counter()
+        np = self._np
+        vocab = scores.shape[-1]
+        bits = np.unpackbits(bitmask.view(np.uint8), axis=1, count=min(vocab, bitmask.shape[1] * 32),
+                             bitorder="little")
+        blocked = bits == 0
+        if vocab > bits.shape[1]:  # the model's head is wider than the tokenizer
+            blocked = np.concatenate([blocked, np.ones((len(blocked), vocab - bits.shape[1]), dtype=bool)], axis=1)
+        if scores.device.type == "cpu" and scores.is_contiguous():
+            np.copyto(scores.numpy(), -np.inf, where=blocked)
+        else:
+            import torch
+
+            scores.masked_fill_(torch.from_numpy(blocked).to(scores.device), float("-inf"))
+        self.steps += 1
+        self.mask_seconds += time.perf_counter() - start
+
+    def mask_rows(self, scores: Any, rows: Sequence[int]) -> None:
+        """Mask `scores` in place, line i with the grammar of batch row `rows[i]`."""
+        bitmask = self.allowed_bitmask(rows)
+        if bitmask is not None:
+            self.apply_bitmask(scores, bitmask)
+
+    def _executor_fill(self, active: list[tuple[Any, int]], bitmask: Any = None) -> None:
         import llguidance.numpy as llnp
 
+        bitmask = self._bitmask if bitmask is None else bitmask
         if len(active) == 1:
-            llnp.fill_next_token_bitmask(active[0][0], self._bitmask, active[0][1])
+            llnp.fill_next_token_bitmask(active[0][0], bitmask, active[0][1])
         else:
-            llnp.fill_next_token_bitmask_par(_executor(), active, self._bitmask)
+            llnp.fill_next_token_bitmask_par(_executor(), active, bitmask)
 
 
 def logits_processor_for(
