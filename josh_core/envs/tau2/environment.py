@@ -7,10 +7,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from josh_core.envs import get_env
 from josh_core.envs.base import Environment, Progress
 from josh_core.envs.tau2 import data
 from josh_core.envs.tau2.env import Tau2Domain, Tau2Env
 from josh_core.envs.tau2.tasks import Tau2Task, task_from_benchmark
+from josh_core.types import ToolCall
 
 
 class Tau2Environment(Environment):
@@ -107,8 +109,6 @@ class Tau2Environment(Environment):
 
 
 def _with_reachable_goals(domain: Tau2Domain, task: Tau2Task) -> Tau2Task:
-    from josh_core.types import ToolCall
-
     env = Tau2Env(domain, task)
     state, succeeded = env.initial_state(), []
     for action in task.actions:
@@ -122,8 +122,6 @@ def _with_reachable_goals(domain: Tau2Domain, task: Tau2Task) -> Tau2Task:
 
 @lru_cache(maxsize=8)
 def _tasks(domain: str, env_name: str, path: str, stamp: float) -> tuple[Tau2Task, ...]:
-    from josh_core.envs import get_env
-
     environment = get_env(env_name)
     return tuple(environment.task_from_benchmark(item) for item in data.load_json(domain, "tasks.json"))
 
