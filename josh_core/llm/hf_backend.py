@@ -5,11 +5,13 @@ Every `chat` call that is waiting when the model becomes free is merged into ONE
 `asyncio.gather`, so the leaves of one depth become one forward pass per token instead of one
 per leaf; that is where the batching speed-up comes from.
 
-Sampling is done per row by our own logits processor (`RowSampler`): each row has its own
-temperature / top_k / top_p, token budget, stop strings and a `torch.Generator` seeded from
-the request seed, and it masks every logit but the token it drew, so `generate` runs greedy
-and simply takes that token. This lets requests with different sampling settings share a
-batch, and makes a seeded request draw the same tokens whatever else is in its batch.
+Each row has its own temperature / top_k / top_p, token budget, stop strings and a
+`torch.Generator` seeded from the request seed. This lets requests with different sampling
+settings share a batch, and makes a seeded request draw the same tokens whatever else is in
+its batch. The default decode loop (`_decode_batched`) samples the rows together
+(`batch_sampling.BatchSampler`); the reference loops use the per-row logits processor
+`RowSampler`, which masks every logit but the token it drew so that a greedy step takes it.
+Both draw the same tokens.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from josh_core.llm.local_chat import cut_at_stop, parse_tool_calls, to_template_
 log = logging.getLogger(__name__)
 
 _NEG_INF = float("-inf")
+DECODERS = ("batched", "reference")  # HFBackend.decoder: the default loop and the one before it
 
 
 @dataclass
@@ -183,6 +186,8 @@ class HFBackend:
         self._prefix_caches: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         self.kv_store = KVStore()
         self._batcher = MicroBatcher(self.generate_batch, max_rows=max_batch_rows, collect_s=collect_s)
+        if self.decoder not in DECODERS:
+            raise ValueError(f"JOSH_DECODER={self.decoder!r}: expected one of {', '.join(DECODERS)}")
         self.load_seconds: float | None = None
 
     # ---- loading -------------------------------------------------------------------------
