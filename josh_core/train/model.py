@@ -54,7 +54,7 @@ def resolve_base(spec: str) -> BaseModelSpec:
 
         problem = adapter_problem(adapter)
         if problem:
-            raise TrainingConfigError(f"--base {spec}: {problem}")
+            raise TrainingConfigError(f"--base {spec}: no LoRA adapter to continue ({problem})")
     local = model_path.startswith((".", "/", "~")) or Path(model_path).expanduser().exists()
     if local and not (Path(model_path).expanduser() / "config.json").is_file():
         what = "no model folder" if not Path(model_path).expanduser().exists() else "no transformers model (config.json)"
