@@ -505,7 +505,8 @@ def test_an_interrupted_retraining_keeps_the_old_adapter_playable_and_then_resum
     assert (out / "checkpoint-2").is_dir() and (out / RESUME_FILE).is_file()
     assert {k: v for k, v in snapshot(out).items() if not k.startswith((".josh-partial", RESUME_FILE, "checkpoint-"))} \
         == kept  # the old adapter, manifest and metrics, untouched
-    assert adapter_problem(out) is None and json.loads((out / MANIFEST_FILE).read_text())["training_id"] == old.training_id
+    assert adapter_problem(out) is None
+    assert json.loads((out / MANIFEST_FILE).read_text())["training_id"] == old.training_id
 
     resumed = train("sft", data, base, out, overrides=changed)
     assert resumed.resumed_from_step == 2 and resumed.steps == 3

@@ -23,10 +23,12 @@ import hashlib
 import logging
 import math
 import os
+import shutil
 import socket
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -184,13 +186,11 @@ def close_stale_trainings(database) -> list[str]:
     from josh_core.storage import trainings
 
     closed = []
+    now = datetime.now(timezone.utc).replace(tzinfo=None)  # stored times are naive UTC
     for row in trainings.list_trainings(database):
         if row.status != "running" or folder_in_use(row.adapter_path):
             continue
-        started = row.created_at.replace(tzinfo=None)
-        from datetime import datetime, timezone
-
-        seconds = max(0.0, (datetime.now(timezone.utc).replace(tzinfo=None) - started).total_seconds())
+        seconds = max(0.0, (now - row.created_at.replace(tzinfo=None)).total_seconds())
         trainings.finish_training(
             database, row.id, status="failed", seconds=row.seconds or seconds,
             error="interrupted: its process ended before the training finished",
@@ -208,8 +208,6 @@ def publish_adapter(out: Path, staging: Path) -> None:
             continue
         target = out / entry.name
         if target.is_dir() and not target.is_symlink():
-            import shutil
-
             shutil.rmtree(target)
         os.replace(entry, target)
     os.replace(staging / MANIFEST_FILE, out / MANIFEST_FILE)
