@@ -24,6 +24,15 @@ WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 JOSH_MARKERS = (MANIFEST_FILE, RESUME_FILE, STAGING_DIR)
 
 
+def unfinished_training(folder: str | Path) -> str | None:
+    """The refusal for a folder whose first JOSH training has not finished, else None."""
+    path = Path(folder).expanduser()
+    if (path / RESUME_FILE).exists() and not (path / MANIFEST_FILE).exists():
+        return (f"the adapter in {folder} is incomplete: its training was interrupted or is still "
+                "running (rerun the same `josh train` to resume it)")
+    return None
+
+
 def adapter_problem(folder: str | Path) -> str | None:
     """Why `folder` cannot be loaded as a LoRA adapter, or None when it can."""
     path = Path(folder).expanduser()
@@ -31,9 +40,9 @@ def adapter_problem(folder: str | Path) -> str | None:
         return f"no adapter folder at {folder}"
     if not path.is_dir():
         return f"{folder} is a file, not an adapter folder"
-    if (path / RESUME_FILE).exists() and not (path / MANIFEST_FILE).exists():
-        return (f"the adapter in {folder} is incomplete: its training was interrupted or is still "
-                "running (rerun the same `josh train` to resume it)")
+    unfinished = unfinished_training(path)
+    if unfinished:
+        return unfinished
     if not (path / ADAPTER_CONFIG).is_file():
         return f"no LoRA adapter in {folder} ({ADAPTER_CONFIG} missing)"
     if not any((path / name).is_file() for name in WEIGHT_FILES):

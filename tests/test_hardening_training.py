@@ -386,6 +386,15 @@ def test_the_finished_adapter_survives_a_diverged_a_disk_full_and_a_killed_train
     # manifest and metrics, no staging or marker left.
     from josh_core.train import train
 
+    # Bars on, as in a process that never ran `josh train` (earlier tests may have turned them off):
+    # the training itself must turn them off.
+    import datasets
+    import transformers
+
+    for variable in ("HF_DATASETS_DISABLE_PROGRESS_BARS", "HF_HUB_DISABLE_PROGRESS_BARS"):
+        monkeypatch.delenv(variable, raising=False)
+    datasets.enable_progress_bars()
+    transformers.utils.logging.enable_progress_bar()
     settings = json.loads(fast_config(tmp_path).read_text())
     first_id = train("sft", data, base, out, overrides={**settings, "max_steps": 1}, db=db).training_id
     assert adapter_problem(out) is None and not (out / RESUME_FILE).exists() and not (out / ".josh-partial").exists()
@@ -496,7 +505,8 @@ def test_an_interrupted_retraining_keeps_the_old_adapter_playable_and_then_resum
     assert (out / "checkpoint-2").is_dir() and (out / RESUME_FILE).is_file()
     assert {k: v for k, v in snapshot(out).items() if not k.startswith((".josh-partial", RESUME_FILE, "checkpoint-"))} \
         == kept  # the old adapter, manifest and metrics, untouched
-    assert adapter_problem(out) is None and json.loads((out / MANIFEST_FILE).read_text())["training_id"] == old.training_id
+    assert adapter_problem(out) is None
+    assert json.loads((out / MANIFEST_FILE).read_text())["training_id"] == old.training_id
 
     resumed = train("sft", data, base, out, overrides=changed)
     assert resumed.resumed_from_step == 2 and resumed.steps == 3

@@ -101,8 +101,9 @@ def test_any_json_lines_are_read_or_refused(rows, kind):
 text = st.text(max_size=40)
 arguments = st.dictionaries(st.text(max_size=8), json_scalars.filter(
     lambda v: not (isinstance(v, float) and v != v)), max_size=3) | st.text(max_size=20)
-tool_call = st.builds(lambda name, args: {"id": "c1", "type": "function", "function": {"name": name, "arguments": args}},
-                      st.text(max_size=12), arguments)
+tool_call = st.builds(
+    lambda name, args: {"id": "c1", "type": "function", "function": {"name": name, "arguments": args}},
+    st.text(max_size=12), arguments)
 user_message = st.builds(lambda t: {"role": "user", "content": t}, text)
 assistant_message = st.builds(
     lambda t, calls: {"role": "assistant", "content": t, **({"tool_calls": calls} if calls else {})},
@@ -140,7 +141,8 @@ def test_well_formed_sft_rows_are_read_back_complete(rows):
 @SETTINGS
 @given(st.lists(st.tuples(conversation, conversation, st.booleans()), min_size=1, max_size=5))
 def test_well_formed_kto_and_dpo_rows_are_read_back_complete(rows):
-    kto = write("".join(json.dumps({"prompt": p, "completion": c, "label": label}) + "\n" for p, c, label in rows).encode())
+    kto = write("".join(json.dumps({"prompt": p, "completion": c, "label": label}) + "\n"
+                        for p, c, label in rows).encode())
     dpo = write("".join(json.dumps({"prompt": p, "chosen": c, "rejected": p}) + "\n" for p, c, _ in rows).encode())
     try:
         kto_data, dpo_data = load_training_data(kto, "kto"), load_training_data(dpo, "dpo")

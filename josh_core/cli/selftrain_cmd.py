@@ -114,7 +114,13 @@ def register(app: typer.Typer) -> None:
         from josh_core.storage.db import DatabaseError
         from josh_core.storage.locks import RunBusy
         from josh_core.train import TrainingConfigError, TrainingDataError
-        from josh_core.train.guards import TrainingBusy, TrainingDiverged, disk_full_message, is_disk_full, quiet_libraries
+        from josh_core.train.guards import (
+            TrainingBusy,
+            TrainingDiverged,
+            disk_full_message,
+            is_disk_full,
+            quiet_libraries,
+        )
         from josh_core.train.selftrain import Selftrain, SelftrainConfig, StageEvent, dumps
 
         quiet_libraries()  # one progress display: ours

@@ -66,7 +66,13 @@ def register(app: typer.Typer) -> None:
         """Train a LoRA adapter on exported SFT / KTO / DPO data."""
         from josh_core.storage.db import DatabaseError
         from josh_core.train import TrainingConfigError, TrainingDataError, run_training
-        from josh_core.train.guards import TrainingBusy, TrainingDiverged, disk_full_message, is_disk_full, quiet_libraries
+        from josh_core.train.guards import (
+            TrainingBusy,
+            TrainingDiverged,
+            disk_full_message,
+            is_disk_full,
+            quiet_libraries,
+        )
 
         quiet_libraries()
         overrides: dict[str, Any] = {"max_steps": max_steps, "learning_rate": lr, "num_train_epochs": epochs}

@@ -91,11 +91,12 @@ def build_backend(spec: str, options: Any = None, *, shared: bool = True) -> Cha
 
 
 def _adapter_or_raise(adapter: str | None) -> None:
-    """An adapter folder an unfinished training left is refused before the model loads."""
+    """An adapter folder an unfinished training left is refused before the model loads (a
+    missing folder is reported by the loader, which may also take hub ids)."""
     if adapter:
-        from josh_core.adapter_folder import adapter_problem
+        from josh_core.adapter_folder import unfinished_training
 
-        problem = adapter_problem(adapter)
+        problem = unfinished_training(adapter)
         if problem:
             raise ValueError(problem)
 

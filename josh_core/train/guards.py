@@ -11,7 +11,7 @@
 - `close_stale_trainings`: 'running' rows whose training process is gone (nobody holds the lock
   of their folder) are closed as failed ("interrupted"), at the start of the next training.
 - `check_trained`: after the last step, a non-finite loss or adapter weight fails the training.
-- `check_database`: a truncated DuckDB file (shorter than its header says) is refused before
+- `check_database`: a truncated DuckDB file (ending inside a storage block) is refused before
   anything is written into it.
 - `disk_full_message`: ENOSPC as one line naming the path.
 """
@@ -23,10 +23,12 @@ import hashlib
 import logging
 import math
 import os
+import shutil
 import socket
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -184,13 +186,11 @@ def close_stale_trainings(database) -> list[str]:
     from josh_core.storage import trainings
 
     closed = []
+    now = datetime.now(timezone.utc).replace(tzinfo=None)  # stored times are naive UTC
     for row in trainings.list_trainings(database):
         if row.status != "running" or folder_in_use(row.adapter_path):
             continue
-        started = row.created_at.replace(tzinfo=None)
-        from datetime import datetime, timezone
-
-        seconds = max(0.0, (datetime.now(timezone.utc).replace(tzinfo=None) - started).total_seconds())
+        seconds = max(0.0, (now - row.created_at.replace(tzinfo=None)).total_seconds())
         trainings.finish_training(
             database, row.id, status="failed", seconds=row.seconds or seconds,
             error="interrupted: its process ended before the training finished",
@@ -208,8 +208,6 @@ def publish_adapter(out: Path, staging: Path) -> None:
             continue
         target = out / entry.name
         if target.is_dir() and not target.is_symlink():
-            import shutil
-
             shutil.rmtree(target)
         os.replace(entry, target)
     os.replace(staging / MANIFEST_FILE, out / MANIFEST_FILE)
@@ -258,26 +256,27 @@ _DUCKDB_HEADER = 3 * 4096  # the main header and two database headers
 
 
 def check_database(path: Path) -> None:
-    """Refuse a DuckDB file shorter than its active header's block count says (a truncated copy:
-    DuckDB attaches it and writes into it, and reads fail later)."""
+    """Refuse a DuckDB file cut short (a truncated copy: DuckDB attaches it and writes into it,
+    and reads fail later). A DuckDB file is its 12 KiB of headers and whole storage blocks (the
+    block size is in its header); a file that ends inside a block is damaged. (A file's header
+    may count more blocks than the file holds once DuckDB trims free blocks at its end, so the
+    count is not a test.)"""
     from josh_core.storage.db import NotAJoshDatabase
 
     try:
         size = path.stat().st_size
         with path.open("rb") as fh:
             head = fh.read(_DUCKDB_HEADER)
-    except FileNotFoundError:
-        return
     except OSError:
-        return  # the database layer reports what it cannot open
+        return  # missing or unreadable: the database layer reports it
     if len(head) < _DUCKDB_HEADER or head[8:12] != b"DUCK":
         return  # not DuckDB, or empty: the database layer says so
     headers = [struct.unpack_from("<QqqQQ", head, offset + 8) for offset in (4096, 8192)]
-    _iteration, _meta, _free, blocks, block_size = max(headers)
-    if not (4096 <= block_size <= 1 << 30) or block_size & (block_size - 1) or blocks > 1 << 40:
+    block_size = max(headers)[4]  # the header of the latest iteration
+    if not (4096 <= block_size <= 1 << 30) or block_size & (block_size - 1):
         return  # a layout we do not know: leave it to DuckDB
-    expected = _DUCKDB_HEADER + blocks * block_size
-    if size < expected:
+    if (size - _DUCKDB_HEADER) % block_size:
         raise NotAJoshDatabase(
-            f"{path} is truncated ({size} of {expected} bytes): a damaged copy; nothing was written to it"
+            f"{path} is truncated: its {size} bytes end inside a {block_size}-byte storage block "
+            "(a damaged copy); nothing was written to it"
         )

@@ -54,10 +54,11 @@ def resolve_base(spec: str) -> BaseModelSpec:
 
         problem = adapter_problem(adapter)
         if problem:
-            raise TrainingConfigError(f"--base {spec}: {problem}")
+            raise TrainingConfigError(f"--base {spec}: no LoRA adapter to continue ({problem})")
     local = model_path.startswith((".", "/", "~")) or Path(model_path).expanduser().exists()
     if local and not (Path(model_path).expanduser() / "config.json").is_file():
-        what = "no model folder" if not Path(model_path).expanduser().exists() else "no transformers model (config.json)"
+        exists = Path(model_path).expanduser().exists()
+        what = "no transformers model (config.json)" if exists else "no model folder"
         raise TrainingConfigError(f"--base {spec}: {what} at {model_path}")
     return BaseModelSpec(spec=spec, model_path=model_path, adapter=adapter)
 
