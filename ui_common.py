@@ -348,14 +348,19 @@ def stopped_runs(db: Database, runs) -> None:
             resume_offer(row.id, key=f"resume-{row.id}")
 
 
-def conversation_note(db: Database, conversation) -> bool:
-    """Under a conversation's header: a note while it is played, or, when its run was stopped
-    before it finished, that it was stopped and a resume. True while it is being played."""
+def conversation_is_played(db: Database, conversation) -> bool:
+    """Whether a process is playing the conversation's run now (so its tree may still grow)."""
     from josh_core.launch import run_is_played
 
+    return conversation.status in ("running", "pending", "interrupted") and run_is_played(db.path, conversation.run_id)
+
+
+def conversation_note(db: Database, conversation, played: bool | None = None) -> bool:
+    """Under a conversation's header: a note while it is played, or, when its run was stopped
+    before it finished, that it was stopped and a resume. True while it is being played."""
     if conversation.status not in ("running", "pending", "interrupted"):
         return False
-    if run_is_played(db.path, conversation.run_id):
+    if played if played is not None else conversation_is_played(db, conversation):
         st.caption("This conversation is still being played: the tree below grows as the rollout writes.")
         return True
     word = "was not started" if conversation.status == "pending" else "was stopped before it finished"

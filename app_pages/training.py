@@ -208,6 +208,7 @@ def launch_form() -> None:
     process = start_josh_process(args, log)
     st.session_state[JOB] = {"what": "train", "kind": kind, "process": process, "pid": process.pid, "args": args,
                              "log": str(log), "out": str(out), "base": base, "rows": rows, "started": time.time(),
+                             "db": str(db.path),
                              "stopped": None}  # fmt: skip
 
 
@@ -251,7 +252,7 @@ def selftrain_form(bases: list[str], base_key: str) -> None:
     process = start_josh_process(args, log)
     st.session_state[JOB] = {"what": "selftrain", "kind": "selftrain", "process": process, "pid": process.pid,
                              "args": args, "log": str(log), "experiment": experiment.strip(), "base": base,
-                             "started": time.time(), "stopped": None}  # fmt: skip
+                             "started": time.time(), "stopped": None, "db": str(db.path)}  # fmt: skip
 
 
 def _stop_job() -> None:
@@ -323,7 +324,10 @@ def follow_job() -> None:
 
 with st.expander("Train an adapter", expanded=not list_trainings(db) or JOB in st.session_state):
     launch_form()
-if JOB in st.session_state:
+if JOB in st.session_state and st.session_state[JOB]["db"] != str(db.path):
+    st.caption(f"The training started from this session writes into {st.session_state[JOB]['db']}: "
+               "choose that database to follow it.")  # fmt: skip
+elif JOB in st.session_state:
     show_command(["josh", *st.session_state[JOB]["args"]])
     follow_job()
 

@@ -12,9 +12,9 @@ from josh_core.analysis.transcript import goal_rows, ideal_leaf, path_views, sam
 from josh_core.storage import reads
 from josh_core.treeviz import node_name
 from ui_common import (
-    conversation_html, conversation_note, conversations_stamp, esc, fmt_reward, goals_html, load_tree, md,
-    node_panel_html, page_link, pick_conversation, require_database, tree_graph, tree_graph_data, tree_labels,
-    tree_verdicts,
+    conversation_html, conversation_is_played, conversation_note, conversations_stamp, esc, fmt_reward, goals_html,
+    load_tree, md, node_panel_html, page_link, pick_conversation, require_database, tree_graph, tree_graph_data,
+    tree_labels, tree_verdicts,
 )  # fmt: skip
 
 
@@ -52,31 +52,30 @@ tree = load_tree(db, conversation)
 rows = goal_rows(conversation, tree)
 
 if view == "explore":
-    header = st.empty()  # filled by the explorer below, so it refreshes with the graph
-    with st.expander("Scenario goal calls: " + ", ".join(("✓ " if r.reached else "✗ ") + md(r.word) for r in rows),
-                     expanded=False):  # fmt: skip
-        st.html(goals_html(rows))
-        instructions = (conversation.scenario or {}).get("instructions")
-        if instructions:
-            st.caption("User instructions")
-            st.text(instructions if isinstance(instructions, str) else "\n".join(map(str, instructions)))
-
-    running = conversation_note(db, conversation)  # a stopped run's conversation says so and offers resume
+    running = conversation_is_played(db, conversation)
 
     @st.fragment(run_every=2.0 if running else None)
     def explorer() -> None:
         # A running conversation is read again on every tick (the cache key is its step and
-        # node count); a finished one comes from the cache.
+        # node count); a finished one comes from the cache. The header, the goals and the note
+        # are drawn here too, so counts and status follow the graph.
         record = reads.get_conversation(db, conversation.id) if running else conversation
         tree = load_tree(db, record)
-        with header.container():  # replaced on every tick: counts and status follow the graph
-            rows = goal_rows(record, tree)
-            cols = st.columns(5)
-            cols[0].metric("Reward", fmt_reward(record.reward))
-            cols[1].metric("Goal calls hit", f"{sum(r.reached for r in rows)} of {len(rows)}")
-            cols[2].metric("Nodes", len(tree.nodes))
-            cols[3].metric("Steps", tree.step)
-            cols[4].metric("Stopped", stop_word(record.stop_reason, record.status))
+        rows = goal_rows(record, tree)
+        cols = st.columns(5)
+        cols[0].metric("Reward", fmt_reward(record.reward))
+        cols[1].metric("Goal calls hit", f"{sum(r.reached for r in rows)} of {len(rows)}")
+        cols[2].metric("Nodes", len(tree.nodes))
+        cols[3].metric("Steps", tree.step)
+        cols[4].metric("Stopped", stop_word(record.stop_reason, record.status))
+        with st.expander("Scenario goal calls: " + ", ".join(("✓ " if r.reached else "✗ ") + md(r.word) for r in rows),
+                         expanded=False):  # fmt: skip
+            st.html(goals_html(rows))
+            instructions = (record.scenario or {}).get("instructions")
+            if instructions:
+                st.caption("User instructions")
+                st.text(instructions if isinstance(instructions, str) else "\n".join(map(str, instructions)))
+        conversation_note(db, record)  # read afresh: a run stopped meanwhile says so and offers resume
         labels = tree_labels(db, tree)
         verdicts = tree_verdicts(db, tree)
         paths = {n.path: n.id for n in tree.nodes.values()}

@@ -148,28 +148,31 @@ def test_the_trees_header_follows_a_conversation_as_it_is_played(browser, tmp_pa
     import time
 
     db = tmp_path / "playing.duckdb"
-    agent = tmp_path / "slow-agent.json"  # three seconds per turn: the tree grows for a while
-    agent.write_text(json.dumps({"latency": 3.0, "turns": [[[speak(f"Turn {t}.")], [speak(f"Other {t}.")]]
-                                                           for t in range(5)]}))  # fmt: skip
-    rollout = subprocess.Popen(
-        [sys.executable, "-m", "josh_core", "rollout", "--josh", "--split", "train", "--limit", "1", "--agent",
-         f"script:{agent}", "--user", "agenda", "--max-turns", "5", "--db", str(db)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 180
-        conversation = None
-        while time.monotonic() < deadline and conversation is None:
-            time.sleep(1)
-            if db.exists():
-                playing = [c for c in reads.list_conversations(Database(db, read_only=True)) if c.status == "running"]
-                conversation = playing[0] if playing else None
-        assert conversation is not None, "the rollout did not start a conversation"
-        with streamlit_app(db) as url:
+    agent = tmp_path / "slow-agent.json"  # four seconds per turn, ten turns: the tree grows for a while
+    agent.write_text(json.dumps({"latency": 4.0, "turns": [[[speak(f"Turn {t}.")], [speak(f"Other {t}.")]]
+                                                           for t in range(10)]}))  # fmt: skip
+    user = tmp_path / "patient-user.json"  # a user who never hangs up early
+    user.write_text(json.dumps({"turns": [f"Request number {i}." for i in range(12)]}))
+    with streamlit_app(db) as url:
+        rollout = subprocess.Popen(
+            [sys.executable, "-m", "josh_core", "rollout", "--josh", "--split", "train", "--limit", "1", "--agent",
+             f"script:{agent}", "--user", f"script:{user}", "--max-turns", "10", "--db", str(db)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 180
+            conversation = None
+            while time.monotonic() < deadline and conversation is None:
+                time.sleep(1)
+                if db.exists():
+                    playing = [c for c in reads.list_conversations(Database(db, read_only=True))
+                               if c.status == "running"]  # fmt: skip
+                    conversation = playing[0] if playing else None
+            assert conversation is not None, "the rollout did not start a conversation"
             page = browser()
             page.goto(f"{url}/trees?db={db}&conversation={conversation.id}")
             page.get_by_role("heading", name="Conversation trees").wait_for(timeout=45_000)
-            page.locator(".jg-node").first.wait_for(timeout=45_000)
+            page.get_by_text("still being played").first.wait_for(timeout=45_000)
             nodes = page.locator('[data-testid="stMetric"]').filter(has_text="Nodes").locator('[data-testid="stMetricValue"]')
             first = int(nodes.inner_text())
             # No reload: the header's node count follows the graph as the rollout writes.
@@ -184,6 +187,6 @@ def test_the_trees_header_follows_a_conversation_as_it_is_played(browser, tmp_pa
             shot(page, "live-trees-growing")
             no_exception(page)
             page.close()
-    finally:
-        rollout.terminate()
-        rollout.wait(timeout=30)
+        finally:
+            rollout.terminate()
+            rollout.wait(timeout=30)
