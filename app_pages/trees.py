@@ -12,9 +12,20 @@ from josh_core.analysis.transcript import goal_rows, ideal_leaf, path_views, sam
 from josh_core.storage import reads
 from josh_core.treeviz import node_name
 from ui_common import (
-    conversation_html, conversations_stamp, esc, fmt_reward, goals_html, load_tree, md, node_panel_html, page_link,
-    pick_conversation, require_database, tree_graph, tree_graph_data, tree_labels, tree_verdicts,
+    conversation_html, conversations_stamp, db_stamp, esc, fmt_reward, goals_html, load_tree, md, node_panel_html, page_link,
+    pick_conversation, require_database, tree_graph, tree_graph_data, tree_labels,
 )  # fmt: skip
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _verdicts(path: str, conversation_id: str, stamp: tuple) -> dict:
+    """The verdicts on one tree, read again only when the database changes (a click on a node
+    must not wait for a query)."""
+    from josh_core.analysis.pairs import node_verdicts
+    from josh_core.storage.annotations import latest_votes
+    from josh_core.storage.db import Database
+
+    return node_verdicts(latest_votes(Database(path), [conversation_id]))
 
 
 def node_cost_html(node) -> str:
@@ -76,7 +87,7 @@ if view == "explore":
         record = reads.get_conversation(db, conversation.id) if running else conversation
         tree = load_tree(db, record)
         labels = tree_labels(db, tree)
-        verdicts = tree_verdicts(db, tree)
+        verdicts = _verdicts(str(db.path), tree.conversation_id, db_stamp(db))
         paths = {n.path: n.id for n in tree.nodes.values()}
         initial_key = f"trees-initial-{conversation.id}"
         if initial_key not in st.session_state:
