@@ -209,7 +209,7 @@ else:
         for d in diffs if not d.same
     ]
     if rows_html:
-        st.html('<table class="jw-goals"><tr><th>turn</th><th>who</th><th>this → other</th></tr>'
+        st.html('<table class="jw-table"><tr><th>turn</th><th>who</th><th>this → other</th></tr>'
                 + "".join(rows_html) + "</table>")  # fmt: skip
     else:
         st.caption("The two ideal paths are the same word for word.")
