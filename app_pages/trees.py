@@ -12,10 +12,21 @@ from josh_core.analysis.transcript import goal_rows, ideal_leaf, path_views, sam
 from josh_core.storage import reads
 from josh_core.treeviz import node_name
 from ui_common import (
-    conversation_html, conversation_is_played, conversation_note, conversations_stamp, esc, fmt_reward, goals_html,
-    load_tree, md, node_panel_html, page_link, pick_conversation, require_database, tree_graph, tree_graph_data,
-    tree_labels, tree_verdicts,
+    conversation_html, conversation_is_played, conversation_note, conversations_stamp, db_stamp, esc, fmt_reward,
+    goals_html, load_tree, md, node_panel_html, page_link, pick_conversation, require_database, tree_graph,
+    tree_graph_data, tree_labels,
 )  # fmt: skip
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _verdicts(path: str, conversation_id: str, stamp: tuple) -> dict:
+    """The verdicts on one tree, read again only when the database changes (a click on a node
+    must not wait for a query)."""
+    from josh_core.analysis.pairs import node_verdicts
+    from josh_core.storage.annotations import latest_votes
+    from josh_core.storage.db import Database
+
+    return node_verdicts(latest_votes(Database(path), [conversation_id]))
 
 
 def node_cost_html(node) -> str:
@@ -77,7 +88,7 @@ if view == "explore":
                 st.text(instructions if isinstance(instructions, str) else "\n".join(map(str, instructions)))
         conversation_note(db, record)  # read afresh: a run stopped meanwhile says so and offers resume
         labels = tree_labels(db, tree)
-        verdicts = tree_verdicts(db, tree)
+        verdicts = _verdicts(str(db.path), tree.conversation_id, db_stamp(db))
         paths = {n.path: n.id for n in tree.nodes.values()}
         initial_key = f"trees-initial-{conversation.id}"
         if initial_key not in st.session_state:
@@ -199,7 +210,7 @@ else:
         for d in diffs if not d.same
     ]
     if rows_html:
-        st.html('<table class="jw-goals"><tr><th>turn</th><th>who</th><th>this → other</th></tr>'
+        st.html('<table class="jw-table"><tr><th>turn</th><th>who</th><th>this → other</th></tr>'
                 + "".join(rows_html) + "</table>")  # fmt: skip
     else:
         st.caption("The two ideal paths are the same word for word.")

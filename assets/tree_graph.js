@@ -380,7 +380,15 @@ function choose(state, id) {
 function toggleFold(state, id) {
   const n = state.byId.get(id);
   const before = { x: n.x, y: n.y };
-  if (!state.folded.delete(id)) state.folded.add(id);
+  if (state.folded.has(id)) {
+    // Unfold everything behind the handle: the "+N" said how many nodes come into view.
+    const stack = [id];
+    while (stack.length) {
+      const cur = stack.pop();
+      state.folded.delete(cur);
+      stack.push(...(state.children.get(cur) || []));
+    }
+  } else state.folded.add(id);
   layout(state);
   // Keep the node under the pointer where it was.
   const v = state.view;

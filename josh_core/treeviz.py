@@ -247,7 +247,7 @@ def graph_data(
             hover.append("pruned from the beam")
         if errors:
             hover.append(f"{node.format_errors} format errors, {node.api_errors} failed API calls")
-        hover.append(shorten(node.text, 300) or "(no spoken text)")
+        hover.append(shorten(node.text, 160) or "(no spoken text)")
         hover.append(f"node {node.path}")
         has_children = bool(tree.children(node.id))
         nodes.append({

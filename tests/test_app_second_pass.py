@@ -219,3 +219,29 @@ def test_conversation_list_filters_and_two_ideal_paths_diff(toolwoz_data, tmp_pa
     assert [d.same for d in diffs][:2] == [True, False]
     assert ("add", "it") in diffs[1].runs or any(op == "add" and "it" in t for op, t in diffs[1].runs)
     assert all(d.same for d in diffs[2:])
+
+
+def test_errors_page_charts_keep_their_labels_whole(toolwoz_data, tmp_path_factory):
+    """Vega-Lite cut axis labels at 180 px ("search_restauran…"); the page raises the limit."""
+    import json
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from eval_fixtures import planted_database
+
+    db_path = planted_database(tmp_path_factory)[0]
+    root = Path(__file__).resolve().parent.parent
+    app = AppTest.from_file(str(root / "app.py"), default_timeout=180)
+    app.query_params["db"] = str(db_path)
+    app.run()
+    app.switch_page("app_pages/errors.py")
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    charts = [json.loads(chart.proto.spec) for chart in app.get("vega_lite_chart")]
+    assert len(charts) >= 2  # parameter errors and errors per API
+    for spec in charts:
+        text = json.dumps(spec)
+        assert '"labelLimit": 420' in text, text[:400]
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics["API calls rejected"].startswith("4 of 11")

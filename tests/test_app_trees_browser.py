@@ -126,13 +126,12 @@ def test_a_big_tree_opens_on_its_ideal_path_and_a_folded_subtree_unfolds(page, a
     children = [n.path for n in tree.children(next(n.id for n in tree.nodes.values() if n.path == folded_path))]
     assert page.locator(f'.jg-node[data-path="{children[0]}"]').get_attribute("class").count("jg-hidden") == 1
     handle.click()
-    page.wait_for_function(f"() => document.querySelector('.jg-view').dataset.shown === '{shown + count}'",
-                           timeout=10_000)  # fmt: skip
+    expect(page.locator(".jg-view")).to_have_attribute("data-shown", str(shown + count), timeout=10_000)
     for child in children:
         assert "jg-hidden" not in page.locator(f'.jg-node[data-path="{child}"]').get_attribute("class")
     shot(page, "trees-big-unfolded", full=False)
-    # Selecting a node marks its path from the opener.
-    target = children[0]
+    # Selecting a node (the one just unfolded, in view) marks its path from the opener.
+    target = folded_path
     page.locator(f'.jg-node[data-path="{target}"]').click()
     page.locator(".jw-panel .jw-head", has_text=f"Node {target} ").wait_for(timeout=30_000)
     depth = target.count(".") + 1
@@ -145,11 +144,11 @@ def test_the_conversation_list_filters_and_opens_a_tree(page, app_url, app_db):
     db = Database(app_db)
     _home(page, app_url)
     sidebar_to(page, "Trees", "Conversation trees")
-    page.get_by_role("button", name="Conversation list").click()
+    page.locator('[data-testid="stMain"]').get_by_text("Conversation list", exact=True).click()
     wait_idle(page)
     total = len(reads.list_conversations(db))
     expect(page.get_by_text(f"{total} of {total} conversations")).to_be_visible()
-    page.get_by_role("button", name="every goal", exact=True).click()
+    page.locator('[data-testid="stMain"]').get_by_text("every goal", exact=True).click()
     wait_idle(page)
     done = sum(1 for c in reads.list_conversations(db) if c.success)
     expect(page.get_by_text(f"{done} of {total} conversations")).to_be_visible()
@@ -162,10 +161,10 @@ def test_export_shows_the_kto_balance_and_dpo_as_chosen_against_rejected(page, a
     sidebar_to(page, "Export", "Export training data")
     main = page.locator('[data-testid="stMain"]')
     main.get_by_text("KTO", exact=True).click()
-    main.get_by_text("Only conversations with reward 1.0").click()  # off: failed trees too
+    main.get_by_text("Only conversations with reward 1.0", exact=True).click()  # off: failed trees too
     wait_idle(page)
-    expect(main.locator('[data-testid="stMetric"]').filter(has_text="Desirable rows")).to_be_visible()
-    expect(main.locator('[data-testid="stMetric"]').filter(has_text="Undesirable rows")).to_be_visible()
+    expect(main.locator('[data-testid="stMetric"]').filter(has_text="Desirable rows (label: true)")).to_be_visible()
+    expect(main.locator('[data-testid="stMetric"]').filter(has_text="Undesirable rows (label: false)")).to_be_visible()
     shot(page, "export-kto-balance")
     main.get_by_text("DPO", exact=True).click()
     wait_idle(page)
