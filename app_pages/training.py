@@ -19,7 +19,7 @@ from josh_core.launch import (
 )  # fmt: skip
 from josh_core.storage import reads
 from josh_core.storage.trainings import finish_training, list_trainings
-from ui_common import kept, page_link, require_database, shell_command, show_command
+from ui_common import kept, md, page_link, require_database, show_command
 
 st.title("Trainings")
 db = require_database()
@@ -120,6 +120,9 @@ def experiments_section() -> None:
         rows = comparison_rows(comparison)
         st.altair_chart(comparison_chart(rows), width="stretch")
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    for refused in result.unpaired:
+        st.warning(md(f"Round {refused['round']} {refused['kind']} is not compared with the starting agent: "
+                      f"{refused['reason']}"))
     with st.expander("Stages"):
         st.dataframe(pd.DataFrame([{k: v for k, v in stage.items() if k != "result"} for stage in result.stages]),
                      hide_index=True, width="stretch")

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from josh_core.envs import get_env  # noqa: E402
-from josh_core.policies.factory import AgentOptions, build_agent  # noqa: E402
+from josh_core.policies.factory import build_agent  # noqa: E402
 from josh_core.rollout import RolloutConfig, start_run  # noqa: E402
 from josh_core.storage import reads  # noqa: E402
 from josh_core.storage.db import Database  # noqa: E402

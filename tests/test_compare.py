@@ -168,3 +168,26 @@ def test_trials_count_once_per_scenario_with_their_mean(tmp_path):
     assert comparison.metric("reward").trained.mean == pytest.approx((0.5 + 1.0) / 2)  # not the last trial alone
     with pytest.raises(ValueError, match="trials per scenario 2 vs 1"):
         compare_runs(db, base, one_trial)
+
+
+def test_selftrain_summary_names_a_round_compare_refuses_instead_of_failing(tmp_path):
+    """An evaluation that finished no scenario cannot be paired (compare refuses it): the
+    experiment's summary still reads, and says which round was not compared and why."""
+    from josh_core.storage import stages, writes
+    from josh_core.storage.db import Database
+    from josh_core.train.selftrain import SelftrainConfig, load_result
+
+    db_path = tmp_path / "selftrain.duckdb"
+    db = Database(db_path)
+    scenarios = [("s0", {"id": "s0"})]
+    base_run = writes.create_run(db, kind="plain", config={"seed": 0}, scenarios=scenarios)
+    trained_run = writes.create_run(db, kind="plain", config={"seed": 0}, scenarios=scenarios)
+    for rnd, stage, result in ((0, "config", SelftrainConfig(experiment="x").model_dump(mode="json")),
+                               (0, "eval", {"run_id": base_run, "conversations": 0}),
+                               (1, "eval-sft", {"run_id": trained_run, "conversations": 0})):
+        stages.start_stage(db, "x", rnd, stage, result)
+        stages.finish_stage(db, "x", rnd, stage, result, seconds=1.0)
+    result = load_result(db_path, "x")
+    assert result.comparisons == []
+    assert [(u["round"], u["kind"]) for u in result.unpaired] == [(1, "sft")]
+    assert "share no finished scenario" in result.unpaired[0]["reason"]

@@ -50,6 +50,9 @@ def print_result(console: Console, result) -> None:
                           *(plain(_interval(row[f"{side}_mean"], row[f"{side}_low"], row[f"{side}_high"]))
                             for side in ("base", "trained", "difference")))
         console.print(table)
+    for refused in result.unpaired:
+        console.print(plain(f"round {refused['round']} {refused['kind']} vs the starting agent: not compared "
+                            f"({refused['reason']})"))
     stages = Table(title="stages", title_justify="left")
     for column in ("round", "stage", "status", "seconds"):
         stages.add_column(column)

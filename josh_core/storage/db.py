@@ -40,6 +40,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -124,6 +125,32 @@ def _damaged_error(path: Path, error: BaseException) -> DatabaseError | None:
         return None
     return DatabaseDamaged(f"{path} is damaged or truncated and cannot be read ({text[:200]}); "
                            "restore it from a copy or give another --db")
+
+
+_DUCKDB_HEADERS = 3 * 4096  # the main header and two database headers
+
+
+def truncated_file_problem(path: Path) -> str | None:
+    """What is wrong with a DuckDB file cut short (a truncated copy), or None. A DuckDB file is
+    its 12 KiB of headers and whole storage blocks (the block size is in its header), so a file
+    that ends inside a block is damaged. The header's block count is no test: DuckDB trims free
+    blocks at the end of the file. A copy cut exactly at a block boundary passes. Only for a
+    file no one is writing (a concurrent writer extends the file block by block)."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            head = fh.read(_DUCKDB_HEADERS)
+    except OSError:
+        return None  # missing or unreadable: opening it reports that
+    if len(head) < _DUCKDB_HEADERS or head[8:12] != b"DUCK":
+        return None  # not DuckDB, or empty: opening it says so
+    headers = [struct.unpack_from("<QqqQQ", head, offset + 8) for offset in (4096, 8192)]
+    block_size = max(headers)[4]  # the header of the latest iteration
+    if not (4096 <= block_size <= 1 << 30) or block_size & (block_size - 1):
+        return None  # a layout we do not know: leave it to DuckDB
+    if (size - _DUCKDB_HEADERS) % block_size:
+        return f"{path} is truncated: its {size} bytes end inside a {block_size}-byte storage block"
+    return None
 
 
 def _plain_error(path: Path, error: BaseException) -> DatabaseError | None:

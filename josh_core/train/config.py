@@ -39,16 +39,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from josh_core.train.guards import TrainingConfigError, check_finite
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: JSON config files only
     tomllib = None  # type: ignore[assignment]
 
 KINDS = ("sft", "kto", "dpo")
-
-
-class TrainingConfigError(ValueError):
-    """A training configuration that cannot be used (plain message, shown without traceback)."""
 
 
 @dataclass
@@ -237,8 +235,6 @@ def build_config(
 
 
 def _validate(config: TrainConfig) -> None:
-    from josh_core.train.guards import check_finite
-
     # NaN passes `value < 0` and inf passes every bound: refuse both first, for every setting.
     check_finite(config.to_dict(), TrainingConfigError)
 

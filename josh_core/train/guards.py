@@ -25,7 +25,6 @@ import math
 import os
 import shutil
 import socket
-import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -34,6 +33,8 @@ from typing import Any
 
 from josh_core.adapter_folder import JOSH_MARKERS, MANIFEST_FILE, STAGING_DIR
 from josh_core.paths import cache_root
+from josh_core.storage import trainings
+from josh_core.storage.db import truncated_file_problem
 
 try:
     import fcntl
@@ -41,6 +42,10 @@ except ImportError:  # pragma: no cover - Windows: folders are not locked
     fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
+
+
+class TrainingConfigError(ValueError):
+    """A training configuration that cannot be used (plain message, shown without traceback)."""
 
 
 class TrainingBusy(RuntimeError):
@@ -112,8 +117,6 @@ def _foreign_entries(out: Path) -> list[str]:
 
 def check_output(out: Path, db: Path | None) -> None:
     """Refuse an output that is not a folder a training may write (before anything is loaded)."""
-    from josh_core.train.config import TrainingConfigError
-
     if out.exists() and not out.is_dir():
         what = "the database" if db is not None and db.exists() and out.resolve() == db.resolve() else "a file"
         raise TrainingConfigError(f"--out {out} is {what}, not a folder: give a new or empty folder")
@@ -137,7 +140,6 @@ def claim_output(out: Path, db: Path | None = None) -> Iterator[None]:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        from josh_core.train.config import TrainingConfigError
 
         raise TrainingConfigError(f"--out {out} cannot be created: {error.strerror or error}") from None
     if fcntl is None:
@@ -183,8 +185,6 @@ def folder_in_use(out: str | Path) -> bool:
 
 def close_stale_trainings(database) -> list[str]:
     """Close as failed the 'running' trainings whose process is gone; returns their ids."""
-    from josh_core.storage import trainings
-
     closed = []
     now = datetime.now(timezone.utc).replace(tzinfo=None)  # stored times are naive UTC
     for row in trainings.list_trainings(database):
@@ -252,31 +252,11 @@ def disk_full_message(error: OSError, where: str | Path) -> str:
     return f"no space left on the device writing {name}: free some space and rerun (the training resumes)"
 
 
-_DUCKDB_HEADER = 3 * 4096  # the main header and two database headers
-
-
 def check_database(path: Path) -> None:
-    """Refuse a DuckDB file cut short (a truncated copy: DuckDB attaches it and writes into it,
-    and reads fail later). A DuckDB file is its 12 KiB of headers and whole storage blocks (the
-    block size is in its header); a file that ends inside a block is damaged. (A file's header
-    may count more blocks than the file holds once DuckDB trims free blocks at its end, so the
-    count is not a test.)"""
-    from josh_core.storage.db import NotAJoshDatabase
+    """Refuse a DuckDB file cut short before a training writes into it (DuckDB attaches a
+    truncated copy for writing and its reads fail only later)."""
+    from josh_core.storage.db import DatabaseDamaged
 
-    try:
-        size = path.stat().st_size
-        with path.open("rb") as fh:
-            head = fh.read(_DUCKDB_HEADER)
-    except OSError:
-        return  # missing or unreadable: the database layer reports it
-    if len(head) < _DUCKDB_HEADER or head[8:12] != b"DUCK":
-        return  # not DuckDB, or empty: the database layer says so
-    headers = [struct.unpack_from("<QqqQQ", head, offset + 8) for offset in (4096, 8192)]
-    block_size = max(headers)[4]  # the header of the latest iteration
-    if not (4096 <= block_size <= 1 << 30) or block_size & (block_size - 1):
-        return  # a layout we do not know: leave it to DuckDB
-    if (size - _DUCKDB_HEADER) % block_size:
-        raise NotAJoshDatabase(
-            f"{path} is truncated: its {size} bytes end inside a {block_size}-byte storage block "
-            "(a damaged copy); nothing was written to it"
-        )
+    problem = truncated_file_problem(path)
+    if problem:
+        raise DatabaseDamaged(f"{problem}; nothing was written to it")

@@ -275,7 +275,6 @@ def run_training(
     """`train` with extra transformers `TrainerCallback`s (the CLI's progress bar): instances,
     classes, or zero-argument factories (called once the data and settings are checked, so a
     caller need not import transformers before a refused file is reported)."""
-    from josh_core.storage import trainings
     from josh_core.storage.db import Database
 
     started = time.perf_counter()

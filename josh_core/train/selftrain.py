@@ -93,6 +93,7 @@ class SelftrainResult(BaseModel):
     workdir: str
     rounds: list[RoundSummary]
     comparisons: list[dict[str, Any]]  # per trained agent: Comparison vs the starting agent
+    unpaired: list[dict[str, Any]] = []  # trained agents `compare_runs` refused to pair, and why
     stages: list[dict[str, Any]]
 
 
@@ -331,6 +332,7 @@ class Selftrain:
             starting_run = (stages.get((0, "eval")) or {}).get("result", {}).get("run_id")
         rounds: list[RoundSummary] = []
         comparisons: list[dict[str, Any]] = []
+        unpaired: list[dict[str, Any]] = []
         start_eval = stages.get((0, "eval"))
         if start_eval and start_eval["status"] == "done":
             rounds.append(RoundSummary(round=0, agent=self._agent_of(start_eval["result"]), kind=None,
@@ -347,12 +349,16 @@ class Selftrain:
                 examples=export.get("rows"), metrics=_eval_metrics(stage["result"]),
             ))
             if starting_run and stage["result"].get("run_id"):
-                comparison = compare_runs(self.db, starting_run, stage["result"]["run_id"])
-                comparisons.append({"round": rnd, "kind": kind, **comparison.model_dump()})
+                try:
+                    comparison = compare_runs(self.db, starting_run, stage["result"]["run_id"])
+                except ValueError as refused:  # e.g. no scenario finished by both: no pairing to show
+                    unpaired.append({"round": rnd, "kind": kind, "reason": str(refused)})
+                else:
+                    comparisons.append({"round": rnd, "kind": kind, **comparison.model_dump()})
         table = [{"round": rnd, "stage": name, "status": s["status"], "seconds": s["seconds"],
                   "result": s["result"]} for (rnd, name), s in stages.items() if name != "config"]
         return SelftrainResult(experiment=self.config.experiment, db_path=str(self.db_path),
-                               workdir=str(self.workdir), rounds=rounds, comparisons=comparisons, stages=table)
+                               workdir=str(self.workdir), rounds=rounds, comparisons=comparisons, unpaired=unpaired, stages=table)
 
 
 def load_result(db_path: str | Path, experiment: str) -> SelftrainResult:

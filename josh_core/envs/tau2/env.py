@@ -31,7 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from josh_core.envs.tau2.state import DbState, Tables, Transaction
+from josh_core.envs.tau2.state import DbState, Transaction
 from josh_core.envs.tau2.oracle import GoldTurn, gold_turn
 from josh_core.envs.tau2.tasks import Tau2Task, call_key
 from josh_core.envs.tau2.tools import ArgumentError, Tool, ToolError, check_arguments
