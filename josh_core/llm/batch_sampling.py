@@ -73,13 +73,19 @@ class BatchSampler:
         return chosen
 
     def _advance(self, row: Any, token: int) -> None:
-        if token == self.eos_id:
-            row.finished = True
-            row.finish_reason = row.finish_reason or "stop"
-            return
-        row.tokens.append(token)
-        if row.stop:
-            # Decode only the tail that could hold a stop string.
-            tail = self.tokenizer.decode(row.tokens[-(self.max_stop_len + 2):], skip_special_tokens=True)
-            if any(s in tail for s in row.stop):
-                row.force_eos = True
+        advance_row(row, token, self.eos_id, self.tokenizer, self.max_stop_len)
+
+
+def advance_row(row: Any, token: int, eos_id: int, tokenizer: Any, max_stop_len: int) -> None:
+    """Append a drawn token to a row (both decode loops): EOS finishes it; a stop string in its
+    tail makes the next step end it."""
+    if token == eos_id:
+        row.finished = True
+        row.finish_reason = row.finish_reason or "stop"
+        return
+    row.tokens.append(token)
+    if row.stop:
+        # Decode only the tail that could hold a stop string.
+        tail = tokenizer.decode(row.tokens[-(max_stop_len + 2):], skip_special_tokens=True)
+        if any(s in tail for s in row.stop):
+            row.force_eos = True

@@ -36,6 +36,7 @@ from josh_core.llm.base import (
     ConstraintUnsupported,
     SamplingParams,
 )
+from josh_core.llm.batch_sampling import advance_row
 from josh_core.llm.batching import MicroBatcher
 from josh_core.llm.kv_store import KVStore, common_prefix_len
 from josh_core.llm.local_chat import cut_at_stop, parse_tool_calls, to_template_messages
@@ -120,16 +121,7 @@ class RowSampler:
         return int(indices[pick])
 
     def _advance(self, row: _Row, token: int) -> None:
-        if token == self.eos_id:
-            row.finished = True
-            row.finish_reason = row.finish_reason or "stop"
-            return
-        row.tokens.append(token)
-        if row.stop:
-            # Decode only the tail that could hold a stop string.
-            tail = self.tokenizer.decode(row.tokens[-(self.max_stop_len + 2):], skip_special_tokens=True)
-            if any(s in tail for s in row.stop):
-                row.force_eos = True
+        advance_row(row, token, self.eos_id, self.tokenizer, self.max_stop_len)
 
 
 def _load_structured():

@@ -14,7 +14,7 @@ import hashlib
 import os
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,12 +37,13 @@ def lock_path(db_path: str | Path, run_id: str) -> Path:
 
 
 @contextmanager
-def run_lock(db_path: str | Path, run_id: str) -> Iterator[None]:
-    """Hold the run's lock for the block; raises RunBusy if another process holds it."""
+def exclusive_lock(path: Path, busy: Callable[[str], Exception]) -> Iterator[None]:
+    """Hold an OS file lock on `path` for the block, writing our process into it; when another
+    process holds it, raise `busy(owner)` (owner: what that process wrote). The kernel releases
+    the lock when its process dies. Without `fcntl` (Windows) nothing is locked."""
     if fcntl is None:
         yield
         return
-    path = lock_path(db_path, run_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -50,11 +51,36 @@ def run_lock(db_path: str | Path, run_id: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             owner = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-            raise RunBusy(
-                f"run {run_id} is being played by {owner}; wait for it to finish or stop it, then resume"
-            ) from None
+            raise busy(owner) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}".encode(), 0)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def lock_is_held(path: Path) -> bool:
+    """True while some process holds the lock on `path` (False when there is no lock file)."""
+    if fcntl is None:
+        return True  # cannot tell: assume alive
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDWR)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def run_lock(db_path: str | Path, run_id: str) -> Iterator[None]:
+    """Hold the run's lock for the block; raises RunBusy if another process holds it."""
+    busy = lambda owner: RunBusy(  # noqa: E731
+        f"run {run_id} is being played by {owner}; wait for it to finish or stop it, then resume")
+    with exclusive_lock(lock_path(db_path, run_id), busy):
+        yield

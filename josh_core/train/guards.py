@@ -24,7 +24,6 @@ import logging
 import math
 import os
 import shutil
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -35,11 +34,7 @@ from josh_core.adapter_folder import JOSH_MARKERS, MANIFEST_FILE, STAGING_DIR
 from josh_core.paths import cache_root
 from josh_core.storage import trainings
 from josh_core.storage.db import truncated_file_problem
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: folders are not locked
-    fcntl = None  # type: ignore[assignment]
+from josh_core.storage.locks import exclusive_lock, lock_is_held
 
 log = logging.getLogger(__name__)
 
@@ -140,47 +135,17 @@ def claim_output(out: Path, db: Path | None = None) -> Iterator[None]:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-
         raise TrainingConfigError(f"--out {out} cannot be created: {error.strerror or error}") from None
-    if fcntl is None:
+    busy = lambda owner: TrainingBusy(  # noqa: E731
+        f"{out} is being trained into by {owner}; wait for it to finish or stop it "
+        "(nothing in the folder was changed)")
+    with exclusive_lock(_lock_path(out), busy):
         yield
-        return
-    path = _lock_path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-            raise TrainingBusy(
-                f"{out} is being trained into by {owner}; wait for it to finish or stop it "
-                "(nothing in the folder was changed)"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def folder_in_use(out: str | Path) -> bool:
     """True while some process on this machine holds the training lock of `out`."""
-    if fcntl is None:
-        return True  # cannot tell: assume alive
-    path = _lock_path(Path(out))
-    if not path.exists():
-        return False
-    fd = os.open(path, os.O_RDWR)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
+    return lock_is_held(_lock_path(Path(out)))
 
 
 def close_stale_trainings(database) -> list[str]:
