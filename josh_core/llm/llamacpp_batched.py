@@ -146,6 +146,13 @@ class LlamaCppBatchedBackend:
                 lc.llama_model_free(self._model)
                 self._model = None
 
+    def reset_cache(self) -> None:
+        """Forget the kept prefix (benches: each run starts from an empty KV cache)."""
+        with self._gen_lock:
+            if self._ctx is not None:
+                self._llama_cpp.llama_memory_clear(self._memory(), True)
+            self._anchor = []
+
     @property
     def batch_sizes(self) -> list[int]:
         return self._batcher.batch_sizes

@@ -64,7 +64,8 @@ def default_style(agent_spec: str) -> str:
     and no PLAN measured several times faster and no worse for it; bench/bench_player.py),
     ReACT (appendix E) for every other model."""
     spec = agent_spec.strip()
-    if spec in ("embedded", "oracle") or spec.startswith(("embedded@", "llamacpp:embedded", "vllm:embedded")):
+    if spec in ("embedded", "oracle") or spec.startswith(("embedded@", "llamacpp:embedded", "llamacpp-batched:embedded",
+                                                                     "vllm:embedded")):
         return "compact"
     return "react"
 
@@ -89,7 +90,7 @@ def split_spec(spec: str) -> tuple[str, str]:
     if ":" not in spec:
         raise ValueError(
             f"unknown SPEC {spec!r}: expected embedded[@ADAPTER], openai:MODEL, hf:PATH[@ADAPTER], "
-            "vllm:MODEL, llamacpp:GGUF, script:FILE (agents) or agenda, llm:SPEC, script:FILE (users)"
+            "vllm:MODEL, llamacpp:GGUF, llamacpp-batched:GGUF, script:FILE (agents) or agenda, llm:SPEC, script:FILE (users)"
         )
     kind, rest = spec.split(":", 1)
     return kind, rest
