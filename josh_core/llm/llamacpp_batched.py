@@ -53,7 +53,7 @@ class LlamaCppBatchedBackend:
 
     is_local = True
 
-    def __init__(self, model_path: str | os.PathLike[str] = "embedded", *, n_ctx: int = 8192,
+    def __init__(self, model_path: str | os.PathLike[str] = "embedded", *, n_ctx: int = 16384,
                  n_threads: int | None = None, max_batch_rows: int = 32, n_batch: int = 512,
                  collect_s: float = 0.0, verbose: bool = False) -> None:
         target = str(model_path)
@@ -75,11 +75,15 @@ class LlamaCppBatchedBackend:
         self._model = self._ctx = self._tokenizer = None
         self._batch: Any = None
         self._anchor: list[int] = []  # tokens held by sequence _ANCHOR
+        self._kept: dict[int, list[int]] = {}  # the last batch's row sequences -> the tokens they hold
+        self._half = 0  # which range of sequence ids the rows of the last batch used
         self._load_lock = threading.Lock()
         self._gen_lock = threading.Lock()
         self._batcher = MicroBatcher(self.generate_batch, max_rows=max_batch_rows, collect_s=collect_s)
         self.stats = {"batches": 0, "rows": 0, "decode_steps": 0, "row_steps": 0, "prompt_tokens": 0,
-                      "prefilled_tokens": 0, "completion_tokens": 0}
+                      "prefilled_tokens": 0, "reused_tokens": 0,
+                      "completion_tokens": 0,
+                      "prefill_s": 0.0, "decode_s": 0.0, "sample_s": 0.0}
         self.load_seconds: float | None = None
 
     # ---- loading -------------------------------------------------------------------------
@@ -93,6 +97,9 @@ class LlamaCppBatchedBackend:
 
             _logger.set_verbose(self.verbose)
             lc.llama_backend_init()
+            from josh_core.llm.hf_backend import _set_cpu_threads
+
+            _set_cpu_threads()  # the sampler's torch ops: one thread on shared cores, as transformers
             self._tokenizer = self._load_tokenizer()
             model = lc.llama_model_load_from_file(str(self.model_path).encode("utf-8"), lc.llama_model_default_params())
             if not model:
@@ -100,7 +107,7 @@ class LlamaCppBatchedBackend:
             params = lc.llama_context_default_params()
             params.n_ctx = self.n_ctx
             params.n_batch = params.n_ubatch = self.n_batch
-            params.n_seq_max = self.max_batch_rows + 1
+            params.n_seq_max = 2 * self.max_batch_rows + 1
             params.n_threads = params.n_threads_batch = self.n_threads
             # One KV buffer for all sequences: a sequence copy tags cells instead of copying them.
             params.kv_unified = True
@@ -108,7 +115,7 @@ class LlamaCppBatchedBackend:
             if not ctx:
                 lc.llama_model_free(model)
                 raise ValueError(f"llama.cpp could not create a context for {self.model_path} "
-                                 f"(n_ctx {self.n_ctx}, {self.max_batch_rows + 1} sequences)")
+                                 f"(n_ctx {self.n_ctx}, {2 * self.max_batch_rows + 1} sequences)")
             self._model, self._ctx = model, ctx
             self._vocab_size = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(model))
             self._batch = lc.llama_batch_init(self.n_batch, 0, 1)
@@ -151,7 +158,7 @@ class LlamaCppBatchedBackend:
         with self._gen_lock:
             if self._ctx is not None:
                 self._llama_cpp.llama_memory_clear(self._memory(), True)
-            self._anchor = []
+            self._anchor, self._kept = [], {}
 
     @property
     def batch_sizes(self) -> list[int]:
@@ -191,36 +198,67 @@ class LlamaCppBatchedBackend:
     def _memory(self) -> Any:
         return self._llama_cpp.llama_get_memory(self._ctx)
 
+    def _seq(self, index: int) -> int:
+        """The KV sequence of batch row `index` in this batch (the ids alternate between two
+        ranges, so the sequences of the batch before stay readable while this one starts)."""
+        return 1 + self._half * self.max_batch_rows + index
+
     def _prefill(self, token_rows: list[list[int]], groups: dict[tuple[int, ...], list[int]]) -> list[Any]:
-        """Fill sequence row+1 of every row with its prompt; returns each row's next-token logits."""
+        """Fill each row's sequence with its prompt; returns each row's next-token logits.
+
+        Sources, longest match first: the sequences the previous batch's rows left (a leaf's
+        next turn extends its own last prompt and answer), and the anchor (sequence 0, the
+        prefix shared by the previous batch's rows, extended to this batch's). Only what no
+        source holds is evaluated; copies only tag cells (unified KV buffer).
+        """
         lc, mem = self._llama_cpp, self._memory()
+        self._half = 1 - self._half
+        old_rows = self._kept  # sequence id -> the tokens it holds
         # The prefix shared by all rows, minus at least one token per prompt (its logits are needed).
         shared = min(len(t) for t in token_rows) - 1
-        first = token_rows[0]
+        first = tuple(token_rows[0])
         for row in token_rows[1:]:
-            shared = min(shared, common_prefix_len(tuple(first), tuple(row)))
-        prefix = first[:shared]
-        lc.llama_memory_seq_keep(mem, _ANCHOR)  # last batch's rows go; the anchor stays
+            shared = min(shared, common_prefix_len(first, tuple(row)))
+        prefix = list(first[:shared])
         kept = common_prefix_len(tuple(self._anchor), tuple(prefix))
         if not lc.llama_memory_seq_rm(mem, _ANCHOR, kept, -1):
             lc.llama_memory_seq_rm(mem, _ANCHOR, -1, -1)
             kept = 0
-        self._decode([(tok, pos, _ANCHOR, False) for pos, tok in enumerate(prefix) if pos >= kept])
-        self._anchor = list(prefix)
-        self.stats["prefilled_tokens"] += len(prefix) - kept
+        best_seq, best = None, kept
+        for seq, tokens in old_rows.items():
+            n = common_prefix_len(tuple(tokens), tuple(prefix))
+            if n > best:
+                best_seq, best = seq, n
+        if best_seq is not None:
+            lc.llama_memory_seq_cp(mem, best_seq, _ANCHOR, kept, best)
+            self.stats["reused_tokens"] += best - kept
+        self._decode([(prefix[pos], pos, _ANCHOR, False) for pos in range(best, shared)])
+        self.stats["prefilled_tokens"] += shared - best
+        self._anchor = prefix
         entries = []
         for prompt, members in groups.items():
-            seq = members[0] + 1
-            lc.llama_memory_seq_cp(mem, _ANCHOR, seq, -1, -1)
-            for pos in range(shared, len(prompt)):
+            seq = self._seq(members[0])
+            source, start = _ANCHOR, shared
+            for old_seq, tokens in old_rows.items():
+                n = min(common_prefix_len(tuple(tokens), prompt), len(prompt) - 1)
+                if n > start:
+                    source, start = old_seq, n
+            lc.llama_memory_seq_rm(mem, seq, -1, -1)
+            lc.llama_memory_seq_cp(mem, source, seq, 0, start)
+            self.stats["reused_tokens"] += start
+            for pos in range(start, len(prompt)):
                 entries.append((prompt[pos], pos, seq, pos == len(prompt) - 1))
+        for seq in old_rows:  # the previous batch's sequences have served
+            lc.llama_memory_seq_rm(mem, seq, -1, -1)
+        self._kept = {}
         self.stats["prefilled_tokens"] += len(entries)
         logits = self._decode(entries)
         out: list[Any] = [None] * len(token_rows)
         for (prompt, members), row_logits in zip(groups.items(), logits):
             for index in members:
                 if index != members[0]:
-                    lc.llama_memory_seq_cp(mem, members[0] + 1, index + 1, -1, -1)
+                    lc.llama_memory_seq_rm(mem, self._seq(index), -1, -1)
+                    lc.llama_memory_seq_cp(mem, self._seq(members[0]), self._seq(index), -1, -1)
                 out[index] = row_logits
         return out
 
@@ -265,14 +303,18 @@ class LlamaCppBatchedBackend:
         groups: dict[tuple[int, ...], list[int]] = {}
         for index, prompt in enumerate(token_rows):
             groups.setdefault(tuple(prompt), []).append(index)
+        mark = time.perf_counter()
         first_logits = self._prefill(token_rows, groups)
+        self.stats["prefill_s"] += time.perf_counter() - mark
         logits = torch.from_numpy(np.stack(first_logits))
         positions = [len(t) for t in token_rows]
+        fed = [list(t) for t in token_rows]  # the tokens each row's sequence holds
         sampler = BatchSampler(rows, tokenizer, eos_id)
         active = list(range(len(rows)))
         # One step beyond the largest budget so a row at its budget can still emit EOS.
         max_new = max(r.sampling.max_tokens for r in rows) + 1
         for _ in range(max_new):
+            mark = time.perf_counter()
             if constraint is not None:
                 bitmask = constraint.allowed_bitmask(active)
                 if bitmask is not None:
@@ -285,12 +327,19 @@ class LlamaCppBatchedBackend:
             if not live:
                 break
             active = [index for index, _ in live]
-            step = [(token, positions[index], index + 1, True) for index, token in live]
+            step = [(token, positions[index], self._seq(index), True) for index, token in live]
+            for index, token in live:
+                fed[index].append(token)
             for index in active:
                 positions[index] += 1
+            between = time.perf_counter()
+            self.stats["sample_s"] += between - mark
             logits = torch.from_numpy(np.stack(self._decode(step)))
+            self.stats["decode_s"] += time.perf_counter() - between
             self.stats["decode_steps"] += 1
             self.stats["row_steps"] += len(step)
+        # The rows' sequences stay for the next batch to extend (see _prefill).
+        self._kept = {self._seq(index): tokens for index, tokens in enumerate(fed)}
         seconds = time.perf_counter() - start
         self.stats["batches"] += 1
         self.stats["rows"] += len(rows)
