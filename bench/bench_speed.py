@@ -14,10 +14,16 @@ Parts:
         a time (`josh eval`'s default concurrency 1); new = batched decoder with --concurrency C
         conversations at once (their requests share batches). Also new at concurrency 1.
 
+  llamacpp  the transformers default (batched decoder, float32 weights de-quantised from the GGUF) vs
+        the batched llama.cpp player (`llamacpp-batched:embedded`, the 4-bit GGUF itself): the same
+        JOSH conversations interleaved scenario by scenario, then a plain evaluation of N scenarios
+        with C conversations at once, both ways.
+
 Usage:
   python bench/bench_speed.py josh [--limit 2] [--max-turns 3] [--threads 1]
   python bench/bench_speed.py eval [--limit 10] [--max-turns 5] [--concurrency 8]
-Writes bench/results/speed_josh.md or bench/results/speed_eval.md.
+  python bench/bench_speed.py llamacpp [--limit 2] [--max-turns 3] [--eval-limit 6] [--eval-turns 3] [--concurrency 6]
+Writes bench/results/speed_josh.md, speed_eval.md or speed_llamacpp.md.
 """
 
 from __future__ import annotations
@@ -211,9 +217,110 @@ def run_eval(args) -> str:
     return text
 
 
+PLAYERS = ("transformers", "llamacpp-batched")
+
+
+def _player(config: RolloutConfig, player: str):
+    """The agent of `player`, its cache emptied so that no run starts from another's KV."""
+    if player == "transformers":
+        return _backend(config, "batched", 1)
+    agent = build_agent("llamacpp-batched:embedded", config.agent_options())
+    agent.backend.load()
+    agent.backend.reset_cache()
+    return agent
+
+
+def _summary(items: list[dict], wall: float | None = None) -> dict:
+    total_s = wall if wall is not None else sum(r["seconds"] for r in items)
+    return {"seconds": total_s / len(items), "decoded": statistics.mean(r["decoded"] for r in items),
+            "tok_s": sum(r["decoded"] for r in items) / total_s,
+            "api_share": sum(r["api_turns"] for r in items) / max(1, sum(r["agent_turns"] for r in items)),
+            "with_goal": sum(r["with_goal"] for r in items), "reward": statistics.mean(r["reward"] for r in items),
+            "n": len(items)}
+
+
+def run_llamacpp(args) -> str:
+    load_start = os.getloadavg()[0]
+    loads = [load_start]
+    josh_scenarios = get_env("toolwoz").load_split("train", args.limit)
+    josh_config = RolloutConfig(josh=True, agent="embedded", style="compact", beam=args.beam,
+                                branching=args.branching, max_turns=args.max_turns, seed=args.seed)
+    rows: dict[str, list[dict]] = {p: [] for p in PLAYERS}
+    with tempfile.TemporaryDirectory() as tmp:
+        for scenario in josh_scenarios:
+            for player in PLAYERS:
+                agent = _player(josh_config, player)
+                db_path = Path(tmp) / f"josh-{player}-{scenario.id}.duckdb"
+                result = start_run(db_path, [scenario], josh_config, agent=agent)
+                row = conversation_row(db_path, result.conversations[0])
+                rows[player].append(row)
+                loads.append(os.getloadavg()[0])
+                print(f"josh {scenario.id} {player:16s} {row['seconds']:7.1f} s {row['decoded']:5d} tokens "
+                      f"{row['decoded'] / row['seconds']:6.1f} tok/s reward {row['reward']:.2f} "
+                      f"load {loads[-1]:.1f}", flush=True)
+        eval_scenarios = get_env("toolwoz").load_split("test", args.eval_limit)
+        eval_config = RolloutConfig(josh=False, agent="embedded", style="compact", max_turns=args.eval_turns,
+                                    seed=args.seed, concurrency=args.concurrency)
+        evals: dict[str, dict] = {}
+        for player in PLAYERS:
+            agent = _player(eval_config, player)
+            db_path = Path(tmp) / f"eval-{player}.duckdb"
+            start = time.perf_counter()
+            result = start_run(db_path, eval_scenarios, eval_config, agent=agent)
+            wall = time.perf_counter() - start
+            items = [conversation_row(db_path, c) for c in result.conversations]
+            evals[player] = _summary(items, wall) | {"wall": wall}
+            loads.append(os.getloadavg()[0])
+            print(f"eval {player:16s} {wall:7.1f} s wall, {evals[player]['tok_s']:6.1f} tok/s, load {loads[-1]:.1f}",
+                  flush=True)
+    josh = {p: _summary(items) for p, items in rows.items()}
+    old, new = josh["transformers"], josh["llamacpp-batched"]
+    command = (f"`python bench/bench_speed.py llamacpp --limit {args.limit} --max-turns {args.max_turns} "
+               f"--eval-limit {args.eval_limit} --eval-turns {args.eval_turns} --concurrency {args.concurrency}`")
+    lines = [
+        "# The embedded player: transformers (float32) vs batched llama.cpp (4-bit GGUF), one run",
+        "",
+        f"{command} on {machine(load_start)}; load average (1 min) sampled after each run: "
+        + ", ".join(f"{x:.1f}" for x in loads) + ". Not niced.",
+        "",
+        "Players: `embedded` = transformers, float32 weights de-quantised from the Q4_1 GGUF, the batched decode "
+        "loop, one torch thread; `llamacpp-batched:embedded` = llama.cpp on the Q4_1 GGUF itself, every row of a "
+        "batch in one `llama_decode`, one thread. Same prompts, grammar masks and sampler; the logits differ "
+        "(4-bit vs float32 arithmetic), so the samples and conversations differ: API-call share and goals are "
+        "a sanity check, not a like-for-like quality comparison.",
+        "",
+        f"## JOSH conversations (beam {args.beam}, branching {args.branching}, {args.max_turns} agent turns, compact, "
+        f"agenda user, first {args.limit} train scenarios, seed {args.seed}; players interleaved scenario by scenario)",
+        "",
+        "| player | s / conversation | decoded tokens / conversation | decoded tok/s | turns with an API call | "
+        "trees with a goal | mean reward |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for player, s in josh.items():
+        lines.append(f"| {player} | {s['seconds']:.1f} | {s['decoded']:.0f} | {s['tok_s']:.1f} | "
+                     f"{100 * s['api_share']:.0f}% | {s['with_goal']} of {s['n']} | {s['reward']:.3f} |")
+    lines += ["", f"**llama.cpp / transformers: {old['seconds'] / new['seconds']:.2f}x per conversation, "
+                  f"{new['tok_s'] / old['tok_s']:.2f}x decoded tok/s.**", "",
+              f"## Plain evaluation (no JOSH; first {args.eval_limit} test scenarios, {args.eval_turns} agent turns, "
+              f"{args.concurrency} conversations at once, one after the other)", "",
+              "| player | wall s | decoded tokens | decoded tok/s | turns with an API call | conversations with a goal | "
+              "mean reward |", "|---|---|---|---|---|---|---|"]
+    for player, s in evals.items():
+        lines.append(f"| {player} | {s['wall']:.1f} | {s['decoded'] * s['n']:.0f} | {s['tok_s']:.1f} | "
+                     f"{100 * s['api_share']:.0f}% | {s['with_goal']} of {s['n']} | {s['reward']:.3f} |")
+    e_old, e_new = evals["transformers"], evals["llamacpp-batched"]
+    lines += ["", f"**llama.cpp / transformers: {e_old['wall'] / e_new['wall']:.2f}x wall, "
+                  f"{e_new['tok_s'] / e_old['tok_s']:.2f}x decoded tok/s.**"]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "speed_llamacpp.md").write_text(text)
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=["josh", "eval"])
+    parser.add_argument("part", choices=["josh", "eval", "llamacpp"])
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--beam", type=int, default=8)
     parser.add_argument("--branching", type=int, default=2)
@@ -223,8 +330,14 @@ def main() -> None:
     parser.add_argument("--together", action=argparse.BooleanOptionalAction, default=True,
                         help="josh: also play all scenarios at once with the batched decoder")
     parser.add_argument("--concurrency", type=int, default=8, help="eval: conversations at once for the batched decoder")
+    parser.add_argument("--eval-limit", type=int, default=6, help="llamacpp: scenarios of the plain evaluation")
+    parser.add_argument("--eval-turns", type=int, default=3, help="llamacpp: agent turns of the plain evaluation")
     args = parser.parse_args()
-    if args.part == "josh":
+    if args.part == "llamacpp":
+        args.limit = args.limit or 2
+        args.max_turns = args.max_turns or 3
+        run_llamacpp(args)
+    elif args.part == "josh":
         args.limit = args.limit or 2
         args.max_turns = args.max_turns or 3
         run_josh(args)

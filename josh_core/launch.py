@@ -137,8 +137,11 @@ def check_spec(spec: str, role: str = "agent", base_url: str | None = None) -> l
                 problems.append(f"{role} SPEC {spec}: {problem}")
         if base and (base.startswith((".", "/", "~"))) and not Path(base).expanduser().exists():
             problems.append(f"{role} SPEC {spec}: no model at {base}")
-    elif kind == "llamacpp":
-        if rest != "embedded" and not Path(rest).expanduser().is_file():
+    elif kind in ("llamacpp", "llamacpp-batched"):
+        if kind == "llamacpp-batched" and "@" in rest:
+            problems.append(f"{role} SPEC {spec}: LoRA adapters are not supported by llamacpp-batched; "
+                            "use embedded@DIR")
+        elif rest != "embedded" and not Path(rest).expanduser().is_file():
             problems.append(f"{role} SPEC {spec}: no GGUF file at {rest}")
     return problems
 

@@ -7,6 +7,8 @@
     vllm:MODEL[@ADAPTER_DIR]    vLLM offline engine (GPU: the vllm extra; CPU: scripts/setup-vllm.sh);
                                 `vllm:embedded[@ADAPTER_DIR]` is the embedded model's converted folder
     llamacpp:GGUF_PATH          llama.cpp in this process (`llamacpp:embedded`: the embedded GGUF)
+    llamacpp-batched:GGUF_PATH  llama.cpp, every row of a batch decoded together, our sampling and
+                                grammar masks (`llamacpp-batched:embedded`; no LoRA adapters)
 
 In-process backends are shared per SPEC within a process, so an agent and an LLM user on the
 same model load it once and their requests land in the same batches.
@@ -20,7 +22,7 @@ from typing import Any
 from josh_core.llm.base import EMBEDDED_MODEL_SAMPLING, ChatBackend
 
 # The SPEC kinds build_backend builds (agents also take script: and oracle, policies/factory.py).
-MODEL_KINDS = ("embedded", "openai", "hf", "vllm", "llamacpp")
+MODEL_KINDS = ("embedded", "openai", "hf", "vllm", "llamacpp", "llamacpp-batched")
 
 _SHARED: dict[str, ChatBackend] = {}
 _SHARED_LOCK = threading.Lock()
@@ -47,7 +49,7 @@ def split_spec(spec: str) -> tuple[str, str]:
     if ":" not in spec:
         raise ValueError(
             f"unknown SPEC {spec!r}: expected embedded[@ADAPTER], openai:MODEL, hf:PATH[@ADAPTER], "
-            "vllm:MODEL, llamacpp:GGUF, script:FILE (agents) or agenda, llm:SPEC, script:FILE (users)"
+            "vllm:MODEL, llamacpp:GGUF, llamacpp-batched:GGUF, script:FILE (agents) or agenda, llm:SPEC, script:FILE (users)"
         )
     kind, rest = spec.split(":", 1)
     return kind, rest
@@ -130,9 +132,13 @@ def _build_local(kind: str, rest: str, options: Any) -> ChatBackend:
         from josh_core.llm.llamacpp_backend import build_llamacpp_backend
 
         return build_llamacpp_backend(rest or "embedded", options)
+    if kind == "llamacpp-batched":
+        from josh_core.llm.llamacpp_batched import build_llamacpp_batched_backend
+
+        return build_llamacpp_batched_backend(rest or "embedded", options)
     raise ValueError(
         f"unknown model SPEC kind {kind!r}: expected embedded[@ADAPTER], openai:MODEL, "
-        "hf:PATH[@ADAPTER], vllm:MODEL or llamacpp:GGUF"
+        "hf:PATH[@ADAPTER], vllm:MODEL, llamacpp:GGUF or llamacpp-batched:GGUF"
     )
 
 

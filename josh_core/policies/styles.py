@@ -16,7 +16,8 @@ def default_style(agent_spec: str) -> str:
     times faster and no worse for it; bench/bench_player.py), ReACT (appendix E) for every
     other model."""
     spec = agent_spec.strip()
-    if spec in ("embedded", "oracle") or spec.startswith(("embedded@", "llamacpp:embedded", "vllm:embedded")):
+    embedded = ("embedded@", "llamacpp:embedded", "llamacpp-batched:embedded", "vllm:embedded")
+    if spec in ("embedded", "oracle") or spec.startswith(embedded):
         return "compact"
     return "react"
 
