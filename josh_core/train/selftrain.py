@@ -313,7 +313,9 @@ class Selftrain:
 
             budget: dict[str, int] = state["budget"]
             runs: list[dict[str, Any]] = list(state.get("runs", []))
-            for planned in runs:  # resume what a stopped stage had planned
+            for planned in runs:  # resume what a stopped stage had planned (finished runs stay as they are)
+                if self._finished(planned["run_id"]):
+                    continue
                 self._play([by_id[i] for i in planned["scenarios"]], self._control_config(
                     agent, planned["seed"], planned["max_turns"]))({"run_id": planned["run_id"]})
             while True:
@@ -343,6 +345,14 @@ class Selftrain:
                     "with_goal": sum(1 for conv in played if (conv.reward or 0) > 0)}
 
         return work
+
+    def _finished(self, run_id: str) -> bool:
+        from josh_core.storage import reads
+
+        if not any(r.id == run_id for r in reads.list_runs(self.db)):
+            return False
+        conversations = reads.list_conversations(self.db, run_id=run_id)
+        return bool(conversations) and all(conv.status == "done" for conv in conversations)
 
     def _control_spent(self, runs: list[dict[str, Any]]) -> tuple[dict[str, int], dict[str, int]]:
         """Agent turns the control's runs sampled per scenario (finished or not: spent is spent),
