@@ -162,3 +162,16 @@ def test_the_control_needs_sft_and_older_experiments_read_as_without_it(tmp_path
     Selftrain(SelftrainConfig(experiment="old"), db_path)._check_config()  # the same experiment
     with pytest.raises(ValueError, match="control"):
         Selftrain(SelftrainConfig(experiment="old", control="rs-sft"), db_path)._check_config()
+
+
+def test_the_cli_names_the_flags_of_a_control_without_sft(tmp_path):
+    from typer.testing import CliRunner
+
+    from josh_core.cli import app
+
+    db = tmp_path / "st.duckdb"
+    refused = CliRunner().invoke(app, ["selftrain", "--control", "rs-sft", "--kind", "kto", "--db", str(db)])
+    assert refused.exit_code != 0
+    assert "invalid settings: the rs-sft control (--control rs-sft) is trained with the SFT settings: add --kind sft" \
+        in " ".join(refused.output.split())
+    assert not db.exists()  # nothing stored

@@ -178,7 +178,9 @@ def register(app: typer.Typer) -> None:
                 warm_start_overrides=warm_overrides, ray_address=ray,
             )
         except ValidationError as error:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
+            # A check across settings has no field to name: its message names the flags.
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"]
+                                 else str(e["msg"]).removeprefix("Value error, ") for e in error.errors())
             fail(f"invalid settings: {problems}")
         console = Console(stderr=as_json, highlight=False)
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
