@@ -123,6 +123,18 @@ def test_control_matches_the_josh_budget_keeps_successes_and_resumes(tmp_path):
     control_stages = [e for e in again if e.stage.endswith("rs-sft")]
     assert len(control_stages) == 4 and {e.status for e in control_stages} == {"skipped"}
 
+    # `--summary` shows the control beside JOSH, with the agent turns each sampled.
+    from typer.testing import CliRunner
+
+    from josh_core.cli import app
+
+    shown = CliRunner().invoke(app, ["selftrain", "--experiment", "c", "--db", str(db_path), "--summary"],
+                               env={"COLUMNS": "400"})
+    assert shown.exit_code == 0, shown.output
+    assert "agent turns sampled" in shown.output and "round 1 rs-sft vs the starting agent" in shown.output
+    control_line = next(line for line in shown.output.splitlines() if "round1-rs-sft" in line and "│" in line)
+    assert f" {sum(budget.values())} " in control_line
+
 
 def test_kto_under_the_partial_filter_has_no_rows_from_goalless_trees(tmp_path):
     db_path = tmp_path / "st.duckdb"
