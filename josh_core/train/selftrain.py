@@ -33,7 +33,9 @@ measures JOSH's gain above that floor (docs/experiments.md says so wherever it i
 
 Every stage is recorded in `selftrain_stages` before and after it runs: a finished stage is
 never redone; a rollout or evaluation that was interrupted resumes its stored run (finished
-conversations are kept); an interrupted export or training is redone from its start.
+conversations are kept); an interrupted export is redone from its start, and an interrupted
+training goes on from its last timed checkpoint (the same training rerun into the same folder,
+`josh_core.train.runner`).
 Scenario slices are fixed by the configuration, so a rerun plays the same scenarios.
 """
 
