@@ -27,9 +27,11 @@ control adapter, so both arms iterate from their own best.
 
 KTO and DPO exports always keep only trees that reached 100% (the paper's filter): a tree with no
 goal has no ideal path, so under `filter="partial"` it gave its first-turn alternatives as
-undesirable rows with nothing desirable beside them. `filter` applies to SFT (and the control). The warm start is an SFT on conversations of the privileged rule-based
-oracle agent (`oracle`), for a base model too weak to ever reach a goal: with it the experiment
-measures JOSH's gain above that floor (docs/experiments.md says so wherever it is used).
+undesirable rows with nothing desirable beside them. `filter` applies to SFT (and the control).
+
+The warm start is an SFT on conversations of the privileged rule-based oracle agent (`oracle`),
+for a base model too weak to ever reach a goal: with it the experiment measures JOSH's gain
+above that floor (docs/experiments.md says so wherever it is used).
 
 Every stage is recorded in `selftrain_stages` before and after it runs: a finished stage is
 never redone; a rollout or evaluation that was interrupted resumes its stored run (finished
@@ -321,9 +323,8 @@ class Selftrain:
                 self._play([by_id[i] for i in planned["scenarios"]], self._control_config(
                     agent, planned["seed"], planned["max_turns"]))({"run_id": planned["run_id"]})
             while True:
-                spent, last_attempt = self._control_spent(runs)
+                spent, stalled = self._control_spent(runs)  # a conversation that sampled nothing: give up
                 attempt = max((r["attempt"] for r in runs), default=-1) + 1
-                stalled = {sid for sid, turns in last_attempt.items() if turns == 0}  # sampled nothing: give up
                 left = {sid: budget[sid] - spent.get(sid, 0) for sid in by_id
                         if budget.get(sid, 0) - spent.get(sid, 0) > 0 and sid not in stalled}
                 if not left:
@@ -356,19 +357,19 @@ class Selftrain:
         conversations = reads.list_conversations(self.db, run_id=run_id)
         return bool(conversations) and all(conv.status == "done" for conv in conversations)
 
-    def _control_spent(self, runs: list[dict[str, Any]]) -> tuple[dict[str, int], dict[str, int]]:
-        """Agent turns the control's runs sampled per scenario (finished or not: spent is spent),
-        and those of its latest attempt alone."""
+    def _control_spent(self, runs: list[dict[str, Any]]) -> tuple[dict[str, int], set[str]]:
+        """Agent turns the control's (played) runs sampled per scenario, finished or not (spent
+        is spent), and the scenarios of which a conversation sampled none (playing them again
+        would never spend their budget)."""
         spent: dict[str, int] = {}
-        latest: dict[str, int] = {}
-        last = max((r["attempt"] for r in runs), default=None)
+        stalled: set[str] = set()
         for r in runs:
             turns = agent_turns_by_scenario(self.db, r["run_id"])
             for sid in r["scenarios"]:
                 spent[sid] = spent.get(sid, 0) + turns.get(sid, 0)
-                if r["attempt"] == last:
-                    latest[sid] = turns.get(sid, 0)
-        return spent, latest
+                if not turns.get(sid):
+                    stalled.add(sid)
+        return spent, stalled
 
     def _control_round(self, rnd: int, scenarios: list[Scenario], agent: str, josh_run: str,
                        evaluation: list[Scenario]) -> str:
