@@ -187,3 +187,22 @@ def test_the_cli_names_the_flags_of_a_control_without_sft(tmp_path):
     assert "invalid settings: the rs-sft control (--control rs-sft) is trained with the SFT settings: add --kind sft" \
         in " ".join(refused.output.split())
     assert not db.exists()  # nothing stored
+
+
+def test_a_control_conversation_that_samples_no_turn_gives_its_scenario_up(tmp_path):
+    """The budget loop ends even when playing a scenario again can never spend its budget."""
+
+    class NoTurns(OracleRollouts):
+        def _control_config(self, agent, seed, max_turns):
+            return super()._control_config(agent, seed, max_turns).model_copy(update={"max_turns": 0})
+
+    config = SelftrainConfig(experiment="z", train_limit=2, beam=2, max_turns=1, control="rs-sft", concurrency=2)
+    loop = NoTurns(config, tmp_path / "st.duckdb")
+    _, slices, _ = scenario_slices(config)
+    rollout = loop._stage(1, "rollout", loop._play(slices[0], loop._rollout_config("oracle", josh=True)),
+                          loop._new_run)
+    assert loop._control_round(1, slices[0], "oracle", rollout["run_id"], []) == "oracle"  # nothing trained
+    stages = stage_store.get_stages(Database(tmp_path / "st.duckdb", read_only=True), "z")
+    control = stages[(1, "rollout-rs-sft")]["result"]
+    assert control["attempts"] == 1 and control["agent_turns"] == 0 < control["budget_turns"]
+    assert stages[(1, "train-rs-sft")]["result"] == {"skipped": "the export has no rows"}
