@@ -135,6 +135,21 @@ def test_control_matches_the_josh_budget_keeps_successes_and_resumes(tmp_path):
     control_line = next(line for line in shown.output.splitlines() if "round1-rs-sft" in line and "│" in line)
     assert f" {sum(budget.values())} " in control_line
 
+    # The app's Training page shows the same rows.
+    from streamlit.testing.v1 import AppTest
+
+    app = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=180)
+    app.query_params["db"] = str(db_path)
+    app.run()
+    app.switch_page("app_pages/training.py")
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    table = next(d.value for d in app.dataframe if "agent turns sampled" in d.value.columns)
+    control_rows = table[table["kind"] == "rs-sft"]
+    assert len(control_rows) == 1
+    assert int(control_rows["agent turns sampled"].iloc[0]) == sum(budget.values())
+    assert int(control_rows["control successes"].iloc[0]) == rollout["successes"]
+
 
 def test_kto_under_the_partial_filter_has_no_rows_from_goalless_trees(tmp_path):
     db_path = tmp_path / "st.duckdb"
