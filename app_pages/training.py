@@ -105,7 +105,8 @@ def experiments_section() -> None:
     result = load_result(db.path, name)
     rounds = pd.DataFrame([
         {"round": r.round, "kind": r.kind or "start", "agent": r.agent, "JOSH trees": r.josh_conversations,
-         "trees with a goal": r.trees_with_goal, "examples": r.examples,
+         "trees with a goal": r.trees_with_goal, "control conversations": r.plain_conversations,
+         "control successes": r.plain_successes, "agent turns sampled": r.agent_turns, "examples": r.examples,
          "eval conversations": r.metrics.get("conversations"), "Average Reward": r.metrics.get("average_reward"),
          "successes": r.metrics.get("successes")}
         for r in result.rounds

@@ -457,15 +457,15 @@ def load_sources(
     min_reward: float | None = None,
     chunk: int = 50,
     prompt: str = "agent",
+    run_ids: list[str] | None = None,
 ) -> Iterator[ConversationSource]:
-    """Finished conversations (of one run, or all; at least `min_reward`) ready for
-    extraction, loaded `chunk` trees at a time."""
+    """Finished conversations (of one run, of the runs `run_ids`, or all; at least
+    `min_reward`) ready for extraction, loaded `chunk` trees at a time."""
     from josh_core.storage import reads
 
-    conversations = [
-        c for c in reads.list_conversations(db, run_id=run_id, status="done")
-        if min_reward is None or (c.reward or 0.0) >= min_reward - 1e-9
-    ]
+    found = ([c for r in run_ids for c in reads.list_conversations(db, run_id=r, status="done")]
+             if run_ids is not None else reads.list_conversations(db, run_id=run_id, status="done"))
+    conversations = [c for c in found if min_reward is None or (c.reward or 0.0) >= min_reward - 1e-9]
     runs = {run.id: run for run in reads.list_runs(db)}
     for start in range(0, len(conversations), chunk):
         part = conversations[start : start + chunk]
@@ -498,8 +498,11 @@ def export_dataset(
     options: ExportOptions,
     out: str | Path,
     run_id: str | None = None,
+    run_ids: list[str] | None = None,
 ) -> ExportSummary:
-    """Extract, write JSONL and record the export in the database.
+    """Extract, write JSONL and record the export in the database. `run_ids`: the
+    conversations of several runs as one data set (rows de-duplicated across them; recorded
+    with the run ids in its options).
 
     The output is refused if it is the database; it is written aside and moved into place
     when complete. A `run_id` that is not in the database is a KeyError. The export is
@@ -509,11 +512,11 @@ def export_dataset(
     from josh_core.storage.db import Database, DatabaseError
 
     check_output_path(out, db.path)
-    if run_id is not None:
-        reads.get_run(db, run_id)  # KeyError: no such run
+    for known in ([run_id] if run_id is not None else []) + list(run_ids or []):
+        reads.get_run(db, known)  # KeyError: no such run
     sources = load_sources(
         db, run_id=run_id, use_annotations=options.use_annotations, min_reward=options.min_reward,
-        prompt=options.prompt,
+        prompt=options.prompt, run_ids=run_ids,
     )
     stats = ExtractStats()
     count = write_jsonl(iter_rows(sources, options, stats), out)
@@ -525,7 +528,7 @@ def export_dataset(
             format=options.format,
             path=str(Path(out).resolve()),
             run_id=run_id,
-            options=options.model_dump(),
+            options={**options.model_dump(), **({"run_ids": list(run_ids)} if run_ids is not None else {})},
             rows=count,
             conversations=stats.conversations,
         )

@@ -29,14 +29,19 @@ def print_result(console: Console, result) -> None:
     from josh_core.train.selftrain import comparison_rows
 
     rounds = Table(title="self-training rounds", title_justify="left")
-    for column in ("round", "kind", "agent", "JOSH trees", "trees with a goal", "examples",
-                   "eval conversations", "Average Reward", "successes"):
+    for column in ("round", "kind", "agent", "JOSH trees", "trees with a goal", "control conversations",
+                   "control successes", "agent turns sampled", "examples", "eval conversations",
+                   "Average Reward", "successes"):
         rounds.add_column(column)
+
+    def shown(value) -> object:
+        return "" if value is None else value
+
     for r in result.rounds:
         m = r.metrics
         rounds.add_row(*(plain(v) for v in (
-            r.round, r.kind or "start", r.agent, r.josh_conversations if r.josh_conversations is not None else "",
-            r.trees_with_goal if r.trees_with_goal is not None else "", r.examples if r.examples is not None else "",
+            r.round, r.kind or "start", r.agent, shown(r.josh_conversations), shown(r.trees_with_goal),
+            shown(r.plain_conversations), shown(r.plain_successes), shown(r.agent_turns), shown(r.examples),
             m.get("conversations", ""), f"{m.get('average_reward', 0):.3f}", m.get("successes", ""))))
     console.print(rounds)
     for comparison in result.comparisons:
@@ -74,8 +79,12 @@ def register(app: typer.Typer) -> None:
         rounds: int = typer.Option(1, min=1, help="Rounds of JOSH -> train -> eval (round k starts from round k-1)."),
         kind: list[str] = typer.Option(["sft"], "--kind", help="Training kind, sft | kto | dpo; repeat for several "
                                        "(each trained from the same rollouts)."),
-        filter_: str = typer.Option("full", "--filter", help="full: 100% conversations only; partial: every "
-                                    "conversation's ideal path up to its last goal."),
+        filter_: str = typer.Option("full", "--filter", help="SFT data: full: 100% conversations only; partial: "
+                                    "every conversation's ideal path up to its last goal (the control: every "
+                                    "conversation that reached a goal). KTO and DPO keep 100% trees only."),
+        control: str = typer.Option("none", "--control", help="none | rs-sft: also train the rejection-sampling "
+                                    "SFT control (plain rollouts with JOSH's budget of agent turns, successes "
+                                    "only; needs --kind sft); see docs/training.md."),
         warm_start: int = typer.Option(0, min=0, help="Oracle conversations for a warm-start SFT before round 0 "
                                        "(0: none); see docs/experiments.md."),
         train_split: str = typer.Option("train", help="Split the JOSH scenarios come from."),
@@ -161,7 +170,7 @@ def register(app: typer.Typer) -> None:
             eval_split = eval_split or ("val" if environment.name == "toolwoz" else environment.eval_split)
             config = SelftrainConfig(
                 experiment=experiment, env=environment.name, base=base, user=user, rounds=rounds, kinds=kind,
-                filter=filter_,
+                filter=filter_, control=control,
                 warm_start=warm_start, train_split=train_split, train_limit=train_limit, eval_split=eval_split,
                 eval_limit=eval_limit, single_domain=not all_domains, beam=beam, branching=branching,
                 max_turns=max_turns, eval_max_turns=eval_max_turns, temperature=temperature, seed=seed,
@@ -169,7 +178,9 @@ def register(app: typer.Typer) -> None:
                 warm_start_overrides=warm_overrides, ray_address=ray,
             )
         except ValidationError as error:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
+            # A check across settings has no field to name: its message names the flags.
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"]
+                                 else str(e["msg"]).removeprefix("Value error, ") for e in error.errors())
             fail(f"invalid settings: {problems}")
         console = Console(stderr=as_json, highlight=False)
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -180,7 +191,7 @@ def register(app: typer.Typer) -> None:
             if event.status == "done":
                 shown = {k: v for k, v in event.result.items() if k in (
                     "run_id", "conversations", "with_goal", "successes", "average_reward", "rows", "steps",
-                    "final_loss", "skipped", "adapter")}
+                    "final_loss", "skipped", "adapter", "agent_turns", "budget_turns")}
                 detail = f" in {event.seconds:.0f} s: {json.dumps(shown, default=str)}"
             console.print(plain(f"round {event.round} {event.stage}: {event.status}{detail}"))
 

@@ -8,15 +8,36 @@ directory (exports and adapters). Stages, in order:
     round k   rollout                   JOSH with round k-1's agent on a fresh slice of train scenarios
               export-KIND, train-KIND   per training kind (SFT, KTO, DPO), from round k-1's adapter
               eval-KIND                 the trained agent on the same held-out scenarios and seeds
+              rollout-rs-sft, export-rs-sft, train-rs-sft, eval-rs-sft
+                                        the rejection-sampling SFT control (`control="rs-sft"`)
 
 Round k+1 starts from the adapter of the first kind of round k (iterated self-training; the
-paper did one round). The warm start is an SFT on conversations of the privileged rule-based
-oracle agent (`oracle`), for a base model too weak to ever reach a goal: with it the experiment
-measures JOSH's gain above that floor (docs/experiments.md says so wherever it is used).
+paper did one round).
+
+The control arm (STaR-style rejection sampling) asks whether JOSH is what helps, or any further
+SFT on the agent's own successes would: plain rollouts of the control's agent (round 1: the same
+starting agent) on the round's JOSH scenarios, with the same budget of sampled agent turns per
+scenario as the JOSH tree of that scenario (its stored agent nodes: every agent turn the search
+sampled, pruned ones included). Each scenario is played again with a fresh seed until its budget
+is spent; the last conversation's turn cap is cut to the turns left, so the control never samples
+more agent turns than JOSH did. Its successes (`filter="full"`: reward 1.0; `"partial"`: any goal
+reached, the whole conversation) are SFT data, trained with the SFT settings from the control's
+previous adapter, and evaluated like the other arms. Round k+1's control continues round k's
+control adapter, so both arms iterate from their own best.
+
+KTO and DPO exports always keep only trees that reached 100% (the paper's filter): a tree with no
+goal has no ideal path, so under `filter="partial"` it gave its first-turn alternatives as
+undesirable rows with nothing desirable beside them. `filter` applies to SFT (and the control).
+
+The warm start is an SFT on conversations of the privileged rule-based oracle agent (`oracle`),
+for a base model too weak to ever reach a goal: with it the experiment measures JOSH's gain
+above that floor (docs/experiments.md says so wherever it is used).
 
 Every stage is recorded in `selftrain_stages` before and after it runs: a finished stage is
 never redone; a rollout or evaluation that was interrupted resumes its stored run (finished
-conversations are kept); an interrupted export or training is redone from its start.
+conversations are kept); an interrupted export is redone from its start, and an interrupted
+training goes on from its last timed checkpoint (the same training rerun into the same folder,
+`josh_core.train.runner`).
 Scenario slices are fixed by the configuration, so a rerun plays the same scenarios.
 """
 
@@ -28,7 +49,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from josh_core.analysis.compare import Comparison, compare_runs
 from josh_core.rollout import RolloutConfig, RolloutObserver, resume_run, start_run
@@ -37,6 +58,11 @@ from josh_core.storage.db import Database
 from josh_core.envs.base import Scenario
 
 TrainKind = Literal["sft", "kto", "dpo"]
+Control = Literal["none", "rs-sft"]
+CONTROL_ARM = "rs-sft"  # stage suffix and summary kind of the rejection-sampling SFT control
+# A plain conversation is its own ideal path, so "partial" for the control means "reached at least
+# one goal": its reward is k/|G| > 0, the smallest possible one far above this threshold.
+ANY_GOAL = 1e-6
 
 
 class SelftrainConfig(BaseModel):
@@ -48,7 +74,12 @@ class SelftrainConfig(BaseModel):
     user: str = "agenda"
     rounds: int = Field(1, ge=1)
     kinds: list[TrainKind] = Field(default_factory=lambda: ["sft"])
-    filter: Literal["full", "partial"] = "full"  # full: 100% conversations only (appendix B)
+    # SFT (and the control): full keeps 100% conversations only (appendix B); partial keeps every
+    # tree's ideal path up to its last goal. KTO and DPO always keep 100% trees only.
+    filter: Literal["full", "partial"] = "full"
+    # "rs-sft": also train the rejection-sampling SFT control arm, budget-matched to JOSH
+    # (needs "sft" in kinds: it is trained with the same SFT settings).
+    control: Control = "none"
     warm_start: int = Field(0, ge=0)  # oracle conversations for a warm-start SFT (0: none)
     train_split: str = "train"
     train_limit: int = Field(100, ge=1)  # JOSH conversations per round
@@ -68,6 +99,17 @@ class SelftrainConfig(BaseModel):
     # a rerun may use another cluster, so it is not part of the settings a rerun must match.
     ray_address: str | None = None
 
+    @model_validator(mode="after")
+    def _control_trains_sft(self) -> "SelftrainConfig":
+        if self.control == CONTROL_ARM and "sft" not in self.kinds:
+            raise ValueError("the rs-sft control (--control rs-sft) is trained with the SFT settings: "
+                             "add --kind sft")
+        return self
+
+
+# Settings added after experiments were stored: their value for an experiment stored before them.
+SETTINGS_BEFORE_THEM = {"env": "toolwoz", "control": "none"}
+
 
 class StageEvent(BaseModel):
     round: int
@@ -84,6 +126,11 @@ class RoundSummary(BaseModel):
     josh_conversations: int | None = None
     trees_with_goal: int | None = None
     examples: int | None = None
+    # Agent turns sampled by the round's rollouts of this arm (JOSH: its trees' agent nodes; the
+    # control: its plain conversations', matched to JOSH's per scenario).
+    agent_turns: int | None = None
+    plain_conversations: int | None = None  # the control's plain rollouts
+    plain_successes: int | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)  # eval metrics (means)
 
 
@@ -155,7 +202,7 @@ class Selftrain:
             stage_store.start_stage(self.db, self.config.experiment, 0, "config", mine)
             stage_store.finish_stage(self.db, self.config.experiment, 0, "config", mine, 0.0)
             return
-        settings = {"env": "toolwoz", **stored["result"]}  # stored before environments: ToolWOZ
+        settings = {**SETTINGS_BEFORE_THEM, **stored["result"]}
         if settings != mine:
             changed = sorted(k for k in set(mine) | set(settings) if mine.get(k) != settings.get(k))
             raise ValueError(f"experiment {self.config.experiment!r} was started with other settings "
@@ -226,12 +273,23 @@ class Selftrain:
 
         return {"run_id": new_run_id()}
 
-    def _export(self, run_id: str, kind: str, out: Path, min_reward: float | None) -> dict[str, Any]:
+    def _export(self, runs: str | list[str], kind: str, out: Path, min_reward: float | None) -> dict[str, Any]:
         from josh_core.extract import ExportOptions, export_dataset
 
         out.parent.mkdir(parents=True, exist_ok=True)
-        summary = export_dataset(self.db, ExportOptions(kind=kind, min_reward=min_reward), out, run_id=run_id)
-        return {"path": str(out), "rows": summary.rows, "conversations": summary.conversations}
+        options = ExportOptions(kind=kind, min_reward=min_reward)
+        if isinstance(runs, str):
+            summary = export_dataset(self.db, options, out, run_id=runs)
+        else:
+            summary = export_dataset(self.db, options, out, run_ids=runs)
+        return {"path": str(out), "rows": summary.rows, "conversations": summary.conversations,
+                "considered": summary.considered, "min_reward": min_reward}
+
+    def _export_stage(self, rnd: int, kind: str, run_id: str, data: Path) -> dict[str, Any]:
+        """Round `rnd`'s KIND data from its JOSH run. KTO and DPO keep 100% trees only whatever
+        the filter: a tree with no goal has no ideal path, only undesirable alternatives."""
+        min_reward = None if kind == "sft" and self.config.filter == "partial" else 1.0
+        return self._stage(rnd, f"export-{kind}", lambda s: self._export(run_id, kind, data, min_reward))
 
     def _train(self, kind: str, data: str, base: str, out: Path, overrides: dict[str, Any]) -> dict[str, Any]:
         from josh_core.train import train
@@ -239,6 +297,99 @@ class Selftrain:
         result = train(kind, data, base, out, overrides=overrides or None, db=self.db_path, on_log=self.on_train_log)
         return {"adapter": result.adapter_dir, "training_id": result.training_id, "steps": result.steps,
                 "final_loss": result.final_loss, "examples": result.examples}
+
+    # -- the rejection-sampling SFT control ------------------------------------------------------
+    def _control_config(self, agent: str, seed: int, max_turns: int) -> RolloutConfig:
+        """A plain rollout of the control's agent: the evaluation's settings, one attempt's seed,
+        and at most the JOSH depth (the conversations JOSH's trees are made of)."""
+        return self._rollout_config(agent, josh=False).model_copy(update={"seed": seed, "max_turns": max_turns})
+
+    def _control_rollout(self, rnd: int, scenarios: list[Scenario], agent: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        """Plain rollouts, attempt after attempt with fresh seeds, until every scenario has
+        sampled the agent turns its JOSH tree did (`state["budget"]`). Each attempt plays, as one
+        run per turn cap, every scenario with budget left; a run is recorded in the stage before
+        it is played, so a stopped stage resumes it and goes on with the same plan."""
+        c = self.config
+        by_id = {s.id: s for s in scenarios}
+
+        def work(state: dict[str, Any]) -> dict[str, Any]:
+            from josh_core.search.tree import derive_seed
+
+            budget: dict[str, int] = state["budget"]
+            runs: list[dict[str, Any]] = list(state.get("runs", []))
+            for planned in runs:  # resume what a stopped stage had planned (finished runs stay as they are)
+                if self._finished(planned["run_id"]):
+                    continue
+                self._play([by_id[i] for i in planned["scenarios"]], self._control_config(
+                    agent, planned["seed"], planned["max_turns"]))({"run_id": planned["run_id"]})
+            while True:
+                spent, stalled = self._control_spent(runs)  # a conversation that sampled nothing: give up
+                attempt = max((r["attempt"] for r in runs), default=-1) + 1
+                left = {sid: budget[sid] - spent.get(sid, 0) for sid in by_id
+                        if budget.get(sid, 0) - spent.get(sid, 0) > 0 and sid not in stalled}
+                if not left:
+                    break
+                seed = derive_seed(c.seed, f"{CONTROL_ARM}/round{rnd}/attempt{attempt}")
+                for cap in sorted({min(c.max_turns, turns) for turns in left.values()}, reverse=True):
+                    planned = {**self._new_run(), "attempt": attempt, "seed": seed, "max_turns": cap,
+                               "scenarios": [sid for sid in by_id if sid in left and min(c.max_turns, left[sid]) == cap]}
+                    runs.append(planned)
+                    stage_store.start_stage(self.db, c.experiment, rnd, f"rollout-{CONTROL_ARM}", {**state, "runs": runs})
+                    self._play([by_id[i] for i in planned["scenarios"]],
+                               self._control_config(agent, seed, cap))({"run_id": planned["run_id"]})
+            from josh_core.storage import reads
+
+            spent, _ = self._control_spent(runs)
+            played = [conv for r in runs for conv in reads.list_conversations(self.db, run_id=r["run_id"])
+                      if conv.status == "done"]
+            return {"runs": runs, "budget": budget, "agent_turns": sum(spent.values()),
+                    "budget_turns": sum(budget.values()), "attempts": len({r["attempt"] for r in runs}),
+                    "conversations": len(played), "successes": sum(1 for conv in played if conv.success),
+                    "with_goal": sum(1 for conv in played if (conv.reward or 0) > 0)}
+
+        return work
+
+    def _finished(self, run_id: str) -> bool:
+        from josh_core.storage import reads
+
+        if not any(r.id == run_id for r in reads.list_runs(self.db)):
+            return False
+        conversations = reads.list_conversations(self.db, run_id=run_id)
+        return bool(conversations) and all(conv.status == "done" for conv in conversations)
+
+    def _control_spent(self, runs: list[dict[str, Any]]) -> tuple[dict[str, int], set[str]]:
+        """Agent turns the control's (played) runs sampled per scenario, finished or not (spent
+        is spent), and the scenarios of which a conversation sampled none (playing them again
+        would never spend their budget)."""
+        spent: dict[str, int] = {}
+        stalled: set[str] = set()
+        for r in runs:
+            turns = agent_turns_by_scenario(self.db, r["run_id"])
+            for sid in r["scenarios"]:
+                spent[sid] = spent.get(sid, 0) + turns.get(sid, 0)
+                if not turns.get(sid):
+                    stalled.add(sid)
+        return spent, stalled
+
+    def _control_round(self, rnd: int, scenarios: list[Scenario], agent: str, josh_run: str,
+                       evaluation: list[Scenario]) -> str:
+        """One round of the control arm from `agent`; returns the agent its next round starts from."""
+        c = self.config
+        rollout = self._stage(rnd, f"rollout-{CONTROL_ARM}", self._control_rollout(rnd, scenarios, agent),
+                              lambda: {"agent": agent, "runs": [], "budget": josh_budget(self.db, josh_run)})
+        data = self.workdir / "exports" / f"round{rnd}-{CONTROL_ARM}.jsonl"
+        export = self._stage(rnd, f"export-{CONTROL_ARM}", lambda s: self._export(
+            [r["run_id"] for r in rollout["runs"]], "sft", data, 1.0 if c.filter == "full" else ANY_GOAL))
+        if not export["rows"]:
+            for stage in (f"train-{CONTROL_ARM}", f"eval-{CONTROL_ARM}"):
+                self._stage(rnd, stage, lambda s: {"skipped": "the export has no rows"})
+            return agent
+        adapter = self.workdir / "adapters" / f"round{rnd}-{CONTROL_ARM}"
+        self._stage(rnd, f"train-{CONTROL_ARM}", lambda s: self._train(
+            "sft", export["path"], agent, adapter, c.train_overrides.get("sft", {})))
+        trained = f"{base_model_spec(agent)}@{adapter}"
+        self._evaluate(rnd, f"eval-{CONTROL_ARM}", trained, evaluation)
+        return trained
 
     def _evaluate(self, rnd: int, name: str, agent: str, scenarios: list[Scenario]) -> dict[str, Any]:
         config = self._rollout_config(agent, josh=False)
@@ -292,14 +443,14 @@ class Selftrain:
             agent = f"{agent}@{adapter}"
 
         starting = self._evaluate(0, "eval", agent, evaluation)
+        control_agent = agent  # the control arm's lineage starts from the same agent
         for rnd, scenarios in enumerate(slices, start=1):
             rollout = self._stage(rnd, "rollout", self._play(scenarios, self._rollout_config(agent, josh=True),
                                                              c.ray_address), self._new_run)
             next_agent = None
             for kind in c.kinds:
                 data = self.workdir / "exports" / f"round{rnd}-{kind}.jsonl"
-                export = self._stage(rnd, f"export-{kind}", lambda s, kind=kind, data=data: self._export(
-                    rollout["run_id"], kind, data, 1.0 if c.filter == "full" else None))
+                export = self._export_stage(rnd, kind, rollout["run_id"], data)
                 if not export["rows"]:
                     # Nothing to learn from: say so; the agent stays what it was (no new evaluation).
                     for stage in (f"train-{kind}", f"eval-{kind}"):
@@ -311,6 +462,8 @@ class Selftrain:
                 trained = f"{base_model_spec(agent)}@{adapter}"
                 self._evaluate(rnd, f"eval-{kind}", trained, evaluation)
                 next_agent = next_agent or trained
+            if c.control == CONTROL_ARM:
+                control_agent = self._control_round(rnd, scenarios, control_agent, rollout["run_id"], evaluation)
             agent = next_agent or agent
         return self.summary(starting_run=starting["run_id"])
 
@@ -333,21 +486,33 @@ class Selftrain:
         rounds: list[RoundSummary] = []
         comparisons: list[dict[str, Any]] = []
         unpaired: list[dict[str, Any]] = []
+        josh_turns: dict[int, int] = {}  # round -> agent turns its JOSH trees sampled
         start_eval = stages.get((0, "eval"))
         if start_eval and start_eval["status"] == "done":
             rounds.append(RoundSummary(round=0, agent=self._agent_of(start_eval["result"]), kind=None,
                                        metrics=_eval_metrics(start_eval["result"])))
-        for (rnd, name), stage in sorted(stages.items()):
+        # Each round's JOSH arms in stage order, then its control.
+        for (rnd, name), stage in sorted(stages.items(), key=lambda item: (item[0][0], item[0][1].endswith(CONTROL_ARM),
+                                                                         item[0][1])):
             if rnd == 0 or not name.startswith("eval-") or stage["status"] != "done" or "skipped" in stage["result"]:
                 continue
             kind = name.split("-", 1)[1]
-            rollout = (stages.get((rnd, "rollout")) or {}).get("result", {})
             export = (stages.get((rnd, f"export-{kind}")) or {}).get("result", {})
-            rounds.append(RoundSummary(
-                round=rnd, agent=self._agent_of(stage["result"]), kind=kind,
-                josh_conversations=rollout.get("conversations"), trees_with_goal=rollout.get("with_goal"),
-                examples=export.get("rows"), metrics=_eval_metrics(stage["result"]),
-            ))
+            if kind == CONTROL_ARM:
+                control = (stages.get((rnd, f"rollout-{CONTROL_ARM}")) or {}).get("result", {})
+                row = RoundSummary(round=rnd, agent=self._agent_of(stage["result"]), kind=kind,
+                                   plain_conversations=control.get("conversations"),
+                                   plain_successes=control.get("successes"), agent_turns=control.get("agent_turns"),
+                                   examples=export.get("rows"), metrics=_eval_metrics(stage["result"]))
+            else:
+                rollout = (stages.get((rnd, "rollout")) or {}).get("result", {})
+                if rnd not in josh_turns and rollout.get("run_id"):
+                    josh_turns[rnd] = sum(josh_budget(self.db, rollout["run_id"]).values())
+                row = RoundSummary(round=rnd, agent=self._agent_of(stage["result"]), kind=kind,
+                                   josh_conversations=rollout.get("conversations"),
+                                   trees_with_goal=rollout.get("with_goal"), agent_turns=josh_turns.get(rnd),
+                                   examples=export.get("rows"), metrics=_eval_metrics(stage["result"]))
+            rounds.append(row)
             if starting_run and stage["result"].get("run_id"):
                 try:
                     comparison = compare_runs(self.db, starting_run, stage["result"]["run_id"])
@@ -370,6 +535,26 @@ def load_result(db_path: str | Path, experiment: str) -> SelftrainResult:
     loop = Selftrain(SelftrainConfig.model_validate(stored["result"]), db_path)
     loop.db = db
     return loop.summary()
+
+
+def agent_turns_by_scenario(db: Database, run_id: str, only_done: bool = False) -> dict[str, int]:
+    """Agent turns a run sampled per scenario: its stored agent nodes (a JOSH tree stores every
+    agent turn the search sampled, pruned ones included; a plain conversation one per turn)."""
+    from josh_core.storage import reads
+
+    nodes = reads.nodes_frame(db, run_id=run_id)
+    if nodes.empty:
+        return {}
+    agent = nodes[nodes["kind"] == "agent"]
+    if only_done:
+        done = {conv.id for conv in reads.list_conversations(db, run_id=run_id, status="done")}
+        agent = agent[agent["conversation_id"].isin(done)]
+    return {str(sid): int(count) for sid, count in agent.groupby("scenario_id").size().items()}
+
+
+def josh_budget(db: Database, run_id: str) -> dict[str, int]:
+    """The control's budget: agent turns of each finished JOSH tree of the round, by scenario."""
+    return agent_turns_by_scenario(db, run_id, only_done=True)
 
 
 def base_model_spec(agent: str) -> str:
