@@ -58,6 +58,15 @@ def test_the_contract_names_every_environment_package():
     assert packages == forbidden, "list every environment package in the envs-through-registry contract"
 
 
+def test_the_layers_name_every_top_level_module():
+    """A module left out of the layers is checked by nothing: every module and package directly
+    under josh_core sits in one layer."""
+    named = {part.strip() for layer in _contracts()["layers"]["layers"] for part in layer.split("|")}
+    present = {path.stem for path in PACKAGE.glob("*.py") if path.stem != "__init__"}
+    present |= {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
+    assert present - named == set(), "add these modules to a layer in pyproject.toml [tool.importlinter]"
+
+
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
     if parts[-1] == "__init__":
