@@ -337,6 +337,8 @@ elif JOB in st.session_state:
 
 experiments_section()
 trainings = list_trainings(db)
+if not trainings and JOB in st.session_state and st.session_state[JOB]["db"] == str(db.path):
+    st.stop()  # the training followed above records itself once it starts; the table comes then
 if not trainings:
     st.info("No trainings in this database yet. Train one above, or export data on the Export page and run:")
     show_command(["josh", "train", "--kind", "sft", "--data", "FILE.jsonl", "--base", "embedded", "--out", "DIR",
