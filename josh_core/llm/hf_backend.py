@@ -32,14 +32,13 @@ from josh_core.llm.base import (
     LOCAL_MODEL_SAMPLING,
     ChatRequest,
     ChatResponse,
-    Choice,
     ConstraintUnsupported,
     SamplingParams,
 )
 from josh_core.llm.batch_sampling import advance_row
 from josh_core.llm.batching import MicroBatcher
 from josh_core.llm.kv_store import KVStore, common_prefix_len
-from josh_core.llm.local_chat import cut_at_stop, parse_tool_calls, to_template_messages
+from josh_core.llm.local_chat import decoded_choice, to_template_messages
 
 log = logging.getLogger(__name__)
 
@@ -663,15 +662,7 @@ class HFBackend:
         responses: list[ChatResponse] = []
         row_offset = 0
         for ri, request in enumerate(requests):
-            choices = []
-            for row in by_request[ri]:
-                text = tokenizer.decode(row.tokens, skip_special_tokens=True)
-                text, _ = cut_at_stop(text, request.sampling.stop)
-                finish = row.finish_reason or "length"
-                content, calls = parse_tool_calls(text) if request.tools else (text.strip(), None)
-                if calls:
-                    finish = "tool_calls"
-                choices.append(Choice(text=content, tool_calls=calls, finish_reason=finish))
+            choices = [decoded_choice(row.tokens, row.finish_reason, request, tokenizer) for row in by_request[ri]]
             responses.append(ChatResponse(
                 choices=choices,
                 prompt_tokens=int(prompt_lengths[row_offset]),

@@ -38,12 +38,11 @@ from josh_core.llm.base import (
     LOCAL_MODEL_SAMPLING,
     ChatRequest,
     ChatResponse,
-    Choice,
 )
 from josh_core.llm.batching import MicroBatcher
 from josh_core.llm.kv_store import common_prefix_len
 from josh_core.llm.llamacpp_backend import import_llama_cpp, resolve_model_path
-from josh_core.llm.local_chat import cut_at_stop, parse_tool_calls, to_template_messages
+from josh_core.llm.local_chat import decoded_choice, to_template_messages
 
 _ANCHOR = 0  # the KV sequence that holds the prefix shared by a batch's rows, kept between batches
 
@@ -360,15 +359,7 @@ def _responses(requests: list[ChatRequest], rows: list[Any], token_rows: list[li
         by_request[row.request_index].append(row)
     responses = []
     for ri, request in enumerate(requests):
-        choices = []
-        for row in by_request[ri]:
-            text = tokenizer.decode(row.tokens, skip_special_tokens=True)
-            text, _ = cut_at_stop(text, request.sampling.stop)
-            finish = row.finish_reason or "length"
-            content, calls = parse_tool_calls(text) if request.tools else (text.strip(), None)
-            if calls:
-                finish = "tool_calls"
-            choices.append(Choice(text=content, tool_calls=calls, finish_reason=finish))
+        choices = [decoded_choice(row.tokens, row.finish_reason, request, tokenizer) for row in by_request[ri]]
         responses.append(ChatResponse(choices=choices, prompt_tokens=len(token_rows[first_row[ri]]),
                                       completion_tokens=sum(len(r.tokens) for r in by_request[ri]),
                                       seconds=seconds, model=name))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from josh_core.llm.base import Choice
 from josh_core.safe_text import valid_json, valid_text
 from josh_core.types import Message, ToolCall
 
@@ -110,3 +111,15 @@ def cut_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:
     if cut < 0:
         return text, False
     return text[:cut], True
+
+
+def decoded_choice(tokens: list[int], finish_reason: str | None, request: Any, tokenizer: Any) -> Choice:
+    """One sampled row of an in-process batch as a `Choice`: decoded, cut at the request's stop
+    strings, tool calls parsed when the request offers tools (finish reason `tool_calls`)."""
+    text = tokenizer.decode(tokens, skip_special_tokens=True)
+    text, _ = cut_at_stop(text, request.sampling.stop)
+    finish = finish_reason or "length"
+    content, calls = parse_tool_calls(text) if request.tools else (text.strip(), None)
+    if calls:
+        finish = "tool_calls"
+    return Choice(text=content, tool_calls=calls, finish_reason=finish)
