@@ -63,14 +63,21 @@ def frame() -> None:
 
 
 KEPT = "keep-"  # widgets whose keys start with this keep their values across page changes
+KEPT_COPY = "josh-kept-values"  # the kept values, under a plain session key
 
 
 def keep_widget_state() -> None:
-    """Streamlit forgets a widget's value when a run does not draw it (another page ran):
-    writing the kept values back at the start of every run keeps a form as it was left."""
+    """Streamlit forgets a widget's value when a run does not draw it (another page ran), and
+    a page change that interrupts a fragment's rerun (a training or rollout being followed)
+    drops it before the next run even starts. So every run copies the kept values to a plain
+    session key, which nothing drops, and writes them back from there: a form stays as it
+    was left."""
+    copy = st.session_state.setdefault(KEPT_COPY, {})
     for key in list(st.session_state.keys()):
         if isinstance(key, str) and key.startswith(KEPT):
-            st.session_state[key] = st.session_state[key]
+            copy[key] = st.session_state[key]
+    for key, value in copy.items():
+        st.session_state[key] = value
 
 
 def kept(name: str, default: Any) -> str:

@@ -153,7 +153,7 @@ def measure_svg(page, url: str, db: Path, cid: str, tree, repeats: int, shot: Pa
     for path in targets:
         started = time.perf_counter()
         page.locator(f'.jg-node[data-path="{path}"]').click()
-        page.locator(".jw-panel .jw-head", has_text=f"Node {path} ").wait_for(timeout=60_000)
+        page.locator(".jw-panel .jw-head", has_text=f"Node {path} ·").wait_for(timeout=60_000)
         selects.append(time.perf_counter() - started)
         # ... and the rerun done: the URL and the conversation below name the node
         page.wait_for_function("(p) => new URLSearchParams(location.search).get('node') === p", arg=path,
@@ -184,7 +184,7 @@ def measure_vis(page, url: str, cid: str, nodes: int, repeats: int) -> tuple[flo
     for path, x, y in spots[:repeats]:
         started = time.perf_counter()
         page.mouse.click(x, y)
-        page.locator(".jw-panel .jw-head", has_text=f"Node {path} ").wait_for(timeout=60_000)
+        page.locator(".jw-panel .jw-head", has_text=f"Node {path} ·").wait_for(timeout=60_000)
         selects.append(time.perf_counter() - started)
         time.sleep(0.3)
     return draw, selects, f"first canvas draw {float(draw_ms):.0f} ms"

@@ -133,7 +133,7 @@ def register(app: typer.Typer) -> None:
             is_disk_full,
             quiet_libraries,
         )
-        from josh_core.train.selftrain import Selftrain, SelftrainConfig, StageEvent, dumps
+        from josh_core.train.selftrain import Selftrain, SelftrainConfig, StageEvent, dumps, settings_problems
 
         quiet_libraries()  # one progress display: ours
 
@@ -178,10 +178,7 @@ def register(app: typer.Typer) -> None:
                 warm_start_overrides=warm_overrides, ray_address=ray,
             )
         except ValidationError as error:
-            # A check across settings has no field to name: its message names the flags.
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"]
-                                 else str(e["msg"]).removeprefix("Value error, ") for e in error.errors())
-            fail(f"invalid settings: {problems}")
+            fail(f"invalid settings: {settings_problems(error)}")
         console = Console(stderr=as_json, highlight=False)
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                             console=console, transient=True)
