@@ -266,13 +266,10 @@ def pick_conversation(db: Database, key: str = "conv"):
     conversation this session did not put there (a link followed, a reload, the browser's
     history) sets both pickers; a run picked in the sidebar selects its first conversation. So
     the pickers always name the conversation the page shows."""
-    from josh_core.storage import reads
-
-    runs = reads.list_runs(db)
+    runs, conversations = runs_and_conversations(db)
     if not runs:
         st.info("No runs in this database yet. Start one on the Launch page.")
         return None
-    conversations = reads.list_conversations(db)
     by_id = {c.id: c for c in conversations}
     run_ids = [r.id for r in runs]
     run_key, conv_key, in_url_key = f"{key}-run", f"{key}-conversation", f"{key}-in-url"
@@ -628,6 +625,20 @@ def conversations_stamp(db: Database, run_id: str | None = None) -> tuple:
 
     frame = reads.conversations_frame(db, run_id=run_id)
     return (len(frame), int(frame["node_count"].fillna(0).sum()), int((frame["status"] == "done").sum()))
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _runs_and_conversations(path: str, stamp: tuple) -> tuple:
+    from josh_core.storage import reads
+
+    db = Database(path)
+    return reads.list_runs(db), reads.list_conversations(db)
+
+
+def runs_and_conversations(db: Database) -> tuple[list, list]:
+    """Every run and conversation record, read again only when the database file changes (the
+    Trees page's pickers and compare view run on every page run; records are shared: read only)."""
+    return _runs_and_conversations(str(db.path), db_stamp(db))
 
 
 @st.cache_resource(max_entries=12, show_spinner=False)

@@ -18,7 +18,8 @@ from josh_core.storage import reads
 from josh_core.treeviz import node_name
 from ui_common import (
     conversation_html, conversation_is_played, conversation_note, conversations_stamp, db_stamp, esc, fmt_reward,
-    goals_html, load_tree, md, page_link, pick_conversation, require_database, tree_graph, tree_labels,
+    goals_html, load_tree, md, page_link, pick_conversation, require_database, runs_and_conversations, tree_graph,
+    tree_labels,
 )  # fmt: skip
 
 PICKED = "trees-picked"  # conversation id -> the node the page chose: {"node", "count", "reveal"}
@@ -163,13 +164,14 @@ elif view == "list":
         page_link("app_pages/trees.py", f"Open the tree of {shown.iloc[rows[0]]['scenario_id']} "
                   f"({shown.iloc[rows[0]]['run_id']})", conversation=chosen)  # fmt: skip
 else:
-    others = same_scenario(reads.list_conversations(db), conversation)
-    everything = [c for c in reads.list_conversations(db) if c.id != conversation.id]
+    all_runs, all_conversations = runs_and_conversations(db)
+    others = same_scenario(all_conversations, conversation)
+    everything = [c for c in all_conversations if c.id != conversation.id]
     choices = others + [c for c in everything if c not in others]
     if not choices:
         st.info("This database has only this conversation: nothing to compare it with.")
         st.stop()
-    runs = {r.id: r for r in reads.list_runs(db)}
+    runs = {r.id: r for r in all_runs}
     linked_other = st.query_params.get("other")
     ids = [c.id for c in choices]
 
