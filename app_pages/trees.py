@@ -37,16 +37,19 @@ def _verdicts(path: str, conversation_id: str, stamp: tuple) -> dict:
     return node_verdicts(latest_votes(Database(path), [conversation_id]))
 
 
-def picked_node(conversation_id: str, tree, paths: dict) -> tuple[dict, bool]:
+def picked_node(conversation_id: str, tree, paths: dict, page_run: bool) -> tuple[dict, bool]:
     """The node the page selects, and whether a link chose it in this run: a node named in the
     URL that this session did not put there (a link, a reload, the browser's back button), else
     the one chosen before, else the end of the ideal path. A new choice gets a new count, which
-    the explorer follows (and, for a link, brings into view)."""
+    the explorer follows (and, for a link, brings into view).
+
+    Only a run of the whole page reads the URL as a link: a rerun of the explorer alone (a
+    click, a live tick) can carry the URL as it was before the previous rerun changed it."""
     picks = st.session_state.setdefault(PICKED, {})
     pick = picks.get(conversation_id)
     count = (pick or {}).get("count", 0) + 1
     linked = st.query_params.get("node")
-    if linked in paths and (conversation_id, linked) != st.session_state.get(IN_URL):
+    if page_run and linked in paths and (conversation_id, linked) != st.session_state.get(IN_URL):
         picks[conversation_id] = {"node": linked, "count": count, "reveal": True}
         return picks[conversation_id], True
     if pick is None or pick["node"] not in paths:
@@ -79,6 +82,8 @@ rows = goal_rows(conversation, tree)
 if view == "explore":
     running = conversation_is_played(db, conversation)
 
+    page_run = {"now": True}  # the explorer's first run in this page run; its reruns see False
+
     @st.fragment(run_every=2.0 if running else None)
     def explorer() -> None:
         # A running conversation is read again on every tick (the cache key is its step and
@@ -103,7 +108,8 @@ if view == "explore":
         conversation_note(db, record)  # read afresh: a run stopped meanwhile says so and offers resume
         verdicts = _verdicts(str(db.path), tree.conversation_id, db_stamp(db))
         paths = {n.path: n.id for n in tree.nodes.values()}
-        pick, linked = picked_node(conversation.id, tree, paths)
+        pick, linked = picked_node(conversation.id, tree, paths, page_run["now"])
+        page_run["now"] = False
         clicked = tree_graph(tree, (record.status, record.steps, record.node_count), verdicts, pick,
                              key=f"graph-{conversation.id}")  # fmt: skip
         # A link wins over what the explorer held before it (the explorer follows it and says so).

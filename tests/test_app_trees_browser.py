@@ -231,6 +231,29 @@ def test_a_click_fills_the_side_panel_in_the_browser_without_a_round_trip(page, 
     no_exception(page)
 
 
+def test_quick_selections_settle_on_the_last_one(page, app_url, app_db):
+    """Clicks and arrow keys faster than the explorer reruns: each rerun may carry the URL as it
+    was before the previous one changed it, which must not read as a link back to that node."""
+    db = Database(app_db)
+    big = max(reads.list_conversations(db), key=lambda c: c.node_count or 0)
+    page.goto(f"{app_url}/trees?db={app_db}&conversation={big.id}")
+    page.locator(".jw-panel .jw-head").wait_for(timeout=60_000)
+    wait_idle(page)
+    for path in page.locator(".jg-view").evaluate(SHOWN_IN_VIEW)[:4]:
+        page.locator(f'.jg-node[data-path="{path}"]').click()
+    page.locator(".jg-view").focus()
+    for key in ("ArrowRight", "ArrowRight", "ArrowDown", "ArrowLeft", "ArrowRight"):
+        page.keyboard.press(key)
+    last = page.locator(".jg-view").get_attribute("data-selected")
+    page.wait_for_timeout(3_000)
+    wait_idle(page)
+    assert page.locator(".jg-view").get_attribute("data-selected") == last
+    assert query(page)["node"] == last
+    expect(page.locator(".jw-panel .jw-head")).to_contain_text(f"Node {last} ·")
+    page.get_by_text(f"selected node ({last})").first.wait_for(timeout=30_000)
+    no_exception(page)
+
+
 def test_the_conversation_list_filters_and_opens_a_tree(page, app_url, app_db):
     db = Database(app_db)
     _home(page, app_url)
