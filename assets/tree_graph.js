@@ -628,7 +628,8 @@ export default function (component) {
     ui.view.dataset.key = data.key;
   } else {
     // The same drawing: take the nodes' newest panels (the data may be a newer read).
-    if (data !== state.data) {
+    if (data !== state.panelsFrom) {
+      state.panelsFrom = data;
       for (const n of data.nodes) {
         const known = state.byId.get(n.id);
         if (known) known.panel = n.panel;
