@@ -13,7 +13,7 @@ from __future__ import annotations
 import streamlit as st
 
 from josh_core.analysis.conversations import ListFilter, filter_conversation_list, ideal_path_diff
-from josh_core.analysis.transcript import goal_rows, ideal_leaf, path_views, same_scenario, stop_word, turn_view
+from josh_core.analysis.transcript import goal_rows, ideal_leaf, path_views, same_scenario, stop_word
 from josh_core.storage import reads
 from josh_core.treeviz import node_name
 from ui_common import (

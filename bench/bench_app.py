@@ -322,7 +322,7 @@ def write_results(args, rows, started_at: str, load_start, load_end) -> None:
         "(Graphviz: pick in the sidebar) to the side panel showing the node (Graphviz: and the graph redrawn); "
         "settled = click to the URL and the conversation below the explorer naming the node.",
         "",
-        "| nodes | view | draw | select | settled | select vs before | note |",
+        "| nodes | view | draw | select | settled | select vs svg, rerun per click | note |",
         "|---|---|---|---|---|---|---|",
     ]
     for nodes in sizes:
