@@ -71,7 +71,8 @@ def register(app: typer.Typer) -> None:
     @app.command("selftrain")
     def selftrain(
         experiment: str = typer.Option("selftrain", help="Name of the experiment (its stages are stored under it; "
-                                       "rerun the same command to resume it)."),
+                                       "rerun the same command to resume it). One folder name: it names the "
+                                       "folder of its exports and adapters."),
         env: str = typer.Option("toolwoz", "--env", help="Environment (`josh envs`): toolwoz, tau2-retail, tau2-airline."),
         base: str = typer.Option("embedded", help="The starting agent SPEC."),
         user: Optional[str] = typer.Option(None, help="User simulator SPEC (default: the environment's; ToolWOZ "
