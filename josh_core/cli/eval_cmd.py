@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from josh_core.analysis.bootstrap import DEFAULT_RESAMPLES, MAX_RESAMPLES
+from josh_core.analysis.compare import Comparison
 from josh_core.cli.output import fail, plain, warn
 from josh_core.analysis.errors import DEFAULT_TOP, ErrorReport, error_report
 from josh_core.analysis.leaderboard import leaderboard as leaderboard_frame
@@ -192,6 +193,56 @@ def print_evaluation(console: Console, evaluation: Evaluation) -> None:
         f"run {evaluation.run_id} in {evaluation.db_path}: {evaluation.played} conversations in "
         f"{evaluation.seconds:.1f} s" + (f", {evaluation.failed} failed" if evaluation.failed else "")
     ))
+
+
+def report_comparison_warnings(comparison: Comparison) -> None:
+    """What a comparison left out or compared anyway, as warnings on stderr."""
+    for text in comparison.warnings:
+        warn(f"{text} (compared anyway: --force)")
+    for side, scenarios in (("base", comparison.only_base), ("trained", comparison.only_trained)):
+        if scenarios:
+            shown = ", ".join(scenarios[:5]) + (f" and {len(scenarios) - 5} more" if len(scenarios) > 5 else "")
+            warn(f"{len(scenarios)} scenarios finished by the {side} run only, left out of the pairs: {shown}")
+
+
+def _pairs_per_scenario(comparison: Comparison) -> str:
+    """`223 scenarios in 3 pairs each`, or the spread when the counts differ."""
+    parts = [f"{count} in {k} pair{'s' if k > 1 else ''}" for k, count in sorted(comparison.pairs_per_scenario.items())]
+    return "; ".join(parts)
+
+
+def print_comparison(console: Console, comparison: Comparison) -> None:
+    """The table of `josh compare` (and `josh compare-agents`): warnings first, then the means
+    with their intervals; pooled pairs add how they were pooled and each pair's own means."""
+    report_comparison_warnings(comparison)
+    trials = f", each the mean of {comparison.trials} trials" if comparison.trials > 1 else ""
+    if comparison.pairs > 1:
+        title = (f"{comparison.n} scenarios pooled over {comparison.pairs} pairs of runs (scenarios: "
+                 f"{_pairs_per_scenario(comparison)}; a scenario in several pairs is the mean of them)"
+                 f"{trials}: means with bootstrap 95% intervals")
+    else:
+        title = f"{comparison.n} paired scenarios{trials}: means with bootstrap 95% intervals"
+    table = Table(title=title)
+    for header in ("metric", "base", "trained", "trained - base"):
+        table.add_column(header, justify="left" if header == "metric" else "right")
+    for m in comparison.metrics:
+        table.add_row(m.metric, *(f"{i.mean:.3f} [{i.low:.3f}, {i.high:.3f}]"
+                                  for i in (m.base, m.trained, m.difference)))
+    console.print(table)
+    if comparison.per_pair:
+        pairs = Table(title="Each pair on its own (means; the spread across pairs, e.g. pipeline seeds)")
+        for header in ("database", "base run", "trained run", "seed", "scenarios", "reward base", "reward trained",
+                       "reward diff", "success diff"):
+            pairs.add_column(header, justify="left" if header in ("database", "base run", "trained run") else "right")
+        for pair in comparison.per_pair:
+            reward, success = pair.means["reward"], pair.means["success"]
+            pairs.add_row(plain(pair.db), plain(pair.base_run), plain(pair.trained_run), str(pair.seed), str(pair.n),
+                          f"{reward['base']:.3f}", f"{reward['trained']:.3f}", f"{reward['difference']:+.3f}",
+                          f"{success['difference']:+.3f}")
+        console.print(pairs)
+        spread = [pair.means["reward"]["difference"] for pair in comparison.per_pair]
+        console.print(plain(f"reward difference across pairs: {min(spread):+.3f} to {max(spread):+.3f} "
+                            f"(range {max(spread) - min(spread):.3f})"))
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -407,7 +458,9 @@ def register(app: typer.Typer) -> None:
         db: Optional[Path] = typer.Option(None, help="DuckDB file (default JOSH_DB or ./josh.duckdb)."),
         pool: Optional[list[str]] = typer.Option(
             None, "--pool", metavar="DB:BASE_RUN:TRAINED_RUN",
-            help="Pool another pair of runs (e.g. a replication on other scenarios) into the comparison; repeatable.",
+            help="Pool another pair of runs into the comparison (another pipeline seed on the same scenarios, or a "
+            "replication on other scenarios); a scenario in several pairs counts once, with the mean over them; "
+            "repeatable.",
         ),
         resamples: int = typer.Option(2000, min=100, max=100_000, help="Bootstrap resamples."),
         seed: int = typer.Option(0, help="Bootstrap seed."),
@@ -435,20 +488,8 @@ def register(app: typer.Typer) -> None:
             _fail(str(error.args[0]) if error.args else str(error))
         except (ValueError, DatabaseError) as error:
             _fail(str(error))
-        for text in comparison.warnings:
-            warn(f"{text} (compared anyway: --force)")
-        for side, scenarios in (("base", comparison.only_base), ("trained", comparison.only_trained)):
-            if scenarios:
-                shown = ", ".join(scenarios[:5]) + (f" and {len(scenarios) - 5} more" if len(scenarios) > 5 else "")
-                warn(f"{len(scenarios)} scenarios finished by the {side} run only, left out of the pairs: {shown}")
         if as_json:
+            report_comparison_warnings(comparison)
             _print_json(comparison.model_dump(mode="json"))
             return
-        trials = f", each the mean of {comparison.trials} trials" if comparison.trials > 1 else ""
-        table = Table(title=f"{comparison.n} paired scenarios{trials}: means with bootstrap 95% intervals")
-        for header in ("metric", "base", "trained", "trained - base"):
-            table.add_column(header, justify="left" if header == "metric" else "right")
-        for m in comparison.metrics:
-            table.add_row(m.metric, *(f"{i.mean:.3f} [{i.low:.3f}, {i.high:.3f}]"
-                                      for i in (m.base, m.trained, m.difference)))
-        Console(highlight=False).print(table)
+        print_comparison(Console(highlight=False), comparison)
