@@ -266,3 +266,69 @@ def test_pairs_with_other_settings_than_the_first_are_refused_unless_forced(seed
     seeds = (Database(path, read_only=True), pairs[3][1], pairs[4][1])  # seeds 1 and 2: within the pair, refused
     with pytest.raises(ValueError, match="seed 1 vs 2"):
         compare_pooled([seeds])
+
+
+# -- two agents played and compared in one command (`josh compare-agents`) ----------------------
+
+
+def _idle_agent(path):
+    """A script agent that only speaks: it reaches no goal."""
+    from engine_fixtures import speak
+
+    path.write_text(json.dumps({"turns": [[[speak("Let me see what I can do.")]]]}))
+    return f"script:{path}"
+
+
+def test_compare_agents_plays_both_stores_them_and_a_rerun_plays_only_what_is_left(tmp_path, toolwoz_data):
+    import duckdb
+
+    from josh_core.evaluate import evaluate_agents
+
+    idle = _idle_agent(tmp_path / "idle.json")
+    db_path = tmp_path / "agents.duckdb"
+    args = ["compare-agents", idle, "oracle", "--split", "val", "--single-domain", "--limit", "3",
+            "--max-turns", "6", "--db", str(db_path)]
+    runner = CliRunner()
+    first = runner.invoke(app, [*args, "--json"])
+    assert first.exit_code == 0, first.output
+    played = json.loads(first.stdout)
+    base, trained = played["base"], played["trained"]
+    assert (base["played"], base["reused"], trained["played"], trained["reused"]) == (3, 0, 3, 0)
+    assert base["run_id"].startswith("run-cmp-") and base["run_id"] != trained["run_id"]
+    comparison = played["comparison"]
+    assert comparison["n"] == 3 and comparison["metrics"][0]["base"]["mean"] == 0.0
+    assert comparison["metrics"][0]["trained"]["mean"] == 1.0  # the oracle reaches every goal
+    db = Database(db_path, read_only=True)
+    runs = {r.id: r for r in reads.list_runs(db)}
+    assert runs[base["run_id"]].agent_spec == idle and runs[trained["run_id"]].config["max_turns"] == 6
+    single = [s.id for s in get_env("toolwoz").load_split("val", None) if len(s.domains) == 1][:3]
+    assert [c.scenario_id for c in reads.list_conversations(db, run_id=base["run_id"])] == single
+    del db
+
+    again = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
+    assert (again["base"]["played"], again["base"]["reused"]) == (0, 3)
+    assert again["base"]["run_id"] == base["run_id"] and again["comparison"] == comparison
+
+    # An interrupted run (one conversation left pending) is resumed: only that one is played.
+    con = duckdb.connect(str(db_path))
+    con.execute("UPDATE conversations SET status = 'pending' WHERE id = ?", [f"{trained['run_id']}:1"])
+    con.close()
+    resumed = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
+    assert (resumed["trained"]["played"], resumed["trained"]["reused"]) == (1, 2)
+    assert resumed["comparison"] == comparison
+
+    # Other settings, or other agent files, are another run.
+    other = json.loads(runner.invoke(app, [*args[:-4], "--max-turns", "1", "--db", str(db_path), "--json"]).stdout)
+    assert other["base"]["run_id"] != base["run_id"] and other["trained"]["played"] == 3
+    (tmp_path / "idle.json").write_text((tmp_path / "idle.json").read_text().replace("see what", "check what"))
+    changed = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
+    assert changed["base"]["run_id"] != base["run_id"] and changed["base"]["played"] == 3
+    assert changed["trained"]["run_id"] == trained["run_id"] and changed["trained"]["played"] == 0
+
+    shown = runner.invoke(app, args, terminal_width=200)
+    assert shown.exit_code == 0 and "3 paired scenarios" in shown.output
+    assert f"josh compare {changed['base']['run_id']} {trained['run_id']}" in " ".join(shown.output.split())
+    with pytest.raises(ValueError, match="other settings: max_turns"):
+        scenarios = get_env("toolwoz").load_split("val", 1)
+        evaluate_agents(db_path, scenarios, RolloutConfig(agent="oracle", max_turns=2),
+                        RolloutConfig(agent="oracle", max_turns=3))
