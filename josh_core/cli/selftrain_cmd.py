@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 from typing import Optional
 
@@ -11,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from josh_core.cli.output import fail, plain
+from josh_core.cli.output import error_console, fail, plain
 from josh_core.paths import default_db_path
 
 METRIC_LABELS = {
@@ -127,6 +128,7 @@ def register(app: typer.Typer) -> None:
         from pydantic import ValidationError
 
         from josh_core.cli.rollout_cmd import ProgressObserver
+        from josh_core.rollout import RunInterrupted
         from josh_core.storage.db import DatabaseError
         from josh_core.storage.locks import RunBusy
         from josh_core.train import TrainingConfigError, TrainingDataError
@@ -212,6 +214,14 @@ def register(app: typer.Typer) -> None:
             else:
                 with progress:
                     result = loop.run()
+        except (KeyboardInterrupt, RunInterrupted) as interrupt:
+            # Ctrl-C, or SIGTERM while a stage plays conversations: the stage's finished work is
+            # stored, so the same command resumes; say so in one line instead of a traceback.
+            signum = getattr(interrupt, "signum", signal.SIGINT)
+            error_console().print(plain(
+                f"interrupted by {signal.Signals(signum).name}: experiment {experiment!r} keeps its finished "
+                f"stages and conversations; rerun the same command to resume it"))
+            raise typer.Exit(128 + signum)
         except (ValueError, KeyError, DatabaseError, TrainingDataError, TrainingConfigError, FileNotFoundError,
                 RunBusy, TrainingBusy, TrainingDiverged) as error:
             fail(error.args[0] if isinstance(error, KeyError) and error.args else error)
