@@ -298,6 +298,20 @@ def selftrain_defaults() -> dict:
     return {name: info.get_default(call_default_factory=True) for name, info in SelftrainConfig.model_fields.items()}
 
 
+def selftrain_problem(**settings) -> str | None:
+    """What is wrong with an experiment's settings, checked by `josh selftrain`'s own config
+    (SelftrainConfig) before a process is started; None when nothing is."""
+    from pydantic import ValidationError
+
+    from josh_core.train.selftrain import SelftrainConfig, settings_problems
+
+    try:
+        SelftrainConfig(**settings)
+    except ValidationError as error:
+        return settings_problems(error)
+    return None
+
+
 def selftrain_args(db_path: str | Path, *, experiment: str, base: str, kinds: list[str], rounds: int,
                    train_limit: int, eval_limit: int, beam: int, branching: int, max_turns: int,
                    filter: str, max_steps: int | None = None) -> list[str]:

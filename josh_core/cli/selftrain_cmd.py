@@ -72,7 +72,8 @@ def register(app: typer.Typer) -> None:
     @app.command("selftrain")
     def selftrain(
         experiment: str = typer.Option("selftrain", help="Name of the experiment (its stages are stored under it; "
-                                       "rerun the same command to resume it)."),
+                                       "rerun the same command to resume it). One folder name: it names the "
+                                       "folder of its exports and adapters."),
         env: str = typer.Option("toolwoz", "--env", help="Environment (`josh envs`): toolwoz, tau2-retail, tau2-airline."),
         base: str = typer.Option("embedded", help="The starting agent SPEC."),
         user: Optional[str] = typer.Option(None, help="User simulator SPEC (default: the environment's; ToolWOZ "
@@ -138,7 +139,7 @@ def register(app: typer.Typer) -> None:
             is_disk_full,
             quiet_libraries,
         )
-        from josh_core.train.selftrain import Selftrain, SelftrainConfig, StageEvent, dumps
+        from josh_core.train.selftrain import Selftrain, SelftrainConfig, StageEvent, dumps, settings_problems
 
         quiet_libraries()  # one progress display: ours
 
@@ -184,10 +185,7 @@ def register(app: typer.Typer) -> None:
                 warm_start_overrides=warm_overrides, ray_address=ray,
             )
         except ValidationError as error:
-            # A check across settings has no field to name: its message names the flags.
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"]
-                                 else str(e["msg"]).removeprefix("Value error, ") for e in error.errors())
-            fail(f"invalid settings: {problems}")
+            fail(f"invalid settings: {settings_problems(error)}")
         console = Console(stderr=as_json, highlight=False)
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                             console=console, transient=True)

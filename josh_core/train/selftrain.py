@@ -49,7 +49,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from josh_core.analysis.compare import Comparison, compare_runs
 from josh_core.rollout import RolloutConfig, RolloutObserver, resume_run, start_run
@@ -73,7 +73,7 @@ class SelftrainConfig(BaseModel):
     base: str = "embedded"  # the starting agent SPEC
     user: str = "agenda"
     rounds: int = Field(1, ge=1)
-    kinds: list[TrainKind] = Field(default_factory=lambda: ["sft"])
+    kinds: list[TrainKind] = Field(default_factory=lambda: ["sft"], min_length=1)
     # SFT (and the control): full keeps 100% conversations only (appendix B); partial keeps every
     # tree's ideal path up to its last goal. KTO and DPO always keep 100% trees only.
     filter: Literal["full", "partial"] = "full"
@@ -101,6 +101,16 @@ class SelftrainConfig(BaseModel):
     # The JOSH rollout stages on Ray workers (`--ray`; "local" starts Ray here). Where, not what:
     # a rerun may use another cluster, so it is not part of the settings a rerun must match.
     ray_address: str | None = None
+
+    @field_validator("experiment")
+    @classmethod
+    def _one_folder_name(cls, name: str) -> str:
+        # The name is a folder below the experiment's working directory (adapters, exports):
+        # it must stay one plain path part, never climb out of it.
+        if not name.strip() or name != name.strip() or name.startswith(".") or any(c in name for c in "/\\\0"):
+            raise ValueError("give one folder name: not blank, no spaces around it, no '/' or '\\', not starting "
+                             "with '.'")
+        return name
 
     @model_validator(mode="after")
     def _control_trains_sft(self) -> "SelftrainConfig":
@@ -148,6 +158,13 @@ class SelftrainResult(BaseModel):
 
 
 # -- scenarios ------------------------------------------------------------------------------
+
+
+def settings_problems(error: ValidationError) -> str:
+    """A refused configuration in words, for the command line and the app alike: each bad
+    setting with what is wrong (a check across settings names its flags itself)."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}" if e["loc"]
+                     else str(e["msg"]).removeprefix("Value error, ") for e in error.errors())  # fmt: skip
 
 
 def scenario_slices(config: SelftrainConfig) -> tuple[list[Scenario], list[list[Scenario]], list[Scenario]]:
