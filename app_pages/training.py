@@ -19,6 +19,7 @@ from josh_core.launch import (
 )  # fmt: skip
 from josh_core.storage import reads
 from josh_core.storage.trainings import finish_training, list_trainings
+from josh_core.train.kinds import KINDS
 from ui_common import kept, md, page_link, require_database, show_command
 
 st.title("Trainings")
@@ -132,7 +133,7 @@ def experiments_section() -> None:
 
 # -- train from the browser ----------------------------------------------------------------------
 
-KIND_WORDS = {"sft": "SFT", "kto": "KTO", "dpo": "DPO", "selftrain": "josh selftrain experiment"}
+KIND_WORDS = {**{k.name: k.title for k in KINDS.values()}, "selftrain": "josh selftrain experiment"}
 
 
 def _number_input(column, setting, kind: str):
@@ -152,9 +153,8 @@ def launch_form() -> None:
     runs = reads.list_runs(db)
     trainings = [t for t in list_trainings(db) if t.status == "done"]
     kind = st.radio("Kind", list(KIND_WORDS), format_func=KIND_WORDS.get, horizontal=True, key=kept("train-kind", "sft"),
-                    help="SFT on the ideal paths; KTO on ideal (desirable) and negative (undesirable) turns; DPO on "
-                         "ideal vs negative pairs; an experiment plays its own JOSH rollouts, trains and evaluates "
-                         "in rounds.")  # fmt: skip
+                    help="; ".join(f"{k.title}: {k.summary}" for k in KINDS.values())
+                         + "; an experiment plays its own JOSH rollouts, trains and evaluates in rounds.")  # fmt: skip
     bases = ["embedded"] + [adapter_agent(t.base, t.adapter_path) for t in reversed(trainings)]
     base_key = kept("train-base", "embedded")
     if st.session_state[base_key] not in bases:
@@ -179,7 +179,7 @@ def launch_form() -> None:
         st.markdown("**Model**")
         base = st.selectbox("Base or adapter to train further", bases, key=base_key,
                             help="embedded: the embedded model; embedded@DIR: an adapter trained here, trained further.")
-        st.markdown("**Hyper-parameters** (defaults: `josh train`'s, from josh_core/train/config.py)")
+        st.markdown("**Hyper-parameters** (defaults: `josh train`'s, from the kind's config class)")
         settings = training_settings(kind)
         values = {}
         for row in range(0, len(settings), 5):
@@ -223,7 +223,7 @@ def selftrain_form(bases: list[str], base_key: str) -> None:
         experiment = cols[0].text_input("Experiment", key=kept("st-experiment", defaults["experiment"]),
                                         help="Stages are stored under this name; the same name resumes it.")
         base = cols[1].selectbox("Starting agent", bases, key=base_key)
-        kinds = cols[2].multiselect("Training kinds", ["sft", "kto", "dpo"], key=kept("st-kinds", defaults["kinds"]))
+        kinds = cols[2].multiselect("Training kinds", list(KINDS), key=kept("st-kinds", defaults["kinds"]))
         rounds = cols[3].number_input("Rounds", min_value=1, key=kept("st-rounds", defaults["rounds"]))
         cols = st.columns(6)
         train_limit = cols[0].number_input("JOSH conversations", min_value=1, key=kept("st-train", defaults["train_limit"]))

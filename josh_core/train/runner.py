@@ -1,10 +1,11 @@
-"""One training: data -> TRL trainer (SFT / KTO / DPO) with LoRA -> an adapter an agent SPEC loads.
+"""One training: data -> the kind's trainer with LoRA -> an adapter an agent SPEC loads.
 
 `train(kind, data, base, out, ...)` is the entry point the CLI, the self-training loop and the
 app call. It
 
-1. reads and checks the exported JSONL (`TrainingDataError` when it cannot be used),
-2. resolves the configuration (defaults < config file < overrides; `TrainingConfigError`),
+1. resolves the configuration (defaults < config file < overrides; `TrainingConfigError`),
+2. reads and checks the exported JSONL (`TrainingDataError` when it cannot be used), or, for an
+   online kind, the scenarios it will play,
 3. records a `trainings` row (status 'running') when a database is given,
 4. loads the base of the agent SPEC with a fresh LoRA adapter, or continues `@ADAPTER_DIR`,
 5. trains, streaming every log (step, loss, learning rate, ...) to `<out>/metrics.jsonl`, to the
@@ -39,15 +40,9 @@ from pydantic import BaseModel, Field
 
 from josh_core.adapter_folder import MANIFEST_FILE
 from josh_core.train import checkpoints, guards
-from josh_core.train.config import (
-    DPOTrainConfig,
-    KTOTrainConfig,
-    TrainConfig,
-    TrainingConfigError,
-    build_config,
-    check_kind,
-)
-from josh_core.train.data import TrainingData, TrainingDataError, load_training_data
+from josh_core.train.config import TrainConfig, TrainerInputs, TrainingConfigError
+from josh_core.train.data import TrainingData, TrainingDataError
+from josh_core.train.kinds import TrainingKind, build_config, get_kind
 from josh_core.train.model import (
     BaseModelSpec,
     Precision,
@@ -176,32 +171,8 @@ def trl_arguments(config: TrainConfig, precision: Precision, out: Path) -> dict[
     return args
 
 
-def _build_trainer(kind: str, model, tokenizer, data: TrainingData, config: TrainConfig,
-                   args: dict[str, Any], callbacks: list):
-    if kind == "sft":
-        from josh_core.train.sft import build_sft_trainer
-
-        return build_sft_trainer(model, tokenizer, data, args, callbacks)
-    if kind == "kto":
-        from josh_core.train.kto import build_kto_trainer
-
-        assert isinstance(config, KTOTrainConfig)
-        return build_kto_trainer(model, tokenizer, data, args, callbacks, config)
-    from josh_core.train.dpo import build_dpo_trainer
-
-    assert isinstance(config, DPOTrainConfig)
-    return build_dpo_trainer(model, tokenizer, data, args, callbacks, config)
-
-
 def _resolved_config(config: TrainConfig, precision: Precision, data: TrainingData) -> dict[str, Any]:
-    resolved = config.to_dict()
-    if isinstance(config, KTOTrainConfig):
-        from josh_core.train.kto import kto_weights
-
-        desirable, undesirable = kto_weights(config, data)
-        n_desirable, n_undesirable = data.label_counts()
-        resolved.update(desirable_weight=desirable, undesirable_weight=undesirable,
-                        desirable_rows=n_desirable, undesirable_rows=n_undesirable)
+    resolved = config.resolved(data)
     resolved["precision"] = {
         "bf16": precision.bf16, "fp16": precision.fp16, "load_in_4bit": precision.four_bit,
         "gradient_checkpointing": precision.gradient_checkpointing, "dtype": str(precision.dtype),
@@ -262,7 +233,7 @@ def _close_interrupted(database, old_id: str, new_id: str, step: int | None) -> 
 
 def run_training(
     kind: str,
-    data: str | Path,
+    data: str | Path | None,
     base: str,
     out: str | Path,
     *,
@@ -279,9 +250,10 @@ def run_training(
 
     started = time.perf_counter()
     guards.quiet_libraries()
-    kind = check_kind(kind)
-    training_data = load_training_data(data, kind)
+    spec = get_kind(kind)
+    kind = spec.name
     config = build_config(kind, config_file, overrides)
+    training_data = spec.training_data(data, config)
     base_spec: BaseModelSpec = resolve_base(base)
     out = Path(out)
     if base_spec.adapter is not None and out.resolve() == Path(base_spec.adapter).resolve():
@@ -294,15 +266,16 @@ def run_training(
         database = Database(db_path)
         database.ensure_schema()  # a foreign, newer or unreadable file is refused here
     with guards.claim_output(out, db_path):
-        return _train_locked(kind, training_data, config, base, base_spec, out, database, on_log, callbacks,
+        return _train_locked(spec, training_data, config, base, base_spec, out, database, on_log, callbacks,
                              started)
 
 
-def _train_locked(kind: str, training_data: TrainingData, config: TrainConfig, base: str, base_spec: BaseModelSpec,
+def _train_locked(spec: TrainingKind, training_data: TrainingData, config: TrainConfig, base: str, base_spec: BaseModelSpec,
                   out: Path, database, on_log: LogCallback | None, callbacks: list | None,
                   started: float) -> TrainingResult:
     from josh_core.storage import trainings
 
+    kind = spec.name
     if database is not None:
         for stale in guards.close_stale_trainings(database):
             log.warning("training %s in %s was interrupted earlier: recorded as failed", stale, database.path)
@@ -323,7 +296,7 @@ def _train_locked(kind: str, training_data: TrainingData, config: TrainConfig, b
     created_at = _now()
     if database is not None:
         trainings.create_training(
-            database, kind=kind, base=base, data_path=str(training_data.path.resolve()),
+            database, kind=kind, base=base, data_path=training_data.source,
             data_hash=training_data.sha256, examples=training_data.examples, config=resolved,
             adapter_path=str(out.resolve()), training_id=training_id,
         )
@@ -341,7 +314,10 @@ def _train_locked(kind: str, training_data: TrainingData, config: TrainConfig, b
         extra = [cb if isinstance(cb, (TrainerCallback, type)) else cb() for cb in callbacks or []]
         if config.checkpoint_minutes is not None:
             extra.append(checkpoints.timed_checkpoint_callback(config.checkpoint_minutes))
-        trainer = _build_trainer(kind, model, tokenizer, training_data, config, args, [recorder, *extra])
+        trainer = spec.build(TrainerInputs(
+            model=model, tokenizer=tokenizer, data=training_data, config=config, args=args,
+            callbacks=[recorder, *extra], training_id=training_id, base=base, database=database,
+        ))
 
         # TRL writes a model card (README.md) into output_dir, which is `out`, at every checkpoint:
         # it would overwrite the card of the adapter still in `out`. The new adapter's card comes
@@ -351,7 +327,7 @@ def _train_locked(kind: str, training_data: TrainingData, config: TrainConfig, b
         trainer.remove_callback(ProgressCallback)
         if len(trainer.train_dataset) == 0:
             raise TrainingDataError(
-                f"no example of {training_data.path} fits in max_length={config.max_length} tokens "
+                f"no example of {training_data.source} fits in max_length={config.max_length} tokens "
                 "(prompts alone are longer); raise max_length"
             )
         if resume_from is not None:
@@ -369,7 +345,7 @@ def _train_locked(kind: str, training_data: TrainingData, config: TrainConfig, b
             base=base,
             base_model=base_spec.model_path,
             adapter_dir=str(out.resolve()),
-            data_path=str(training_data.path.resolve()),
+            data_path=training_data.source,
             data_hash=training_data.sha256,
             examples=training_data.examples,
             steps=steps,
@@ -419,7 +395,7 @@ def _train_locked(kind: str, training_data: TrainingData, config: TrainConfig, b
 
 def train(
     kind: str,
-    data: str | Path,
+    data: str | Path | None,
     base: str,
     out: str | Path,
     *,
@@ -430,7 +406,8 @@ def train(
 ) -> TrainingResult:
     """Train a LoRA adapter on exported JSONL and save it where an agent SPEC loads it.
 
-    kind: "sft" | "kto" | "dpo"; data: a `josh export` JSONL of that kind; base: the agent SPEC
+    kind: a registered training kind (`josh_core.train.kinds`: sft, kto, dpo, ...); data: a `josh
+    export` JSONL of that kind (an online kind: an optional scenario file, else None); base: the agent SPEC
     to start from (`embedded`, `hf:PATH`, either with `@ADAPTER_DIR` to continue an adapter);
     out: the adapter directory to write (then `embedded@OUT` / `hf:PATH@OUT` is the trained
     agent). overrides / config_file: settings over the kind's defaults (see

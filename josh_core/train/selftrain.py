@@ -49,15 +49,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from josh_core.analysis.compare import Comparison, compare_runs
 from josh_core.rollout import RolloutConfig, RolloutObserver, resume_run, start_run
 from josh_core.storage import stages as stage_store
 from josh_core.storage.db import Database
 from josh_core.envs.base import Scenario
+from josh_core.train.config import TrainingConfigError
+from josh_core.train.kinds import KINDS, build_config
 
-TrainKind = Literal["sft", "kto", "dpo"]
+TrainKind = str  # a registered training kind (josh_core/train/kinds.py)
 Control = Literal["none", "rs-sft"]
 CONTROL_ARM = "rs-sft"  # stage suffix and summary kind of the rejection-sampling SFT control
 # A plain conversation is its own ideal path, so "partial" for the control means "reached at least
@@ -98,6 +100,14 @@ class SelftrainConfig(BaseModel):
     # The JOSH rollout stages on Ray workers (`--ray`; "local" starts Ray here). Where, not what:
     # a rerun may use another cluster, so it is not part of the settings a rerun must match.
     ray_address: str | None = None
+
+    @field_validator("kinds")
+    @classmethod
+    def _registered_kinds(cls, value: list[str]) -> list[str]:
+        for kind in value:
+            if kind not in KINDS:
+                raise ValueError(f"unknown training kind {kind!r}: expected one of {', '.join(KINDS)}")
+        return value
 
     @model_validator(mode="after")
     def _control_trains_sft(self) -> "SelftrainConfig":
@@ -401,7 +411,6 @@ class Selftrain:
         setting found at the train stage used to leave the experiment name bound to it): the
         base is a trainable agent SPEC, every kind's settings resolve (finite, known keys), and
         no settings are given for a kind the experiment does not train."""
-        from josh_core.train.config import TrainingConfigError, build_config
         from josh_core.train.model import resolve_base
 
         c = self.config
