@@ -35,6 +35,7 @@ from josh_core.train.config import (
 )
 from josh_core.train.data import TrainingData, TrainingDataError, load_training_data
 from josh_core.train.dpo import build_dpo_trainer
+from josh_core.train.grpo import GRPOTrainConfig, build_grpo_trainer, grpo_episodes
 from josh_core.train.kto import build_kto_trainer
 from josh_core.train.sft import build_sft_trainer
 
@@ -90,6 +91,9 @@ register(TrainingKind("kto", "KTO", KTOTrainConfig, build_kto_trainer, export="k
                       summary="desirable (ideal) and undesirable (negative) generations", form=("beta",)))
 register(TrainingKind("dpo", "DPO", DPOTrainConfig, build_dpo_trainer, export="dpo",
                       summary="ideal vs negative pairs of one turn", form=("beta",)))
+register(TrainingKind("grpo", "GRPO", GRPOTrainConfig, build_grpo_trainer, episodes=grpo_episodes,
+                      summary="online RL: groups of the policy's own conversations in the environment, scored by it",
+                      form=("num_generations", "max_turns", "limit", "beta")))
 
 
 def names() -> list[str]:

@@ -77,6 +77,8 @@ class TrainingResult(BaseModel):
     status: Literal["done", "failed"] = "done"
     metrics_path: str
     resumed_from_step: int | None = None  # the checkpoint an interrupted training went on from
+    # What an online kind sampled (episodes, agent_turns, ...): its last `budget/NAME` logs.
+    budget: dict[str, int] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)  # e.g. "load_in_4bit ignored: no CUDA device"
 
 
@@ -259,6 +261,8 @@ def run_training(
     if base_spec.adapter is not None and out.resolve() == Path(base_spec.adapter).resolve():
         raise TrainingConfigError("--out must differ from the adapter being continued")
     db_path = Path(db) if db is not None else None
+    if spec.online and db_path is None:
+        raise TrainingConfigError(f"{kind} stores every episode it plays: give it a database (--db, db=)")
     guards.check_output(out, db_path)
     database = None
     if db_path is not None:
@@ -339,6 +343,9 @@ def _train_locked(spec: TrainingKind, training_data: TrainingData, config: Train
         seconds = time.perf_counter() - started
         losses = [float(r["loss"]) for r in recorder.records if r.get("loss") is not None]
         summary = next((r for r in reversed(recorder.records) if "train_loss" in r), {})
+        # Cumulative counters a trainer logs as `budget/NAME` (online kinds: what they sampled).
+        last = next((r for r in reversed(recorder.records) if any(k.startswith("budget/") for k in r)), {})
+        budget = {k.removeprefix("budget/"): v for k, v in last.items() if k.startswith("budget/")}
         result = TrainingResult(
             training_id=training_id,
             kind=kind,
@@ -354,6 +361,7 @@ def _train_locked(spec: TrainingKind, training_data: TrainingData, config: Train
             seconds=round(seconds, 3),
             metrics_path=str((out / METRICS_FILE).resolve()),
             resumed_from_step=resumed_step,
+            budget=budget,
             notes=precision.notes,
         )
         manifest = {
@@ -367,7 +375,7 @@ def _train_locked(spec: TrainingKind, training_data: TrainingData, config: Train
             "config": resolved,
             "metrics": {
                 "steps": steps, "final_loss": result.final_loss, "train_loss": summary.get("train_loss"),
-                "losses": losses, "seconds": result.seconds,
+                "losses": losses, "seconds": result.seconds, "budget": budget,
             },
             "versions": _versions(),
             "created_at": created_at.isoformat(),
