@@ -261,10 +261,12 @@ def changed_settings(kind: str, values: dict) -> dict:
     return {k: v for k, v in values.items() if k in defaults and v != defaults[k]}
 
 
-def train_args(kind: str, data: str | Path, base: str, out: str | Path, db_path: str | Path,
+def train_args(kind: str, data: str | Path | None, base: str, out: str | Path, db_path: str | Path,
                config_file: str | Path | None = None) -> list[str]:
-    """The `josh train` arguments of a training launched from the app."""
-    args = ["train", "--kind", kind, "--data", str(data), "--base", base, "--out", str(out)]
+    """The `josh train` arguments of a training launched from the app (an online kind plays
+    the environment: no data)."""
+    args = ["train", "--kind", kind] + (["--data", str(data)] if data is not None else []) + [
+        "--base", base, "--out", str(out)]
     if config_file is not None:
         args += ["--config", str(config_file)]
     return args + ["--db", str(db_path)]

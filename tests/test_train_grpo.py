@@ -112,6 +112,35 @@ def test_samples_are_exactly_what_the_agent_sent(tmp_path):
     assert training_runs(db, "t-1") == [{"run_id": run_id, "step": 3, "micro": 0, "group_size": 1, "status": "done"}]
 
 
+def test_one_sequence_per_episode_scores_exactly_what_one_sequence_per_generation_does(tiny):
+    """The loss packs an episode into one sequence when every generation's context is a prefix
+    of the next; left padding, positions and the kept logits must give the same log-probs."""
+    from types import SimpleNamespace
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from josh_core.train.grpo_trainer import GRPOLoop
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny).eval()
+    fake = SimpleNamespace(tokenizer=AutoTokenizer.from_pretrained(tiny), temperature=0.7)
+    full = torch.randint(10, 1000, (40,)).tolist()
+    samples = [(full[:15], 5), (full[:31], 6), (full, 4)]  # (prompt + completion, completion length)
+    packed = [(full, sorted({p for ids, n in samples for p in range(len(ids) - n, len(ids))}), 1.0)]
+    separate = [(ids, list(range(len(ids) - n, len(ids))), 1.0) for ids, n in samples]
+
+    def logps(rows):
+        input_ids, attention, keep, mask = GRPOLoop._pack(fake, rows, "cpu")
+        with torch.no_grad():
+            values = GRPOLoop._token_logps(fake, model, input_ids, attention, keep)
+        return values[mask]
+
+    one, many = logps(packed), logps(separate)
+    assert one.shape == many.shape == (15,)
+    assert torch.allclose(one, many, atol=1e-5), (one - many).abs().max()
+
+
 # -- the reward reaches the loss -----------------------------------------------------------------------
 
 
@@ -192,6 +221,8 @@ def test_josh_train_grpo_records_rewards_the_budget_and_every_episode(tiny, tmp_
     steps = [m for m in row.metrics if "loss" in m]
     assert [m["step"] for m in steps] == [1, 2]
     assert all("rewards/mean" in m and "rewards/environment" in m for m in steps)
+    # The compact agent's grammar writes canonical text: each episode is scored as one sequence.
+    assert all(m["packed_episodes"] == 1.0 for m in steps)
     # Every episode is stored: one run per step, tagged with the training, two conversations each.
     runs = training_runs(database, trained["training_id"])
     assert [(r["step"], r["status"]) for r in runs] == [(1, "done"), (2, "done")]
@@ -267,3 +298,116 @@ def test_an_interrupted_grpo_training_resumes_with_the_same_episodes(tiny, tmp_p
     assert resumed.budget == straight.budget  # counted from the checkpoint on, not from zero
     step3 = [r for r in training_runs(Database(db), resumed.training_id) if r["step"] == 3]
     assert len(step3) == 1 and not [r for r in training_runs(Database(db), resumed.training_id) if r["step"] < 3]
+
+
+# -- the same arm in josh selftrain ------------------------------------------------------------------
+
+
+def test_selftrain_runs_a_grpo_arm_with_the_rounds_josh_budget(tiny, tmp_path):
+    from josh_core.train.selftrain import Selftrain, SelftrainConfig, agent_turns_by_scenario
+
+    use_toy_environment("book_hotel", scenarios=4)
+    config = SelftrainConfig(
+        experiment="online", env="toy-online", base=f"hf:{tiny}", user=user_script(tmp_path), kinds=["grpo"],
+        train_limit=2, eval_split="train", eval_limit=2, beam=2, branching=2, max_turns=1, eval_max_turns=1,
+        concurrency=4, train_overrides={"grpo": {"num_generations": 2, "learning_rate": 1e-3}},
+    )
+    db = tmp_path / "st.duckdb"
+    result = Selftrain(config, db, tmp_path / "work").run()
+    stages = {(s["round"], s["stage"]): s for s in result.stages}
+    assert stages[(1, "train-grpo")]["status"] == "done" and stages[(1, "eval-grpo")]["status"] == "done"
+    assert (1, "export-grpo") not in stages  # an online arm exports nothing
+    trained = stages[(1, "train-grpo")]["result"]
+    josh_turns = sum(agent_turns_by_scenario(Database(db), stages[(1, "rollout")]["result"]["run_id"],
+                                             only_done=True).values())
+    # Budget matched: at most one step past the JOSH trees' agent turns (each step samples 2 x 2 episodes).
+    assert trained["budget_turns"] == josh_turns
+    assert josh_turns <= trained["budget"]["agent_turns"] < josh_turns + 4
+    [row] = [r for r in result.rounds if r.kind == "grpo"]
+    assert row.agent_turns == trained["budget"]["agent_turns"] and row.plain_conversations == trained["budget"]["episodes"]
+    assert row.metrics["conversations"] == 2
+    # It played the round's JOSH scenarios (those of the rollout stage), as runs tagged with the training.
+    runs = training_runs(Database(db), trained["training_id"])
+    played = {c.scenario_id for r in runs for c in reads.list_conversations(Database(db), run_id=r["run_id"])}
+    josh = {c.scenario_id for c in reads.list_conversations(Database(db), run_id=stages[(1, "rollout")]["result"]["run_id"])}
+    assert played == josh
+
+
+# -- the Training page -------------------------------------------------------------------------------
+
+
+def test_the_training_page_shows_the_rewards_and_each_steps_episodes(tiny, tmp_path):
+    from test_app_live_pages import open_page
+    from ui_common import KEPT
+
+    db = tmp_path / "page.duckdb"
+    result = train("grpo", None, f"hf:{tiny}", tmp_path / "out", db=db,
+                   overrides={**TOY, "user": user_script(tmp_path), "max_steps": 2, "num_generations": 2})
+    app = open_page(db, "app_pages/training.py")
+    assert len(app.get("vega_lite_chart")) >= 2, "a loss and a reward chart"
+    assert any("Episodes" in h.value for h in app.subheader)
+    assert any("episodes" in c.value and "agent turns" in c.value for c in app.caption)
+    [table] = [d for d in app.dataframe if "scenario" in d.value.columns]
+    last = training_runs(Database(db), result.training_id)[-1]["run_id"]
+    assert set(table.value["run"]) == {last} and len(table.value) == 4  # step 2: 2 scenarios x 2 members
+    # The launch form offers the online kind, without data to pick.
+    app.radio(key=KEPT + "train-kind").set_value("grpo").run()
+    assert not app.exception
+    assert any(s.label == "Environment" for s in app.selectbox)
+    assert any(n.label == "num generations" for n in app.number_input)
+
+
+def test_the_policy_that_plays_is_the_one_trained_and_its_caches_go_with_each_update(tiny, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from josh_core.llm.hf_backend import HFBackend
+
+    played, cleared = [], []
+    use_loaded, weights_changed = HFBackend.use_loaded, HFBackend.weights_changed
+
+    def recording_use_loaded(self, model, tokenizer):
+        played.append(model)
+        use_loaded(self, model, tokenizer)
+
+    def recording_weights_changed(self):
+        cleared.append(len(self.kv_store))  # entries computed by the old weights, about to go
+        weights_changed(self)
+
+    monkeypatch.setattr(HFBackend, "use_loaded", recording_use_loaded)
+    monkeypatch.setattr(HFBackend, "weights_changed", recording_weights_changed)
+    result = train("grpo", None, f"hf:{tiny}", tmp_path / "out", db=tmp_path / "c.duckdb",
+                   overrides={**TOY, "user": user_script(tmp_path), "max_steps": 2, "gradient_accumulation_steps": 2,
+                              "learning_rate": 5e-2})
+    assert result.steps == 2
+    # Once when the model is given to the backend, then before each optimiser step's first
+    # episodes (not before every micro-batch: the weights change only at optimiser steps).
+    assert len(cleared) == 1 + 2
+    assert cleared[2] > 0, "the second step found the first step's cached keys/values and cleared them"
+    # The model the agent played is the model whose adapter was saved.
+    [model] = played
+    saved = load_file(str(tmp_path / "out" / "adapter_model.safetensors"))
+    trained = {k: v for k, v in model.state_dict().items() if "lora_B" in k and ".default." in k}
+    assert trained and any(float(v.abs().sum()) > 0 for v in trained.values())
+    for name, value in trained.items():
+        key = name.replace(".default", "")
+        assert key in saved and bool((saved[key] == value).all()), name
+
+
+def test_the_kl_term_measures_the_distance_to_the_starting_model(tiny, tmp_path):
+    settings = {**TOY, "user": user_script(tmp_path), "max_steps": 2, "learning_rate": 5e-2, "beta": 0.1,
+                "disable_dropout": True}
+    first = train("grpo", None, f"hf:{tiny}", tmp_path / "first", db=tmp_path / "k.duckdb", overrides=settings)
+
+    def kls(result):
+        row = trainings.get_training(Database(tmp_path / "k.duckdb"), result.training_id)
+        return [m["kl"] for m in row.metrics if "loss" in m]
+
+    # A fresh adapter starts as the base (LoRA's B is zero): no distance at step 1, some after an update.
+    assert kls(first)[0] == pytest.approx(0.0, abs=1e-7) and kls(first)[1] > 0
+    # Continuing an adapter: the reference is a frozen copy of it (not the base), so again 0 at step 1.
+    second = train("grpo", None, f"hf:{tiny}@{tmp_path / 'first'}", tmp_path / "second", db=tmp_path / "k.duckdb",
+                   overrides=settings)
+    assert kls(second)[0] == pytest.approx(0.0, abs=1e-7) and kls(second)[1] > 0
+    config = json.loads((tmp_path / "second" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"]  # the saved adapter is the trained one alone, no "ref" copy
+    assert not (tmp_path / "second" / "ref").exists()

@@ -30,7 +30,7 @@ def print_result(console: Console, result) -> None:
     from josh_core.train.selftrain import comparison_rows
 
     rounds = Table(title="self-training rounds", title_justify="left")
-    for column in ("round", "kind", "agent", "JOSH trees", "trees with a goal", "control conversations",
+    for column in ("round", "kind", "agent", "JOSH trees", "trees with a goal", "plain conversations",
                    "control successes", "agent turns sampled", "examples", "eval conversations",
                    "Average Reward", "successes"):
         rounds.add_column(column)

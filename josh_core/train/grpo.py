@@ -89,6 +89,9 @@ class GRPOTrainConfig(TrainConfig):
         default=4, metadata={"help": "Conversations per scenario (the group; TRL calls it num_generations)."})
     beta: float = field(
         default=0.0, metadata={"help": "KL coefficient to the starting model (TRL's default 0.0: no reference)."})
+    disable_dropout: bool = field(
+        default=False, metadata={"help": "Dropout off in the model and LoRA (TRL's option; with beta > 0 the policy "
+                                         "and the reference then differ by their weights alone)."})
     scale_rewards: str = field(
         default="group", metadata={"help": "Advantages divided by the std of: group | batch | none (TRL's default group)."})
     env_reward: float = field(default=1.0, metadata={"help": "Weight of the environment's own reward."})

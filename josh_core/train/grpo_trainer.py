@@ -87,6 +87,10 @@ class GRPOLoop(Trainer):
         self._played_at: int | None = None  # the optimiser step whose weights the backend's caches hold
         self._micro = (-1, 0)  # (step, micro-batch within the step)
         self.reference = self._reference(continued_adapter) if config.beta > 0 else None
+        if config.disable_dropout:  # after the reference copy: its LoRA layers have dropout modules too
+            for module in self.accelerator.unwrap_model(self.model).modules():
+                if isinstance(module, torch.nn.Dropout):
+                    module.p = 0.0
         self.add_callback(_BudgetStop(self))
 
     # -- the reference of the KL term --------------------------------------------------------------
@@ -173,20 +177,37 @@ class GRPOLoop(Trainer):
                 completion = completion[: completion.index(tokenizer.eos_token_id) + 1]
         limit = self.config.max_length
         if limit is not None and len(prompt_ids) + len(completion) > limit:
-            completion = completion[:limit]
-            prompt_ids = prompt_ids[len(prompt_ids) - (limit - len(completion)):] if limit > len(completion) else []
+            # The prompt is cut from the left (its end is what the generation continues); a
+            # completion longer than the limit keeps its head and one token of context.
+            completion = completion[: limit - 1]
+            prompt_ids = prompt_ids[len(prompt_ids) - (limit - len(completion)):]
             self._metrics["truncated_generations"].append(1.0)
         return prompt_ids + completion, len(completion)
+
+    def _rows(self, episode, advantage: float) -> list[tuple[list[int], list[int], float]]:
+        """The scored sequences of one episode: (token ids, the positions of its scored tokens,
+        advantage). When every generation's prompt + completion is, token for token, a prefix of
+        the last one's (the agent's history kept exactly what it sampled: constrained decoding
+        writes canonical text), the whole episode is one sequence with each generation's tokens
+        scored where they stand: the same log-probabilities (attention is causal) for one forward
+        pass instead of one per generation. Otherwise each generation is a sequence of its own."""
+        encoded = [self._encode(sample) for sample in episode.samples]
+        if not encoded:
+            return []
+        full = encoded[-1][0]
+        if all(len(ids) <= len(full) and full[: len(ids)] == ids for ids, _ in encoded):
+            scored = sorted({p for ids, n in encoded for p in range(len(ids) - n, len(ids))})
+            self._metrics["packed_episodes"].append(1.0)
+            return [(full, scored, advantage)]
+        self._metrics["packed_episodes"].append(0.0)
+        return [(ids, list(range(len(ids) - n, len(ids))), advantage) for ids, n in encoded]
 
     def _learn(self, model, episodes, advantages) -> tuple[torch.Tensor, int, float | None]:
         """Back-propagate the micro-batch's loss chunk by chunk; (the loss divided by the
         accumulation steps, as Trainer expects, the agent tokens, the mean KL or None)."""
-        rows = []
-        for episode, advantage in zip(episodes, advantages):
-            for sample in episode.samples:
-                ids, length = self._encode(sample)
-                rows.append((ids, length, advantage))
-        tokens = sum(length for _, length, _ in rows)
+        rows = [row for episode, advantage in zip(episodes, advantages) if episode.samples
+                for row in self._rows(episode, advantage)]
+        tokens = sum(len(scored) for _, scored, _ in rows)
         device = self.accelerator.device
         total = torch.zeros((), device=device)
         if not tokens:
@@ -200,7 +221,7 @@ class GRPOLoop(Trainer):
         size = self.config.logprob_batch_size
         for start in range(0, len(work), size):
             chunk = work[start:start + size]
-            input_ids, attention, completion_mask, keep = self._pack(chunk, device)
+            input_ids, attention, keep, mask = self._pack(chunk, device)
             advantage = torch.tensor([r[2] for r in chunk], device=device, dtype=torch.float32)[:, None]
             with self.compute_loss_context_manager():
                 logps = self._token_logps(model, input_ids, attention, keep)
@@ -211,35 +232,39 @@ class GRPOLoop(Trainer):
                     delta = reference - logps
                     kl = torch.exp(delta) - delta - 1
                     per_token = per_token + beta * kl
-                    kl_sum += float((kl.detach() * completion_mask).sum())
-                    kl_tokens += int(completion_mask.sum())
-                loss = (per_token * completion_mask).sum() * scale
+                    kl_sum += float(torch.where(mask, kl.detach(), torch.zeros_like(kl)).sum())
+                    kl_tokens += int(mask.sum())
+                # `where`, not a product: an unscored position's value may be NaN, and NaN x 0 is NaN.
+                loss = torch.where(mask, per_token, torch.zeros_like(per_token)).sum() * scale
             self.accelerator.backward(loss)
             total = total + loss.detach()
         return total, tokens, (kl_sum / kl_tokens if kl_tokens else None)
 
     def _pack(self, chunk, device):
-        """Rows left-padded, so every completion ends at the last position and only the last
-        `keep` positions' logits are computed (the vocabulary is the biggest tensor)."""
+        """Rows left-padded to one width; `keep`: the positions whose logits predict a scored
+        token of some row (only those go through the LM head: the vocabulary is the biggest
+        tensor); `mask`: which of them score a token of each row."""
         width = max(len(r[0]) for r in chunk)
-        keep = max(r[1] for r in chunk) + 1
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
         attention = torch.zeros((len(chunk), width), dtype=torch.long)
-        completion_mask = torch.zeros((len(chunk), keep - 1), dtype=torch.float32)
-        for i, (ids, length, _) in enumerate(chunk):
-            input_ids[i, width - len(ids):] = torch.tensor(ids)
-            attention[i, width - len(ids):] = 1
-            completion_mask[i, keep - 1 - length:] = 1.0
-        return input_ids.to(device), attention.to(device), completion_mask.to(device), keep
+        scored = torch.zeros((len(chunk), width), dtype=torch.bool)
+        for i, (ids, positions, _) in enumerate(chunk):
+            offset = width - len(ids)
+            input_ids[i, offset:] = torch.tensor(ids)
+            attention[i, offset:] = 1
+            scored[i, [offset + p for p in positions]] = True
+        keep = torch.nonzero(scored.any(dim=0)).squeeze(-1) - 1  # the position before each scored token
+        mask = scored[:, keep + 1]
+        return input_ids.to(device), attention.to(device), keep.to(device), mask.to(device)
 
-    def _token_logps(self, model, input_ids, attention, keep: int) -> torch.Tensor:
-        """Log-probabilities of the last `keep - 1` tokens of each row under `model`."""
+    def _token_logps(self, model, input_ids, attention, keep: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities under `model` of the tokens right after the positions `keep`."""
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=False,
                     logits_to_keep=keep)
-        logits = out.logits[:, :-1].float() / self.temperature
-        targets = input_ids[:, -(keep - 1):]
+        logits = out.logits.float() / self.temperature
+        targets = input_ids[:, keep + 1]
         return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
     # -- logging ----------------------------------------------------------------------------------
