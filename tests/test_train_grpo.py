@@ -411,3 +411,25 @@ def test_the_kl_term_measures_the_distance_to_the_starting_model(tiny, tmp_path)
     config = json.loads((tmp_path / "second" / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"]  # the saved adapter is the trained one alone, no "ref" copy
     assert not (tmp_path / "second" / "ref").exists()
+
+
+def test_tau2_episodes_are_played_and_scored_through_the_same_interface(tmp_path):
+    """τ² through the registry like ToolWOZ: the privileged oracle plays a retail task twice as a
+    group; the environment's end-state reward is the episodes' reward."""
+    from josh_core.envs import get_env
+    from josh_core.policies.factory import build_agent, build_user
+    from josh_core.rollout import RolloutConfig
+    from josh_core.train.online import EpisodePlayer
+
+    environment = get_env("tau2-retail")
+    environment.ensure_prepared()
+    script = tmp_path / "user.json"
+    script.write_text(json.dumps({"turns": ["Hi, I need help with an order.", "Thanks, bye."]}))
+    config = RolloutConfig(env="tau2-retail", agent="oracle", user=f"script:{script}", max_turns=8)
+    player = EpisodePlayer(Database(tmp_path / "t.duckdb"), config, build_agent("oracle"), build_user(config.user),
+                           training_id="t-2", kind="grpo", weights=RewardWeights(env=1.0, goal=0.0, format=0.0))
+    run_id, episodes = player.play(environment.load_split("train", 1), 2, step=1, micro=0, seed=0)
+    assert [e.status for e in episodes] == ["done", "done"]
+    assert all(e.reward.env == 1.0 and e.reward.total == 1.0 and e.agent_turns > 0 for e in episodes)
+    stored = reads.list_conversations(Database(tmp_path / "t.duckdb"), run_id=run_id)
+    assert all(c.reward == 1.0 for c in stored) and stored[0].seed != stored[1].seed

@@ -16,11 +16,13 @@ from josh_core.train.config import (
     TrainingConfigError,
 )
 from josh_core.train.data import TrainingDataError, load_training_data
+from josh_core.train.grpo import GRPOTrainConfig
 from josh_core.train.kinds import KINDS, TrainingKind, build_config, get_kind
 from josh_core.train.runner import TrainingResult, run_training, train
 
 __all__ = [
     "DPOTrainConfig",
+    "GRPOTrainConfig",
     "KINDS",
     "KTOTrainConfig",
     "SFTTrainConfig",
