@@ -90,6 +90,9 @@ def register(app: typer.Typer) -> None:
                                        "(0: none); see docs/experiments.md."),
         train_split: str = typer.Option("train", help="Split the JOSH scenarios come from."),
         train_limit: int = typer.Option(100, min=1, help="JOSH conversations per round."),
+        train_offset: int = typer.Option(0, min=0, help="Skip this many usable train scenarios first (after the "
+                                         "warm start's): those an adapter given as --base already trained on, "
+                                         "e.g. 80 for embedded@shipped:warmstart-oracle80."),
         eval_split: Optional[str] = typer.Option(None, help="Held-out split to evaluate on (default: ToolWOZ val, "
                                                  "τ² test)."),
         eval_limit: int = typer.Option(100, min=1, help="Held-out conversations per evaluation."),
@@ -172,7 +175,8 @@ def register(app: typer.Typer) -> None:
             config = SelftrainConfig(
                 experiment=experiment, env=environment.name, base=base, user=user, rounds=rounds, kinds=kind,
                 filter=filter_, control=control,
-                warm_start=warm_start, train_split=train_split, train_limit=train_limit, eval_split=eval_split,
+                warm_start=warm_start, train_split=train_split, train_limit=train_limit,
+                train_offset=train_offset, eval_split=eval_split,
                 eval_limit=eval_limit, single_domain=not all_domains, beam=beam, branching=branching,
                 max_turns=max_turns, eval_max_turns=eval_max_turns, temperature=temperature, seed=seed,
                 concurrency=concurrency, train_overrides={k: per_kind[k] for k in kind},

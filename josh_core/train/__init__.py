@@ -3,7 +3,7 @@ agents. The kinds (SFT, KTO, DPO on `josh export` JSONL; online ones that play t
 themselves) are registered in `josh_core/train/kinds.py`. See docs/training.md.
 
     from josh_core.train import train
-    result = train("kto", "kto.jsonl", "embedded", "adapters/kto-1", db="josh.duckdb")
+    result = train("kto", "kto.jsonl", "embedded", "out/kto-1", db="josh.duckdb")
 
 Heavy imports (torch, transformers, trl) happen only when a training runs.
 """

@@ -39,6 +39,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from josh_core.adapter_folder import MANIFEST_FILE
+from josh_core.rollout import code_revision
 from josh_core.train import checkpoints, guards
 from josh_core.train.config import TrainConfig, TrainerInputs, TrainingConfigError
 from josh_core.train.data import TrainingData, TrainingDataError
@@ -192,6 +193,18 @@ def _versions() -> dict[str, str]:
         except PackageNotFoundError:
             pass
     return out
+
+
+def command_line() -> str:
+    """The command line of this process, as typed (`josh ...` for the josh script), for the
+    adapter's record: `josh adapters ship` copies it into the shipped manifest."""
+    import shlex
+    import sys
+
+    argv = list(sys.argv) or ["python"]
+    if Path(argv[0]).name == "josh":
+        argv[0] = "josh"
+    return shlex.join(argv)
 
 
 def _save_adapter(trainer, tokenizer, out: Path) -> None:  # out: the staging folder
@@ -378,6 +391,8 @@ def _train_locked(spec: TrainingKind, training_data: TrainingData, config: Train
                 "losses": losses, "seconds": result.seconds, "budget": budget,
             },
             "versions": _versions(),
+            "command": command_line(),
+            "code_revision": code_revision(),
             "created_at": created_at.isoformat(),
             "finished_at": _now().isoformat(),
         }

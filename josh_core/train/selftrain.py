@@ -88,6 +88,9 @@ class SelftrainConfig(BaseModel):
     warm_start: int = Field(0, ge=0)  # oracle conversations for a warm-start SFT (0: none)
     train_split: str = "train"
     train_limit: int = Field(100, ge=1)  # JOSH conversations per round
+    # Usable train scenarios skipped before the JOSH slices (after the warm start's): the ones a
+    # starting adapter was already trained on, so that JOSH never plays its training data.
+    train_offset: int = Field(0, ge=0)
     eval_split: str = "val"
     eval_limit: int = Field(100, ge=1)
     single_domain: bool = True
@@ -121,7 +124,7 @@ class SelftrainConfig(BaseModel):
 
 
 # Settings added after experiments were stored: their value for an experiment stored before them.
-SETTINGS_BEFORE_THEM = {"env": "toolwoz", "control": "none"}
+SETTINGS_BEFORE_THEM = {"env": "toolwoz", "control": "none", "train_offset": 0}
 
 
 class StageEvent(BaseModel):
@@ -173,12 +176,13 @@ def scenario_slices(config: SelftrainConfig) -> tuple[list[Scenario], list[list[
         return [s for s in scenarios if len(s.domains) == 1] if config.single_domain else scenarios
 
     train = pick(config.train_split)
-    need = config.warm_start + config.rounds * config.train_limit
+    first = config.warm_start + config.train_offset  # the first JOSH scenario
+    need = first + config.rounds * config.train_limit
     if len(train) < need:
         raise ValueError(f"the {config.train_split} split has {len(train)} usable scenarios; "
                          f"the experiment needs {need}")
     warm = train[: config.warm_start]
-    rounds = [train[config.warm_start + r * config.train_limit: config.warm_start + (r + 1) * config.train_limit]
+    rounds = [train[first + r * config.train_limit: first + (r + 1) * config.train_limit]
               for r in range(config.rounds)]
     evaluation = pick(config.eval_split)[: config.eval_limit]
     if config.eval_split == config.train_split:
