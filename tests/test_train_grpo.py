@@ -222,7 +222,7 @@ def test_josh_train_grpo_records_rewards_the_budget_and_every_episode(tiny, tmp_
     assert [m["step"] for m in steps] == [1, 2]
     assert all("rewards/mean" in m and "rewards/environment" in m for m in steps)
     # The compact agent's grammar writes canonical text: each episode is scored as one sequence.
-    assert all(m["packed_episodes"] == 1.0 for m in steps)
+    assert all(m["scored_sequences"] == m["episodes"] == 2 for m in steps)
     # Every episode is stored: one run per step, tagged with the training, two conversations each.
     runs = training_runs(database, trained["training_id"])
     assert [(r["step"], r["status"]) for r in runs] == [(1, "done"), (2, "done")]

@@ -186,27 +186,31 @@ class GRPOLoop(Trainer):
 
     def _rows(self, episode, advantage: float) -> list[tuple[list[int], list[int], float]]:
         """The scored sequences of one episode: (token ids, the positions of its scored tokens,
-        advantage). When every generation's prompt + completion is, token for token, a prefix of
-        the last one's (the agent's history kept exactly what it sampled: constrained decoding
-        writes canonical text), the whole episode is one sequence with each generation's tokens
-        scored where they stand: the same log-probabilities (attention is causal) for one forward
-        pass instead of one per generation. Otherwise each generation is a sequence of its own."""
-        encoded = [self._encode(sample) for sample in episode.samples]
-        if not encoded:
-            return []
-        full = encoded[-1][0]
-        if all(len(ids) <= len(full) and full[: len(ids)] == ids for ids, _ in encoded):
-            scored = sorted({p for ids, n in encoded for p in range(len(ids) - n, len(ids))})
-            self._metrics["packed_episodes"].append(1.0)
-            return [(full, scored, advantage)]
-        self._metrics["packed_episodes"].append(0.0)
-        return [(ids, list(range(len(ids) - n, len(ids))), advantage) for ids, n in encoded]
+        advantage). Consecutive generations whose prompt + completion is, token for token, the
+        start of the next one's are one sequence, each generation's tokens scored where they
+        stand: the same log-probabilities (attention is causal) for one forward pass instead of
+        one per generation. A generation the agent's history does not keep as sampled (the
+        history holds an action's canonical text: a space the grammar let the model leave out)
+        ends a sequence; the next one starts a new one."""
+        rows: list[tuple[list[int], list[int], float]] = []
+        ids: list[int] = []
+        scored: list[int] = []
+        for sample in episode.samples:
+            sample_ids, completion = self._encode(sample)
+            if ids and sample_ids[: len(ids)] != ids:
+                rows.append((ids, scored, advantage))
+                scored = []
+            ids = sample_ids
+            scored += range(len(ids) - completion, len(ids))
+        if ids:
+            rows.append((ids, scored, advantage))
+        return rows
 
     def _learn(self, model, episodes, advantages) -> tuple[torch.Tensor, int, float | None]:
         """Back-propagate the micro-batch's loss chunk by chunk; (the loss divided by the
         accumulation steps, as Trainer expects, the agent tokens, the mean KL or None)."""
-        rows = [row for episode, advantage in zip(episodes, advantages) if episode.samples
-                for row in self._rows(episode, advantage)]
+        rows = [row for episode, advantage in zip(episodes, advantages) for row in self._rows(episode, advantage)]
+        self._metrics["step/scored_sequences"].append(len(rows))
         tokens = sum(len(scored) for _, scored, _ in rows)
         device = self.accelerator.device
         total = torch.zeros((), device=device)
