@@ -262,6 +262,10 @@ def test_grpo_needs_a_database_and_sane_settings(tiny, tmp_path):
     with pytest.raises(TrainingConfigError, match="unknown environment"):
         train("grpo", None, f"hf:{tiny}", tmp_path / "out", db=tmp_path / "x.duckdb", overrides={"env": "nowhere"})
     assert not (tmp_path / "out").exists()
+    # TRL's GRPO options are not silently dropped: the loop is not TRL's trainer.
+    with pytest.raises(TrainingConfigError, match="TrainingArguments"):
+        train("grpo", None, f"hf:{tiny}", tmp_path / "other", db=tmp_path / "x.duckdb",
+              overrides={**TOY, "user": user_script(tmp_path), "trl_args": {"num_iterations": 2}})
 
 
 class Interrupted(Exception):

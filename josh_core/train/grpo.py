@@ -39,7 +39,6 @@ metrics, checkpoints, resume and adapter saving are those of every other kind.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,7 +61,8 @@ class GRPOTrainConfig(TrainConfig):
     # that for LoRA.
     learning_rate: float = 1e-5
     num_train_epochs: float = 1.0
-    per_device_train_batch_size: int = 2  # scenarios per micro-batch (each played num_generations times)
+    per_device_train_batch_size: int = field(
+        default=2, metadata={"help": "Scenarios per micro-batch (each played num_generations times)."})
     gradient_accumulation_steps: int = 1
     lora_r: int = 8  # as SFT and DPO
     lora_alpha: int = 16
@@ -102,7 +102,7 @@ class GRPOTrainConfig(TrainConfig):
     max_agent_turns: int | None = field(
         default=None, metadata={"help": "Budget: stop once the episodes sampled this many agent turns (None: no cap)."})
     logprob_batch_size: int = field(
-        default=4, metadata={"help": "Generations per forward/backward pass of the loss (memory, not results)."})
+        default=4, metadata={"help": "Scored sequences per forward/backward pass of the loss (memory, not results)."})
 
     kind = "grpo"
 
@@ -215,9 +215,14 @@ def build_grpo_trainer(inputs: TrainerInputs):
                            weights=config.reward_weights(), concurrency=config.rollout_concurrency)
     environment = get_env(config.env)
     scenarios = [environment.scenario_from_json(row) for row in inputs.data.rows]
-    names = {f.name for f in dataclasses.fields(_training_arguments())}
-    args = {k: v for k, v in inputs.args.items() if k in names}
-    return GRPOLoop(model=inputs.model, args=_training_arguments()(**args, remove_unused_columns=False),
+    # The shared arguments are TRL's configs'; `max_length` is TRL's own (the loss reads it from
+    # the config). Anything else, trl_args included, must be a TrainingArguments field.
+    args = {k: v for k, v in inputs.args.items() if k != "max_length"}
+    try:
+        training_args = _training_arguments()(**args, remove_unused_columns=False)
+    except TypeError as error:
+        raise TrainingConfigError(f"grpo trains with transformers' TrainingArguments: {error}") from None
+    return GRPOLoop(model=inputs.model, args=training_args,
                     tokenizer=inputs.tokenizer, scenarios=scenarios, player=player, backend=backend, config=config,
                     sampling_temperature=agent.base_sampling.temperature, callbacks=inputs.callbacks,
                     continued_adapter=resolve_base(inputs.base).adapter is not None)
