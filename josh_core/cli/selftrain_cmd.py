@@ -14,6 +14,7 @@ from rich.table import Table
 
 from josh_core.cli.output import error_console, fail, plain
 from josh_core.paths import default_db_path
+from josh_core.train.kinds import KINDS, setting_value
 
 METRIC_LABELS = {
     "reward": "Average Reward", "success": "100% Success Rate", "goal_completion": "goal-call completion",
@@ -30,7 +31,7 @@ def print_result(console: Console, result) -> None:
     from josh_core.train.selftrain import comparison_rows
 
     rounds = Table(title="self-training rounds", title_justify="left")
-    for column in ("round", "kind", "agent", "JOSH trees", "trees with a goal", "control conversations",
+    for column in ("round", "kind", "agent", "JOSH trees", "trees with a goal", "plain conversations",
                    "control successes", "agent turns sampled", "examples", "eval conversations",
                    "Average Reward", "successes"):
         rounds.add_column(column)
@@ -79,8 +80,8 @@ def register(app: typer.Typer) -> None:
         user: Optional[str] = typer.Option(None, help="User simulator SPEC (default: the environment's; ToolWOZ "
                                            "agenda, τ² llm:embedded)."),
         rounds: int = typer.Option(1, min=1, help="Rounds of JOSH -> train -> eval (round k starts from round k-1)."),
-        kind: list[str] = typer.Option(["sft"], "--kind", help="Training kind, sft | kto | dpo; repeat for several "
-                                       "(each trained from the same rollouts)."),
+        kind: list[str] = typer.Option(["sft"], "--kind", help=f"Training kind, {' | '.join(KINDS)}; repeat for "
+                                       "several (each trained from the same round)."),
         filter_: str = typer.Option("full", "--filter", help="SFT data: full: 100% conversations only; partial: "
                                     "every conversation's ideal path up to its last goal (the control: every "
                                     "conversation that reached a goal). KTO and DPO keep 100% trees only."),
@@ -156,14 +157,14 @@ def register(app: typer.Typer) -> None:
         for item in settings:
             target, _, raw = item.partition("=")
             which, _, key = target.partition(".")
-            if not raw or not key or which not in ("sft", "kto", "dpo", "warmstart"):
-                fail(f"--set {item!r}: expected KIND.KEY=VALUE with KIND sft, kto, dpo or warmstart")
-            try:
-                value = json.loads(raw)
-            except json.JSONDecodeError:
-                value = raw
+            if not raw or not key or which not in (*KINDS, "warmstart"):
+                fail(f"--set {item!r}: expected KIND.KEY=VALUE with KIND {', '.join(KINDS)} or warmstart")
             if which not in ("warmstart", *kind):
                 fail(f"--set {item!r}: {which} is not trained by this experiment (add --kind {which})")
+            try:
+                value = setting_value("sft" if which == "warmstart" else which, key, raw)
+            except TrainingConfigError as error:
+                fail(f"--set {item!r}: {error}")
             (warm_overrides if which == "warmstart" else per_kind.setdefault(which, {}))[key] = value
         try:
             from josh_core.envs import UnknownEnvironment, get_env

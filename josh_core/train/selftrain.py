@@ -10,6 +10,9 @@ directory (exports and adapters). Stages, in order:
               eval-KIND                 the trained agent on the same held-out scenarios and seeds
               rollout-rs-sft, export-rs-sft, train-rs-sft, eval-rs-sft
                                         the rejection-sampling SFT control (`control="rs-sft"`)
+              train-KIND, eval-KIND     an online kind (GRPO): no export; it plays the round's
+                                        JOSH scenarios itself, from round k-1's agent, with the
+                                        agent-turn budget the round's JOSH trees sampled
 
 Round k+1 starts from the adapter of the first kind of round k (iterated self-training; the
 paper did one round).
@@ -56,8 +59,10 @@ from josh_core.rollout import RolloutConfig, RolloutObserver, resume_run, start_
 from josh_core.storage import stages as stage_store
 from josh_core.storage.db import Database
 from josh_core.envs.base import Scenario
+from josh_core.train.config import TrainingConfigError
+from josh_core.train.kinds import KINDS, build_config
 
-TrainKind = Literal["sft", "kto", "dpo"]
+TrainKind = str  # a registered training kind (josh_core/train/kinds.py)
 Control = Literal["none", "rs-sft"]
 CONTROL_ARM = "rs-sft"  # stage suffix and summary kind of the rejection-sampling SFT control
 # A plain conversation is its own ideal path, so "partial" for the control means "reached at least
@@ -112,6 +117,14 @@ class SelftrainConfig(BaseModel):
                              "with '.'")
         return name
 
+    @field_validator("kinds")
+    @classmethod
+    def _registered_kinds(cls, value: list[str]) -> list[str]:
+        for kind in value:
+            if kind not in KINDS:
+                raise ValueError(f"unknown training kind {kind!r}: expected one of {', '.join(KINDS)}")
+        return value
+
     @model_validator(mode="after")
     def _control_trains_sft(self) -> "SelftrainConfig":
         if self.control == CONTROL_ARM and "sft" not in self.kinds:
@@ -142,7 +155,7 @@ class RoundSummary(BaseModel):
     # Agent turns sampled by the round's rollouts of this arm (JOSH: its trees' agent nodes; the
     # control: its plain conversations', matched to JOSH's per scenario).
     agent_turns: int | None = None
-    plain_conversations: int | None = None  # the control's plain rollouts
+    plain_conversations: int | None = None  # the control's plain rollouts; an online arm's episodes
     plain_successes: int | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)  # eval metrics (means)
 
@@ -312,12 +325,51 @@ class Selftrain:
         min_reward = None if kind == "sft" and self.config.filter == "partial" else 1.0
         return self._stage(rnd, f"export-{kind}", lambda s: self._export(run_id, kind, data, min_reward))
 
-    def _train(self, kind: str, data: str, base: str, out: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    def _train(self, kind: str, data: str | None, base: str, out: Path, overrides: dict[str, Any]) -> dict[str, Any]:
         from josh_core.train import train
 
         result = train(kind, data, base, out, overrides=overrides or None, db=self.db_path, on_log=self.on_train_log)
-        return {"adapter": result.adapter_dir, "training_id": result.training_id, "steps": result.steps,
+        done = {"adapter": result.adapter_dir, "training_id": result.training_id, "steps": result.steps,
                 "final_loss": result.final_loss, "examples": result.examples}
+        return {**done, "budget": result.budget} if result.budget else done
+
+    # -- an online arm (GRPO): the round's scenarios played by the policy itself -------------------
+    def _online_settings(self, kind: str, budget_turns: int | None) -> dict[str, Any]:
+        """An online kind's settings in this experiment: the experiment's environment, user,
+        JOSH depth and temperature, and, with the round's JOSH budget, at most that many sampled
+        agent turns and as many steps as the budget can pay for (every episode takes a turn at
+        least); `--set KIND.KEY=VALUE` (and --lr, --epochs, --max-steps) win over all of these."""
+        c = self.config
+        mine = c.train_overrides.get(kind, {})
+        settings: dict[str, Any] = {"env": c.env, "user": c.user, "max_turns": c.max_turns,
+                                    "temperature": c.temperature}
+        if budget_turns is not None:
+            settings["max_agent_turns"] = budget_turns
+            if "max_steps" not in mine and "num_train_epochs" not in mine:
+                probe = build_config(kind, None, {**settings, **mine})
+                per_step = (probe.per_device_train_batch_size * probe.gradient_accumulation_steps
+                            * probe.num_generations)
+                settings["max_steps"] = max(1, -(-budget_turns // per_step))
+        return {**settings, **mine}
+
+    def _online_arm(self, rnd: int, kind: str, scenarios: list[Scenario], agent: str, josh_run: str,
+                    evaluation: list[Scenario]) -> str:
+        """Round `rnd` of an online arm from `agent`: it plays the round's JOSH scenarios itself
+        with the agent-turn budget the JOSH trees sampled, then is evaluated like every arm."""
+        data = self.workdir / "exports" / f"round{rnd}-{kind}-scenarios.json"
+        adapter = self.workdir / "adapters" / f"round{rnd}-{kind}"
+
+        def work(state: dict[str, Any]) -> dict[str, Any]:
+            budget = sum(josh_budget(self.db, josh_run).values())
+            data.parent.mkdir(parents=True, exist_ok=True)
+            data.write_text(json.dumps([s.model_dump(mode="json") for s in scenarios]), encoding="utf-8")
+            result = self._train(kind, str(data), agent, adapter, self._online_settings(kind, budget))
+            return {**result, "budget_turns": budget}
+
+        self._stage(rnd, f"train-{kind}", work)
+        trained = f"{base_model_spec(agent)}@{adapter}"
+        self._evaluate(rnd, f"eval-{kind}", trained, evaluation)
+        return trained
 
     # -- the rejection-sampling SFT control ------------------------------------------------------
     def _control_config(self, agent: str, seed: int, max_turns: int) -> RolloutConfig:
@@ -422,7 +474,6 @@ class Selftrain:
         setting found at the train stage used to leave the experiment name bound to it): the
         base is a trainable agent SPEC, every kind's settings resolve (finite, known keys), and
         no settings are given for a kind the experiment does not train."""
-        from josh_core.train.config import TrainingConfigError, build_config
         from josh_core.train.model import resolve_base
 
         c = self.config
@@ -435,7 +486,8 @@ class Selftrain:
         resolve_base(c.base)
         for kind in c.kinds:
             try:
-                build_config(kind, None, c.train_overrides.get(kind))
+                build_config(kind, None, self._online_settings(kind, None) if KINDS[kind].online
+                             else c.train_overrides.get(kind))
             except TrainingConfigError as error:
                 raise TrainingConfigError(f"{kind} settings: {error}") from None
         try:
@@ -470,6 +522,10 @@ class Selftrain:
                                                              c.ray_address), self._new_run)
             next_agent = None
             for kind in c.kinds:
+                if KINDS[kind].online:
+                    trained = self._online_arm(rnd, kind, scenarios, agent, rollout["run_id"], evaluation)
+                    next_agent = next_agent or trained
+                    continue
                 data = self.workdir / "exports" / f"round{rnd}-{kind}.jsonl"
                 export = self._export_stage(rnd, kind, rollout["run_id"], data)
                 if not export["rows"]:
@@ -519,7 +575,13 @@ class Selftrain:
                 continue
             kind = name.split("-", 1)[1]
             export = (stages.get((rnd, f"export-{kind}")) or {}).get("result", {})
-            if kind == CONTROL_ARM:
+            if kind in KINDS and KINDS[kind].online:
+                trained = (stages.get((rnd, f"train-{kind}")) or {}).get("result", {})
+                budget = trained.get("budget") or {}
+                row = RoundSummary(round=rnd, agent=self._agent_of(stage["result"]), kind=kind,
+                                   plain_conversations=budget.get("episodes"), agent_turns=budget.get("agent_turns"),
+                                   metrics=_eval_metrics(stage["result"]))
+            elif kind == CONTROL_ARM:
                 control = (stages.get((rnd, f"rollout-{CONTROL_ARM}")) or {}).get("result", {})
                 row = RoundSummary(round=rnd, agent=self._agent_of(stage["result"]), kind=kind,
                                    plain_conversations=control.get("conversations"),
