@@ -14,7 +14,8 @@ from josh_core.envs import names as env_names
 from josh_core.launch import (
     check_launch, launched_run_id, resume_args, rollout_args, run_progress, start_rollout_process, stop_process,
 )  # fmt: skip
-from josh_core.policies.factory import DECODING_MODES, decoding_flags
+from josh_core.llm.specs import spec_usages
+from josh_core.policies.factory import AGENT_STYLES, DECODING_MODES, decoding_flags
 from josh_core.rollout import RolloutConfig
 from josh_core.storage import reads, writes
 from josh_core.storage.db import Database
@@ -45,7 +46,7 @@ if linked_agent and linked_agent != st.session_state.get("launch-agent-link"):
 with st.form("launch"):
     cols = st.columns(3)
     agent = cols[0].text_input("Agent SPEC", key=agent_key,
-                               help="embedded[@ADAPTER] | oracle | openai:MODEL | hf:PATH[@ADAPTER] | vllm:MODEL | llamacpp:GGUF | script:FILE")  # fmt: skip
+                               help=" | ".join([*spec_usages(), "oracle", "script:FILE"]))  # fmt: skip
     user = cols[1].text_input("User SPEC", key=kept(f"launch-user-{env_name}", environment.default_user),
                               help=" | ".join({"agenda": "agenda", "llm": "llm:SPEC", "script": "script:FILE"}[k]
                                               for k in environment.user_kinds))  # fmt: skip
@@ -55,7 +56,7 @@ with st.form("launch"):
     split = cols[1].selectbox("Split", list(environment.splits),
                               key=kept(f"launch-split-{env_name}", environment.josh_split))  # fmt: skip
     limit = cols[2].number_input("Scenarios", min_value=1, key=kept("launch-limit", 1))
-    style = cols[3].selectbox("Agent style", ["auto", "react", "compact", "fc"], key=kept("launch-style", "auto"),
+    style = cols[3].selectbox("Agent style", list(AGENT_STYLES), key=kept("launch-style", "auto"),
                               help="auto: compact for the embedded model, ReACT otherwise")  # fmt: skip
     cols = st.columns(6)
     beam = cols[0].number_input("Max beam", min_value=1, key=kept("launch-beam", 8))

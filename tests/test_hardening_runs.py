@@ -42,7 +42,7 @@ def test_a_dead_endpoint_stops_the_run_after_consecutive_connection_failures(tmp
     monkeypatch.setenv("JOSH_MAX_CONNECTION_FAILURES", "2")
     scenarios = _scenarios(5)
     _, agent_file, user_file = simple_scripts(tmp_path, [s.model_dump(mode="json") for s in scenarios])
-    dead = build_agent("openai:m", AgentOptions(base_url=_dead_url(), extra={"max_retries": 0}))
+    dead = build_agent("openai:m", AgentOptions(base_url=_dead_url(), backends={"openai": {"max_retries": 0}}))
     config = RolloutConfig(agent="openai:m", user=f"script:{user_file}", max_turns=2)
     db_path = tmp_path / "dead.duckdb"
     from josh_core.policies.script import ScriptAgent, ScriptUser

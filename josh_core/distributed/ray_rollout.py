@@ -59,6 +59,7 @@ from josh_core.rollout import (
     prepare_conversation,
     record_failure,
 )
+from josh_core.llm.specs import in_process_kinds, split_spec
 from josh_core.redact import redact, url_secrets
 from josh_core.search.engine import JoshSearch, StepEvent
 from josh_core.search.tree import ConversationTree, Node
@@ -70,7 +71,16 @@ log = logging.getLogger(__name__)
 
 LOCAL = "local"  # `--ray` alone: Ray's own default (RAY_ADDRESS if set, else a new local instance)
 FORWARDED_ENV_PREFIXES = ("JOSH_", "OPENAI_")  # the driver's settings the workers get too
-IN_PROCESS_MODELS = ("embedded", "hf", "vllm", "llamacpp")  # agent SPEC kinds that want a GPU
+
+
+def loads_a_model(spec: str) -> bool:
+    """Whether a SPEC's model runs in the process that builds it (its backend's registration,
+    llm/specs.py): a worker that plays it asks Ray for a GPU when the cluster has one."""
+    try:
+        kind, _ = split_spec(spec)
+    except ValueError:
+        return False
+    return kind in in_process_kinds()
 
 
 def ray_retries() -> int:
@@ -342,9 +352,8 @@ class RayPlayer:
         """How many workers, and what each reserves."""
         resources = self.ray.cluster_resources()
         cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
-        kind = self.config.agent.split(":", 1)[0].split("@", 1)[0]
-        user_kind = self.config.user.split(":", 2)[1] if self.config.user.startswith("llm:") else ""
-        wants_gpu = kind in IN_PROCESS_MODELS or user_kind.split("@", 1)[0] in IN_PROCESS_MODELS
+        wants_gpu = loads_a_model(self.config.agent) or (self.config.user.startswith("llm:")
+                                                           and loads_a_model(self.config.user[len("llm:"):]))
         num_gpus = self.options.num_gpus
         if num_gpus is None:
             num_gpus = 1.0 if wants_gpu and gpus >= 1 else 0.0
