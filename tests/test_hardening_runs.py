@@ -174,7 +174,7 @@ def sigint_delivered():
 def test_a_sigint_whose_cancellation_is_absorbed_still_interrupts(sigint_delivered):
     # asyncio.run turns a SIGINT into KeyboardInterrupt only if the cancelled main task ends
     # cancelled; a task tree that absorbs the cancellation must not make the run end normally.
-    from josh_core.rollout import _run_interruptibly
+    from josh_core.rollout import run_interruptibly
 
     async def absorbing() -> str:
         os.kill(os.getpid(), signal.SIGINT)
@@ -185,9 +185,9 @@ def test_a_sigint_whose_cancellation_is_absorbed_still_interrupts(sigint_deliver
         return "finished"
 
     with pytest.raises(KeyboardInterrupt):
-        _run_interruptibly(absorbing())
+        run_interruptibly(absorbing())
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    assert _run_interruptibly(asyncio.sleep(0, "plain")) == "plain"  # no signal: the result
+    assert run_interruptibly(asyncio.sleep(0, "plain")) == "plain"  # no signal: the result
 
 
 def test_a_run_whose_agent_absorbs_the_sigint_is_marked_interrupted(tmp_path, toolwoz_data, sigint_delivered):

@@ -122,6 +122,11 @@ class RayOptions:
             raise ValueError("worker resources cannot be negative")
         self.endpoints = [e.strip() for e in self.endpoints if e and e.strip()]
 
+    def player(self, config: RolloutConfig, make_env: EnvFactory | None = None) -> RayPlayer:
+        """The run's Player (`josh_core.rollout.player`): `start_run(..., ray=options)` and
+        `resume_run` build it once the configuration is known, and close it."""
+        return RayPlayer(self, config, make_env)
+
 
 def _import_ray() -> Any:
     try:
@@ -298,7 +303,7 @@ class _Attempt:
 
 
 class RayPlayer:
-    """Plays a run's conversations on Ray workers (see the module docstring). Start it before
+    """A Player (`josh_core.rollout.player`) on Ray workers (see the module docstring). Start it before
     the run is recorded (`names` are the policies' names, from the first worker), `play_all`
     inside the run's lock, and `close` it afterwards."""
 
@@ -437,7 +442,8 @@ class RayPlayer:
         observer: RolloutObserver,
         todo: list[ConversationRecord],
     ) -> tuple[list[ConversationResult], str | None]:
-        """Play `todo` on the workers; the same contract as a local run's `_play_all`."""
+        """Play `todo` on the workers; the Player contract (`josh_core.rollout.player`), as a
+        local run's `LocalPlayer`."""
         self.db, self.observer = db, observer
         # One entry per free conversation slot of a live worker; None wakes the waiters once
         # the run stops. Waiters are served in order, so conversations start in run order.
