@@ -14,6 +14,7 @@ from josh_core.envs import get_env
 from josh_core.llm.specs import backend_kinds, backend_options, get_backend, split_spec
 from josh_core.policies.factory import USER_KINDS, agent_kinds, decoding_mode
 from josh_core.rollout import RolloutConfig
+from josh_core.rollout.options import run_option
 
 
 def rollout_args(
@@ -22,7 +23,7 @@ def rollout_args(
     """The `josh rollout` arguments that reproduce `config` on `db_path` (on Ray workers when
     `ray_address` is given: "local" starts Ray in the rollout's process)."""
     args = ["rollout", *(["--josh"] if config.josh else [])]
-    if config.env != "toolwoz":
+    if config.env != run_option("env").default:
         args += ["--env", config.env]
     if config.scoring is not None and config.scoring != get_env(config.env).default_scoring:
         args += ["--scoring", config.scoring]

@@ -61,6 +61,7 @@ from josh_core.rollout import (
 )
 from josh_core.llm.specs import in_process_kinds, split_spec
 from josh_core.redact import redact, url_secrets
+from josh_core.rollout.options import run_option
 from josh_core.search.engine import JoshSearch, StepEvent
 from josh_core.search.tree import ConversationTree, Node
 from josh_core.storage import writes
@@ -116,8 +117,9 @@ class RayOptions:
     num_gpus: float | None = None
 
     def __post_init__(self) -> None:
-        if self.workers is not None and self.workers < 1:
-            raise ValueError("--ray-workers: at least 1")
+        problem = run_option("ray_workers").problem(self.workers)  # its bounds: rollout/options.py
+        if problem:
+            raise ValueError(problem)
         if self.num_cpus < 0 or (self.num_gpus is not None and self.num_gpus < 0):
             raise ValueError("worker resources cannot be negative")
         self.endpoints = [e.strip() for e in self.endpoints if e and e.strip()]

@@ -6,13 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ValidationInfo, field_validator, model_validator
 
-from josh_core.envs import DEFAULT_ENV, get_env
+from josh_core.envs import get_env
 from josh_core.policies.agents import default_max_actions
 from josh_core.policies.base import Agent, UserSimulator
 from josh_core.policies.factory import (
-    DEFAULT_AGENT_SPEC,
     DEFAULT_USER_SPEC,
     AgentOptions,
     build_agent,
@@ -20,21 +19,22 @@ from josh_core.policies.factory import (
 )
 from josh_core.policies.styles import resolve_style
 from josh_core.redact import redact, redact_url, url_secrets
+from josh_core.rollout.options import RUN_OPTIONS
+from josh_core.rollout.options import run_option as _option
 from josh_core.search.engine import SearchConfig
 from josh_core.search.tree import derive_seed
 from josh_core.types import ToolEnvironment
 
 EnvFactory = Callable[[Any], ToolEnvironment]  # a scenario of the run's environment -> its env
 
-# Bounds on what a run may ask for: far above any useful setting (the paper: beam 8, branching
-# 2, 15 turns), low enough that a typo cannot make a run that never ends or fills the memory.
-MAX_BEAM = 1024
-MAX_BRANCHING = 64
-MAX_TURNS = 200
-MAX_ACTIONS_PER_TURN = 64
-MAX_CONCURRENCY = 512
-MAX_TEMPERATURE = 5.0
-SEED_RANGE = (-(2**63), 2**63 - 1)  # stored as BIGINT
+# The bounds of a run's sizes (declared with their options, options.py).
+MAX_BEAM = RUN_OPTIONS["beam"].le
+MAX_BRANCHING = RUN_OPTIONS["branching"].le
+MAX_TURNS = RUN_OPTIONS["max_turns"].le
+MAX_ACTIONS_PER_TURN = RUN_OPTIONS["max_actions_per_turn"].le
+MAX_CONCURRENCY = RUN_OPTIONS["concurrency"].le
+MAX_TEMPERATURE = RUN_OPTIONS["temperature"].le
+SEED_RANGE = (RUN_OPTIONS["seed"].ge, RUN_OPTIONS["seed"].le)
 
 
 class PolicyError(ValueError):
@@ -44,29 +44,31 @@ class PolicyError(ValueError):
 class RolloutConfig(BaseModel):
     """Everything that decides a run's trees; stored with the run so it can be resumed."""
 
+    # Each field's default, bounds and help are its run option's (options.py).
     # The environment (`josh envs`); declared first so that the user check below can see it.
-    env: str = Field(DEFAULT_ENV, validate_default=True)
+    env: str = _option("env").field(validate_default=True)
     # Reward semantics, among the environment's `scoring_modes` (ToolWOZ: toolwoz | reference);
     # None resolves to its default, so stored runs always name the one they were played with.
-    scoring: str | None = Field(None, validate_default=True)
-    josh: bool = False
-    agent: str = DEFAULT_AGENT_SPEC
-    user: str = Field(None, validate_default=True)  # type: ignore[assignment]  # None: the environment's default
-    style: str = "auto"  # agent style: auto | react | compact | fc (auto is resolved on creation)
-    temperature: float | None = Field(None, ge=0.0, le=MAX_TEMPERATURE, allow_inf_nan=False)
-    max_actions_per_turn: int | None = Field(None, ge=1, le=MAX_ACTIONS_PER_TURN)  # None: the style's own cap
+    scoring: str | None = _option("scoring").field(validate_default=True)
+    josh: bool = _option("josh").field()
+    agent: str = _option("agent").field()
+    user: str = _option("user").field(validate_default=True)  # None: the environment's default
+    style: str = _option("style").field()  # `auto` is resolved on creation
+    temperature: float | None = _option("temperature").field()
+    max_actions_per_turn: int | None = _option("max_actions_per_turn").field()  # None: the style's own cap
+    # The `decoding` option, as the pair it stands for (policies/factory.py DECODING_MODES).
     constrained: bool | None = None
     grounded: bool | None = None
-    base_url: str | None = None
-    max_turns: int = Field(15, ge=0, le=MAX_TURNS)
-    beam: int = Field(8, ge=1, le=MAX_BEAM)
-    branching: int = Field(2, ge=1, le=MAX_BRANCHING)
-    seed: int = Field(0, ge=SEED_RANGE[0], le=SEED_RANGE[1])
-    concurrency: int = Field(1, ge=1, le=MAX_CONCURRENCY)  # conversations played at the same time
+    base_url: str | None = _option("base_url").field()
+    max_turns: int = _option("max_turns").field()
+    beam: int = _option("beam").field()
+    branching: int = _option("branching").field()
+    seed: int = _option("seed").field()
+    concurrency: int = _option("concurrency").field()
     # Where the scenarios came from (for the record; the run stores the scenarios themselves).
-    split: str | None = None
-    limit: int | None = Field(None, ge=0)
-    scenario_file: str | None = None
+    split: str | None = _option("split").field()
+    limit: int | None = _option("limit").field()
+    scenario_file: str | None = _option("scenario_file").field()
 
     @field_validator("env")
     @classmethod
