@@ -191,3 +191,144 @@ def test_selftrain_summary_names_a_round_compare_refuses_instead_of_failing(tmp_
     assert result.comparisons == []
     assert [(u["round"], u["kind"]) for u in result.unpaired] == [(1, "sft")]
     assert "share no finished scenario" in result.unpaired[0]["reason"]
+
+
+# -- pooling over pipeline seeds: the scenario is the unit (exp4's decision rule) ---------------
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory, toolwoz_data):
+    """One database, the same six scenarios played by base (one turn) and trained (20 turns)
+    pairs: three identical pairs with seed 0, and one pair each with seeds 1 and 2."""
+    path = tmp_path_factory.mktemp("compare-seeds") / "seeds.duckdb"
+    scenarios = [s for s in get_env("toolwoz").load_split("val", None) if len(s.domains) == 1][:6]
+    pairs = []
+    for seed in (0, 0, 0, 1, 2):
+        pairs.append(tuple(start_run(path, scenarios, RolloutConfig(agent="oracle", user="agenda", max_turns=turns,
+                                                                    seed=seed)).run_id
+                           for turns in (1, 20)))
+    return path, pairs
+
+
+def test_the_same_scenarios_pooled_three_times_give_the_interval_of_one(seeded):
+    """Three pairs of identical runs are one pair's evidence, not three times as much: the
+    pooled interval equals one pair's (pooling each pair on its own had 18 pairs, narrower)."""
+    path, pairs = seeded
+    db = Database(path, read_only=True)
+    rewards = [[c.reward for c in reads.list_conversations(db, run_id=base)] for base, _ in pairs[:3]]
+    assert rewards[0] == rewards[1] == rewards[2]  # the runs are identical
+    one = compare_pooled([(db, *pairs[0])], force=True)
+    three = compare_pooled([(db, *pair) for pair in pairs[:3]], force=True)
+    for name in ("reward", "success"):
+        assert three.metric(name).difference == one.metric(name).difference
+        assert three.metric(name).base == one.metric(name).base
+    assert (three.n, three.pairs, three.pairs_per_scenario) == (6, 3, {3: 6})
+    difference = one.metric("reward").difference
+    assert difference.low < difference.high  # a real interval, which 18 pairs would have narrowed
+    assert [p.n for p in three.per_pair] == [6, 6, 6]
+
+
+def test_pooled_seeds_average_each_scenario_over_the_pairs(seeded):
+    path, pairs = seeded
+    db = Database(path, read_only=True)
+    chosen = [pairs[0], pairs[3], pairs[4]]  # seeds 0, 1, 2
+    pooled = compare_pooled([(db, *pair) for pair in chosen], force=True)
+    assert (pooled.n, pooled.pairs_per_scenario) == (6, {3: 6})
+    per_seed = [(conversation_metrics(db, base), conversation_metrics(db, trained)) for base, trained in chosen]
+    scenario_means = [sum(t[s]["reward"] - b[s]["reward"] for b, t in per_seed) / 3 for s in per_seed[0][0]]
+    assert pooled.metric("reward").difference.mean == pytest.approx(sum(scenario_means) / 6)
+    assert [p.seed for p in pooled.per_pair] == [0, 1, 2]
+    shown = CliRunner().invoke(app, ["compare", *chosen[0], "--db", str(path), "--force",
+                                     *[arg for pair in chosen[1:] for arg in ("--pool", f"{path}:{pair[0]}:{pair[1]}")]],
+                               terminal_width=240)
+    assert shown.exit_code == 0, shown.output
+    assert "6 scenarios pooled over 3 pairs of runs" in shown.output and "6 in 3 pairs" in shown.output
+    assert "Each pair on its own" in shown.output and "reward difference across pairs" in shown.output
+
+
+def test_disjoint_scenario_sets_still_pool_as_one_pair_each(runs):
+    """exp3's replication: two pairs on different scenarios, every scenario once."""
+    path, base, trained, path2, base2, trained2 = runs
+    pooled = compare_pooled([(Database(path, read_only=True), base, trained),
+                             (Database(path2, read_only=True), base2, trained2)], force=True)
+    assert (pooled.n, pooled.pairs, pooled.pairs_per_scenario) == (10, 2, {1: 10})
+
+
+def test_pairs_with_other_settings_than_the_first_are_refused_unless_forced(seeded, variants):
+    path, pairs = seeded
+    vpath, ids = variants
+    first = (Database(vpath, read_only=True), ids["base"], ids["same"])  # turn cap 15 on both sides
+    other = (Database(path, read_only=True), pairs[0][1], pairs[1][1])  # turn cap 20 on both sides
+    with pytest.raises(ValueError, match="other settings than the first pair: turn cap 15 vs 20"):
+        compare_pooled([first, other])
+    forced = compare_pooled([first, other], force=True)
+    assert any("other settings than the first pair" in w for w in forced.warnings)
+    seeds = (Database(path, read_only=True), pairs[3][1], pairs[4][1])  # seeds 1 and 2: within the pair, refused
+    with pytest.raises(ValueError, match="seed 1 vs 2"):
+        compare_pooled([seeds])
+
+
+# -- two agents played and compared in one command (`josh compare-agents`) ----------------------
+
+
+def _idle_agent(path):
+    """A script agent that only speaks: it reaches no goal."""
+    from engine_fixtures import speak
+
+    path.write_text(json.dumps({"turns": [[[speak("Let me see what I can do.")]]]}))
+    return f"script:{path}"
+
+
+def test_compare_agents_plays_both_stores_them_and_a_rerun_plays_only_what_is_left(tmp_path, toolwoz_data):
+    import duckdb
+
+    from josh_core.evaluate import evaluate_agents
+
+    idle = _idle_agent(tmp_path / "idle.json")
+    db_path = tmp_path / "agents.duckdb"
+    args = ["compare-agents", idle, "oracle", "--split", "val", "--single-domain", "--limit", "3",
+            "--max-turns", "6", "--db", str(db_path)]
+    runner = CliRunner()
+    first = runner.invoke(app, [*args, "--json"])
+    assert first.exit_code == 0, first.output
+    played = json.loads(first.stdout)
+    base, trained = played["base"], played["trained"]
+    assert (base["played"], base["reused"], trained["played"], trained["reused"]) == (3, 0, 3, 0)
+    assert base["run_id"].startswith("run-cmp-") and base["run_id"] != trained["run_id"]
+    comparison = played["comparison"]
+    assert comparison["n"] == 3 and comparison["metrics"][0]["base"]["mean"] == 0.0
+    assert comparison["metrics"][0]["trained"]["mean"] == 1.0  # the oracle reaches every goal
+    db = Database(db_path, read_only=True)
+    runs = {r.id: r for r in reads.list_runs(db)}
+    assert runs[base["run_id"]].agent_spec == idle and runs[trained["run_id"]].config["max_turns"] == 6
+    single = [s.id for s in get_env("toolwoz").load_split("val", None) if len(s.domains) == 1][:3]
+    assert [c.scenario_id for c in reads.list_conversations(db, run_id=base["run_id"])] == single
+    del db
+
+    again = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
+    assert (again["base"]["played"], again["base"]["reused"]) == (0, 3)
+    assert again["base"]["run_id"] == base["run_id"] and again["comparison"] == comparison
+
+    # An interrupted run (one conversation left pending) is resumed: only that one is played.
+    con = duckdb.connect(str(db_path))
+    con.execute("UPDATE conversations SET status = 'pending' WHERE id = ?", [f"{trained['run_id']}:1"])
+    con.close()
+    resumed = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
+    assert (resumed["trained"]["played"], resumed["trained"]["reused"]) == (1, 2)
+    assert resumed["comparison"] == comparison
+
+    # Other settings, or other agent files, are another run.
+    other = json.loads(runner.invoke(app, [*args[:-4], "--max-turns", "1", "--db", str(db_path), "--json"]).stdout)
+    assert other["base"]["run_id"] != base["run_id"] and other["trained"]["played"] == 3
+    (tmp_path / "idle.json").write_text((tmp_path / "idle.json").read_text().replace("see what", "check what"))
+    changed = json.loads(runner.invoke(app, [*args, "--json"]).stdout)
+    assert changed["base"]["run_id"] != base["run_id"] and changed["base"]["played"] == 3
+    assert changed["trained"]["run_id"] == trained["run_id"] and changed["trained"]["played"] == 0
+
+    shown = runner.invoke(app, args, terminal_width=200)
+    assert shown.exit_code == 0 and "3 paired scenarios" in shown.output
+    assert f"josh compare {changed['base']['run_id']} {trained['run_id']}" in " ".join(shown.output.split())
+    with pytest.raises(ValueError, match="other settings: max_turns"):
+        scenarios = get_env("toolwoz").load_split("val", 1)
+        evaluate_agents(db_path, scenarios, RolloutConfig(agent="oracle", max_turns=2),
+                        RolloutConfig(agent="oracle", max_turns=3))

@@ -63,9 +63,9 @@ COMMANDS = {
     "model": "MODEL=$(josh models hf-dir)",
     "offline": f"{ROLLOUT} --agent vllm:embedded --db vllm.duckdb",
     "export": "josh export --db vllm.duckdb --kind kto --out kto.jsonl --all-rewards",
-    "train": "josh train --kind kto --data kto.jsonl --base embedded --out adapters/kto-1 --max-steps 2",
-    "offline_lora": f"{ROLLOUT} --agent vllm:embedded@adapters/kto-1 --db vllm.duckdb",
-    "serve": "VLLM_CPU_KVCACHE_SPACE=1 vllm serve $MODEL --enable-lora --lora-modules kto-1=adapters/kto-1 "
+    "train": "josh train --kind kto --data kto.jsonl --base embedded --out out/kto-1 --max-steps 2",
+    "offline_lora": f"{ROLLOUT} --agent vllm:embedded@out/kto-1 --db vllm.duckdb",
+    "serve": "VLLM_CPU_KVCACHE_SPACE=1 vllm serve $MODEL --enable-lora --lora-modules kto-1=out/kto-1 "
              "--max-lora-rank 64 --port $PORT",
     # The served model is the embedded one: its compact style, as `vllm:embedded` plays by default.
     "served_base": f"{ROLLOUT} --style compact --agent openai:$MODEL --base-url http://127.0.0.1:$PORT/v1 "
@@ -198,9 +198,9 @@ def test_rollout_offline_then_export_and_train(workdir, model_dir):
 
 def test_rollout_offline_with_the_adapter(workdir):
     if not (workdir / "adapters" / "kto-1").exists():
-        pytest.fail("the adapter test above did not produce adapters/kto-1")
+        pytest.fail("the adapter test above did not produce out/kto-1")
     run(COMMANDS["offline_lora"], workdir)
-    generations = agent_generations(workdir / "vllm.duckdb", "vllm:embedded@adapters/kto-1")
+    generations = agent_generations(workdir / "vllm.duckdb", "vllm:embedded@out/kto-1")
     assert generations and all(g.action != "format_error" for g in generations)
 
 
@@ -230,7 +230,7 @@ def test_adapter_changes_the_model(workdir, model_dir):
 @pytest.fixture(scope="module")
 def server(workdir, model_dir):
     if not (workdir / "adapters" / "kto-1").exists():
-        pytest.fail("the adapter test above did not produce adapters/kto-1")
+        pytest.fail("the adapter test above did not produce out/kto-1")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = str(s.getsockname()[1])

@@ -19,6 +19,15 @@ with other settings (environment, scoring, plain vs JOSH, user simulator, turn c
 trials) unless `force` (the differences are then listed in `warnings`), and runs that share no
 finished scenario. Scenarios only one run finished are listed, never silently dropped.
 
+Pooling (`compare_pooled`, `josh compare --pool`): several (database, base run, trained run)
+pairs, e.g. one per pipeline seed, or a first evaluation and a replication on other scenarios.
+The **scenario is the unit**: a scenario that appears in several pairs (the same test scenario
+under three seeds) gets, per metric and per side, the mean over the pairs that finished it, and
+the N per-scenario means are resampled; so three seeds of one scenario never count as three
+independent pairs. When the pairs' scenario sets are disjoint (exp3's replication), every
+scenario appears once and this is the plain pooling of all pairs. Pairs must share every
+compared setting but the seed (seeds are what pairs usually differ in).
+
 Intervals are percentile bootstraps over scenarios (pairs for the difference), seeded.
 """
 
@@ -61,15 +70,31 @@ class MetricComparison(BaseModel):
     difference: Interval  # trained - base, paired by scenario
 
 
+class PairSummary(BaseModel):
+    """One pooled pair on its own: its scenarios and its means (no interval), so the spread
+    across pairs (pipeline seeds) is shown beside the pooled intervals."""
+
+    db: str  # the database file's name
+    base_run: str
+    trained_run: str
+    seed: int | None = None  # the runs' seed (the pipeline seed when pairs are seeds)
+    n: int  # scenarios both runs of this pair finished
+    means: dict[str, dict[str, float]]  # metric -> {"base", "trained", "difference"}
+
+
 class Comparison(BaseModel):
     base_run: str
     trained_run: str
-    n: int  # scenarios both runs finished
+    n: int  # scenarios both runs finished (pooled: distinct scenarios, the bootstrap's unit)
     metrics: list[MetricComparison]
     trials: int = 1  # trials per scenario (each scenario's value is the mean of its trials)
     only_base: list[str] = Field(default_factory=list)  # scenarios only the base run finished
     only_trained: list[str] = Field(default_factory=list)  # scenarios only the trained run finished
     warnings: list[str] = Field(default_factory=list)  # settings that differ (compared with force)
+    pairs: int = 1  # pairs of runs pooled
+    # pairs a scenario appears in -> how many scenarios (pooled over three seeds: {3: N})
+    pairs_per_scenario: dict[int, int] = Field(default_factory=dict)
+    per_pair: list[PairSummary] = Field(default_factory=list)  # filled when several pairs are pooled
 
     def metric(self, name: str) -> MetricComparison:
         return next(m for m in self.metrics if m.metric == name)
@@ -141,24 +166,27 @@ def compare_runs(db: Database, base_run: str, trained_run: str, *, resamples: in
 
 def compare_pooled(pairs: Sequence[tuple[Database, str, str]], *, resamples: int = 2000,
                    seed: int = 0, force: bool = False) -> Comparison:
-    """One comparison over several (database, base run, trained run) pairs, e.g. a first
-    evaluation and a replication on other scenarios: each pair's shared scenarios are pooled
-    (a scenario of one pair is never paired with another pair's).
+    """One comparison over several (database, base run, trained run) pairs: pipeline seeds on
+    the same scenarios, or a first evaluation and a replication on other scenarios. A scenario
+    of one pair is paired with itself only (base and trained of that pair); a scenario found in
+    several pairs counts once, with its per-pair values averaged (the module's docstring).
 
-    ValueError when a pair's runs differ in a compared setting (unless `force`: then listed in
-    `warnings`), when the pairs differ in trials per scenario, or when no scenario is shared."""
+    ValueError when a pair's runs differ in a compared setting, or the pairs differ from each
+    other in one other than the seed (unless `force`: then listed in `warnings`), or when no
+    scenario is shared."""
     if not pairs:
         raise ValueError("nothing to compare: give at least one (database, base run, trained run)")
     keys = [(str(Path(db.path).resolve()), base, trained) for db, base, trained in pairs]
     if len(set(keys)) < len(keys):
         raise ValueError("the same pair of runs is given twice: its scenarios would count double")
-    a_rows: list[dict[str, float]] = []
-    b_rows: list[dict[str, float]] = []
+    per_scenario: dict[str, list[tuple[dict[str, float], dict[str, float]]]] = defaultdict(list)
     only_base: list[str] = []
     only_trained: list[str] = []
     warnings: list[str] = []
     trials: set[int] = set()
+    summaries: list[PairSummary] = []
     several = len(pairs) > 1
+    first_settings: dict[str, Any] | None = None
     for db, base_run, trained_run in pairs:
         settings = [run_settings(db, run) for run in (base_run, trained_run)]  # KeyError: no such run
         differences = setting_differences(*settings)
@@ -168,22 +196,45 @@ def compare_pooled(pairs: Sequence[tuple[Database, str, str]], *, resamples: int
                 raise ValueError(f"{text}; the difference would not be the agent's alone (--force compares "
                                  "them anyway)")
             warnings.append(text)
+        if first_settings is None:
+            first_settings = settings[0]
+        else:  # pairs may differ in their seed (that is what pipeline seeds are), in nothing else
+            across = setting_differences(first_settings, {**settings[0], "seed": first_settings["seed"]})
+            if across:
+                text = (f"pooled pair {base_run} / {trained_run} was played with other settings than the first "
+                        f"pair: {', '.join(across)}")
+                if not force:
+                    raise ValueError(f"{text}; pooling it would mix what a scenario is worth (--force pools "
+                                     "them anyway)")
+                warnings.append(text)
         trials.update(s["trials"] for s in settings)
         base = conversation_metrics(db, base_run)
         trained = conversation_metrics(db, trained_run)
         prefix = f"{Path(db.path).name}:" if several else ""
         only_base += [prefix + s for s in sorted(set(base) - set(trained))]
         only_trained += [prefix + s for s in sorted(set(trained) - set(base))]
-        for scenario in sorted(set(base) & set(trained)):
-            a_rows.append(base[scenario])
-            b_rows.append(trained[scenario])
-    if len(trials) > 1 and not force:
-        raise ValueError(f"the runs played different numbers of trials per scenario ({sorted(trials)}): "
-                         "compare runs with the same --trials (--force compares them anyway)")
+        shared = sorted(set(base) & set(trained))
+        for scenario in shared:
+            per_scenario[scenario].append((base[scenario], trained[scenario]))
+        if several and shared:
+            means = {}
+            for name in METRICS:
+                a = float(np.mean([base[s][name] for s in shared]))
+                b = float(np.mean([trained[s][name] for s in shared]))
+                means[name] = {"base": a, "trained": b, "difference": b - a}
+            summaries.append(PairSummary(db=Path(db.path).name, base_run=base_run, trained_run=trained_run,
+                                         seed=settings[0]["seed"], n=len(shared), means=means))
     names = " and ".join(f"{base} and {trained}" for _, base, trained in pairs)
-    if not a_rows:
+    if not per_scenario:
         raise ValueError(f"{names} share no finished scenario: nothing to pair "
                          f"({len(only_base)} finished by the base run only, {len(only_trained)} by the trained run only)")
+    # One row per scenario: the mean over the pairs that finished it (the bootstrap's unit).
+    scenarios = sorted(per_scenario)
+    a_rows = [{name: float(np.mean([a[name] for a, _ in per_scenario[s]])) for name in METRICS} for s in scenarios]
+    b_rows = [{name: float(np.mean([b[name] for _, b in per_scenario[s]])) for name in METRICS} for s in scenarios]
+    counts: dict[int, int] = defaultdict(int)
+    for s in scenarios:
+        counts[len(per_scenario[s])] += 1
     metrics = []
     for name in METRICS:
         a = [row[name] for row in a_rows]
@@ -196,5 +247,6 @@ def compare_pooled(pairs: Sequence[tuple[Database, str, str]], *, resamples: int
             difference=bootstrap_interval([y - x for x, y in zip(a, b)], resamples, seed),
         ))
     return Comparison(base_run=",".join(p[1] for p in pairs), trained_run=",".join(p[2] for p in pairs),
-                      n=len(a_rows), metrics=metrics, trials=max(trials), only_base=only_base,
-                      only_trained=only_trained, warnings=warnings)
+                      n=len(scenarios), metrics=metrics, trials=max(trials), only_base=only_base,
+                      only_trained=only_trained, warnings=warnings, pairs=len(pairs),
+                      pairs_per_scenario=dict(sorted(counts.items())), per_pair=summaries)

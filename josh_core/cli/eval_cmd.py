@@ -17,7 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from josh_core.analysis.bootstrap import DEFAULT_RESAMPLES, MAX_RESAMPLES
-from josh_core.cli.output import fail, plain, warn
+from josh_core.analysis.compare import Comparison
+from josh_core.cli.output import error_console, fail, plain, warn
 from josh_core.cli.run_flags import run_flag
 from josh_core.rollout.options import run_option
 from josh_core.analysis.errors import DEFAULT_TOP, ErrorReport, error_report
@@ -194,6 +195,56 @@ def print_evaluation(console: Console, evaluation: Evaluation) -> None:
         f"run {evaluation.run_id} in {evaluation.db_path}: {evaluation.played} conversations in "
         f"{evaluation.seconds:.1f} s" + (f", {evaluation.failed} failed" if evaluation.failed else "")
     ))
+
+
+def report_comparison_warnings(comparison: Comparison) -> None:
+    """What a comparison left out or compared anyway, as warnings on stderr."""
+    for text in comparison.warnings:
+        warn(f"{text} (compared anyway: --force)")
+    for side, scenarios in (("base", comparison.only_base), ("trained", comparison.only_trained)):
+        if scenarios:
+            shown = ", ".join(scenarios[:5]) + (f" and {len(scenarios) - 5} more" if len(scenarios) > 5 else "")
+            warn(f"{len(scenarios)} scenarios finished by the {side} run only, left out of the pairs: {shown}")
+
+
+def _pairs_per_scenario(comparison: Comparison) -> str:
+    """`223 scenarios in 3 pairs each`, or the spread when the counts differ."""
+    parts = [f"{count} in {k} pair{'s' if k > 1 else ''}" for k, count in sorted(comparison.pairs_per_scenario.items())]
+    return "; ".join(parts)
+
+
+def print_comparison(console: Console, comparison: Comparison) -> None:
+    """The table of `josh compare` (and `josh compare-agents`): warnings first, then the means
+    with their intervals; pooled pairs add how they were pooled and each pair's own means."""
+    report_comparison_warnings(comparison)
+    trials = f", each the mean of {comparison.trials} trials" if comparison.trials > 1 else ""
+    if comparison.pairs > 1:
+        title = (f"{comparison.n} scenarios pooled over {comparison.pairs} pairs of runs (scenarios: "
+                 f"{_pairs_per_scenario(comparison)}; a scenario in several pairs is the mean of them)"
+                 f"{trials}: means with bootstrap 95% intervals")
+    else:
+        title = f"{comparison.n} paired scenarios{trials}: means with bootstrap 95% intervals"
+    table = Table(title=title)
+    for header in ("metric", "base", "trained", "trained - base"):
+        table.add_column(header, justify="left" if header == "metric" else "right")
+    for m in comparison.metrics:
+        table.add_row(m.metric, *(f"{i.mean:.3f} [{i.low:.3f}, {i.high:.3f}]"
+                                  for i in (m.base, m.trained, m.difference)))
+    console.print(table)
+    if comparison.per_pair:
+        pairs = Table(title="Each pair on its own (means; the spread across pairs, e.g. pipeline seeds)")
+        for header in ("database", "base run", "trained run", "seed", "scenarios", "reward base", "reward trained",
+                       "reward diff", "success diff"):
+            pairs.add_column(header, justify="left" if header in ("database", "base run", "trained run") else "right")
+        for pair in comparison.per_pair:
+            reward, success = pair.means["reward"], pair.means["success"]
+            pairs.add_row(plain(pair.db), plain(pair.base_run), plain(pair.trained_run), str(pair.seed), str(pair.n),
+                          f"{reward['base']:.3f}", f"{reward['trained']:.3f}", f"{reward['difference']:+.3f}",
+                          f"{success['difference']:+.3f}")
+        console.print(pairs)
+        spread = [pair.means["reward"]["difference"] for pair in comparison.per_pair]
+        console.print(plain(f"reward difference across pairs: {min(spread):+.3f} to {max(spread):+.3f} "
+                            f"(range {max(spread) - min(spread):.3f})"))
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -400,7 +451,9 @@ def register(app: typer.Typer) -> None:
         db: Optional[Path] = typer.Option(None, help="DuckDB file (default JOSH_DB or ./josh.duckdb)."),
         pool: Optional[list[str]] = typer.Option(
             None, "--pool", metavar="DB:BASE_RUN:TRAINED_RUN",
-            help="Pool another pair of runs (e.g. a replication on other scenarios) into the comparison; repeatable.",
+            help="Pool another pair of runs into the comparison (another pipeline seed on the same scenarios, or a "
+            "replication on other scenarios); a scenario in several pairs counts once, with the mean over them; "
+            "repeatable.",
         ),
         resamples: int = typer.Option(2000, min=100, max=100_000, help="Bootstrap resamples."),
         seed: int = typer.Option(0, help="Bootstrap seed."),
@@ -428,20 +481,102 @@ def register(app: typer.Typer) -> None:
             _fail(str(error.args[0]) if error.args else str(error))
         except (ValueError, DatabaseError) as error:
             _fail(str(error))
-        for text in comparison.warnings:
-            warn(f"{text} (compared anyway: --force)")
-        for side, scenarios in (("base", comparison.only_base), ("trained", comparison.only_trained)):
-            if scenarios:
-                shown = ", ".join(scenarios[:5]) + (f" and {len(scenarios) - 5} more" if len(scenarios) > 5 else "")
-                warn(f"{len(scenarios)} scenarios finished by the {side} run only, left out of the pairs: {shown}")
         if as_json:
+            report_comparison_warnings(comparison)
             _print_json(comparison.model_dump(mode="json"))
             return
-        trials = f", each the mean of {comparison.trials} trials" if comparison.trials > 1 else ""
-        table = Table(title=f"{comparison.n} paired scenarios{trials}: means with bootstrap 95% intervals")
-        for header in ("metric", "base", "trained", "trained - base"):
-            table.add_column(header, justify="left" if header == "metric" else "right")
-        for m in comparison.metrics:
-            table.add_row(m.metric, *(f"{i.mean:.3f} [{i.low:.3f}, {i.high:.3f}]"
-                                      for i in (m.base, m.trained, m.difference)))
-        Console(highlight=False).print(table)
+        print_comparison(Console(highlight=False), comparison)
+
+    @app.command("compare-agents")
+    def compare_agents(
+        base_agent: str = typer.Argument(..., help="Agent SPEC of the base agent (e.g. embedded@shipped:warmstart)."),
+        trained_agent: str = typer.Argument(..., help="Agent SPEC of the trained agent."),
+        env: str = run_flag("env"),
+        scoring: Optional[str] = run_flag("scoring"),
+        split: Optional[str] = run_flag("split", help="Scenario split (default: the environment's evaluation "
+                                        "split; `josh envs`)."),
+        limit: Optional[int] = run_flag("limit", help="Only the first N scenarios (after --single-domain)."),
+        single_domain: bool = typer.Option(
+            False, "--single-domain", help="Only scenarios with one domain, as `josh selftrain` evaluates "
+            "(its default); --limit then counts those.",
+        ),
+        scenario_file: Optional[Path] = run_flag("scenario_file", exists=True, dir_okay=False),
+        user: Optional[str] = run_flag("user"),
+        style: str = run_flag("style", help="Agent style of both agents: auto (compact for the embedded model, "
+                              "react otherwise)."),
+        temperature: Optional[float] = run_flag("temperature", help="Agent sampling temperature (both agents)."),
+        decoding: str = run_flag("decoding", help="Agent actions of both agents: auto (grounded for local models, "
+                                 "free for API models)."),
+        max_turns: int = run_flag("max_turns"),
+        seed: int = run_flag("seed", help="Run seed (the same for both agents: same scenarios, same seeds)."),
+        concurrency: int = run_flag("concurrency"),
+        db: Optional[Path] = typer.Option(None, help="DuckDB file (default JOSH_DB or ./josh.duckdb)."),
+        resamples: int = typer.Option(2000, min=100, max=100_000, help="Bootstrap resamples."),
+        bootstrap_seed: int = typer.Option(0, "--bootstrap-seed", help="Bootstrap seed."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON (the runs and the comparison)."),
+    ) -> None:
+        """Play two agents as plain rollouts on the same scenarios and seeds, then compare them
+        as `josh compare` does. Each agent's run is stored; rerunning the same command reuses the
+        finished conversations and plays only what is left."""
+        from josh_core.cli.rollout_cmd import ProgressObserver, config_error_text, interrupted, load_scenarios_or_fail
+        from josh_core.envs import UnknownEnvironment, get_env
+        from josh_core.evaluate import evaluate_agents
+
+        db_path = db or default_db_path()
+        console = Console(stderr=True, highlight=False)
+        try:
+            environment = get_env(env)
+        except UnknownEnvironment as error:
+            _fail(f"--env: {error}")
+        split = split or environment.eval_split
+        try:
+            constrained, grounded = decoding_flags(decoding)
+        except ValueError as error:
+            _fail(f"--decoding: {error}")
+        configs = []
+        for agent in (base_agent, trained_agent):
+            try:
+                configs.append(RolloutConfig(
+                    env=environment.name, scoring=scoring, josh=False, agent=agent, user=user, style=style,
+                    temperature=temperature, constrained=constrained, grounded=grounded, max_turns=max_turns,
+                    seed=seed, concurrency=concurrency, split=None if scenario_file else split, limit=limit,
+                    scenario_file=str(scenario_file) if scenario_file else None,
+                ))  # fmt: skip
+            except ValidationError as error:
+                _fail(config_error_text(error))
+        scenarios = load_scenarios_or_fail(split, None if single_domain else limit, scenario_file, environment.name)
+        if single_domain:
+            scenarios = [s for s in scenarios if len(s.domains) == 1][: limit if limit is not None else None]
+        columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn())
+        observer = None
+        try:
+            with Progress(*columns, console=console, transient=as_json) as progress:
+                observer = ProgressObserver(progress, console)
+                try:
+                    result = evaluate_agents(db_path, scenarios, configs[0], configs[1], observer=observer,
+                                             resamples=resamples, bootstrap_seed=bootstrap_seed)
+                except KeyError as error:
+                    _fail(str(error.args[0]) if error.args else str(error))
+                except (FileNotFoundError, ValueError, RunBusy, DatabaseError) as error:
+                    _fail(str(error))
+        except (KeyboardInterrupt, RunInterrupted) as interrupt:
+            run_id = observer.run_id if observer else None
+            if run_id:  # the same command resumes it
+                error_console().print(plain(f"interrupted: rerun the same command to go on (run {run_id} keeps "
+                                            "its finished conversations)"))
+            interrupted(interrupt, run_id, db_path)
+        if as_json:
+            report_comparison_warnings(result.comparison)
+            _print_json(result.model_dump(mode="json"))
+        else:
+            out = Console(highlight=False)
+            for run in (result.base, result.trained):
+                out.print(plain(f"{run.agent}: run {run.run_id}, {run.played} conversations played in "
+                                f"{run.seconds:.1f} s, {run.reused} reused" +
+                                (f", {run.failed} not finished" if run.failed else "")))
+            print_comparison(out, result.comparison)
+            out.print(plain(f"the same comparison from the stored runs: josh compare {result.base.run_id} "
+                            f"{result.trained.run_id} --db {db_path}"))
+        if result.base.failed or result.trained.failed:
+            raise typer.Exit(1)

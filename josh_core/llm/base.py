@@ -132,15 +132,19 @@ def model_problems(base: str | None, adapter: str | None) -> list[str]:
     return problems
 
 
-def refuse_unfinished_adapter(adapter: str | None) -> None:
-    """An adapter folder an unfinished training left is refused before the model loads (a
-    missing folder is reported by the loader, which may also take hub ids)."""
-    if adapter:
-        from josh_core.adapter_folder import unfinished_training
+def adapter_folder(adapter: str | None) -> str | None:
+    """The folder of `adapter` (`shipped:NAME` resolved, adapter_folder.py), checked before the
+    model loads: an adapter folder an unfinished training left, or a shipped name with no
+    adapter, is refused (another missing folder is reported by the loader, which may also take
+    hub ids)."""
+    if not adapter:
+        return None
+    from josh_core.adapter_folder import SHIPPED_PREFIX, adapter_problem, resolve_adapter, unfinished_training
 
-        problem = unfinished_training(adapter)
-        if problem:
-            raise ValueError(problem)
+    problem = adapter_problem(adapter) if adapter.startswith(SHIPPED_PREFIX) else unfinished_training(adapter)
+    if problem:
+        raise ValueError(problem)
+    return resolve_adapter(adapter)
 
 
 def _react(rest: str) -> str:

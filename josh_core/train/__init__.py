@@ -2,7 +2,7 @@
 that `embedded@DIR` / `hf:PATH@DIR` load as agents. See docs/training.md.
 
     from josh_core.train import train
-    result = train("kto", "kto.jsonl", "embedded", "adapters/kto-1", db="josh.duckdb")
+    result = train("kto", "kto.jsonl", "embedded", "out/kto-1", db="josh.duckdb")
 
 Heavy imports (torch, transformers, trl) happen only when a training runs.
 """

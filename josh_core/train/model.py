@@ -55,6 +55,9 @@ def resolve_base(spec: str) -> BaseModelSpec:
         problem = adapter_problem(adapter)
         if problem:
             raise TrainingConfigError(f"--base {spec}: no LoRA adapter to continue ({problem})")
+        from josh_core.adapter_folder import resolve_adapter
+
+        adapter = resolve_adapter(adapter)  # `shipped:NAME`: the repository's adapters/NAME
     local = model_path.startswith((".", "/", "~")) or Path(model_path).expanduser().exists()
     if local and not (Path(model_path).expanduser() / "config.json").is_file():
         exists = Path(model_path).expanduser().exists()

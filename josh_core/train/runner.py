@@ -38,6 +38,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from josh_core.adapter_folder import MANIFEST_FILE
+from josh_core.rollout import code_revision
 from josh_core.train import checkpoints, guards
 from josh_core.train.config import (
     DPOTrainConfig,
@@ -221,6 +222,18 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def command_line() -> str:
+    """The command line of this process, as typed (`josh ...` for the josh script), for the
+    adapter's record: `josh adapters ship` copies it into the shipped manifest."""
+    import shlex
+    import sys
+
+    argv = list(sys.argv) or ["python"]
+    if Path(argv[0]).name == "josh":
+        argv[0] = "josh"
+    return shlex.join(argv)
+
+
 def _save_adapter(trainer, tokenizer, out: Path) -> None:  # out: the staging folder
     model = trainer.accelerator.unwrap_model(trainer.model)
     # Only the trained adapter: KTO / DPO add a frozen "ref" copy when continuing an adapter.
@@ -394,6 +407,8 @@ def _train_locked(kind: str, training_data: TrainingData, config: TrainConfig, b
                 "losses": losses, "seconds": result.seconds,
             },
             "versions": _versions(),
+            "command": command_line(),
+            "code_revision": code_revision(),
             "created_at": created_at.isoformat(),
             "finished_at": _now().isoformat(),
         }
