@@ -125,6 +125,7 @@ def test_an_interrupted_run_is_marked_and_resumes(signum, tmp_path, toolwoz_data
     assert reads.get_run(db, run.id).status == "done"
 
 
+@pytest.mark.slow  # plays rollouts in a josh subprocess
 def test_a_key_echoed_by_the_server_is_not_stored(tmp_path, toolwoz_data):
     scenario_file, _, user = simple_scripts(tmp_path, scenario_dicts(1))
     db_path = tmp_path / "k.duckdb"
@@ -139,6 +140,7 @@ def test_a_key_echoed_by_the_server_is_not_stored(tmp_path, toolwoz_data):
     assert SECRET not in conversation.error and "Bearer" in conversation.error  # the rest is kept
 
 
+@pytest.mark.slow  # plays rollouts in a josh subprocess
 def test_a_base_url_with_credentials_is_not_stored(tmp_path, toolwoz_data):
     scenario_file, _, user = simple_scripts(tmp_path, scenario_dicts(1))
     db_path = tmp_path / "u.duckdb"
