@@ -14,11 +14,12 @@ import streamlit as st
 from josh_core.analysis.training_log import axis_range, split_log
 from josh_core.extract import ExportOptions
 from josh_core.launch import (
-    changed_settings, export_training_data, selftrain_args, selftrain_defaults, start_josh_process, stop_process,
-    train_args, training_for_adapter, training_settings, write_train_config,
+    changed_settings, export_training_data, selftrain_args, selftrain_defaults, selftrain_problem, start_josh_process,
+    stop_process, train_args, training_for_adapter, training_settings, write_train_config,
 )  # fmt: skip
 from josh_core.storage import reads
 from josh_core.storage.trainings import finish_training, list_trainings
+from josh_core.train.kinds import KINDS
 from ui_common import kept, md, page_link, require_database, show_command
 
 st.title("Trainings")
@@ -105,7 +106,7 @@ def experiments_section() -> None:
     result = load_result(db.path, name)
     rounds = pd.DataFrame([
         {"round": r.round, "kind": r.kind or "start", "agent": r.agent, "JOSH trees": r.josh_conversations,
-         "trees with a goal": r.trees_with_goal, "control conversations": r.plain_conversations,
+         "trees with a goal": r.trees_with_goal, "plain conversations": r.plain_conversations,
          "control successes": r.plain_successes, "agent turns sampled": r.agent_turns, "examples": r.examples,
          "eval conversations": r.metrics.get("conversations"), "Average Reward": r.metrics.get("average_reward"),
          "successes": r.metrics.get("successes")}
@@ -132,7 +133,7 @@ def experiments_section() -> None:
 
 # -- train from the browser ----------------------------------------------------------------------
 
-KIND_WORDS = {"sft": "SFT", "kto": "KTO", "dpo": "DPO", "selftrain": "josh selftrain experiment"}
+KIND_WORDS = {**{k.name: k.title for k in KINDS.values()}, "selftrain": "josh selftrain experiment"}
 
 
 def _number_input(column, setting, kind: str):
@@ -152,15 +153,17 @@ def launch_form() -> None:
     runs = reads.list_runs(db)
     trainings = [t for t in list_trainings(db) if t.status == "done"]
     kind = st.radio("Kind", list(KIND_WORDS), format_func=KIND_WORDS.get, horizontal=True, key=kept("train-kind", "sft"),
-                    help="SFT on the ideal paths; KTO on ideal (desirable) and negative (undesirable) turns; DPO on "
-                         "ideal vs negative pairs; an experiment plays its own JOSH rollouts, trains and evaluates "
-                         "in rounds.")  # fmt: skip
+                    help="; ".join(f"{k.title}: {k.summary}" for k in KINDS.values())
+                         + "; an experiment plays its own JOSH rollouts, trains and evaluates in rounds.")  # fmt: skip
     bases = ["embedded"] + [adapter_agent(t.base, t.adapter_path) for t in reversed(trainings)]
     base_key = kept("train-base", "embedded")
     if st.session_state[base_key] not in bases:
         st.session_state[base_key] = "embedded"
     if kind == "selftrain":
         selftrain_form(bases, base_key)
+        return
+    if KINDS[kind].online:
+        online_form(kind, bases, base_key)
         return
     if not runs:
         st.info("This database has no runs to train on yet: play JOSH rollouts on the Launch page first.")
@@ -179,7 +182,7 @@ def launch_form() -> None:
         st.markdown("**Model**")
         base = st.selectbox("Base or adapter to train further", bases, key=base_key,
                             help="embedded: the embedded model; embedded@DIR: an adapter trained here, trained further.")
-        st.markdown("**Hyper-parameters** (defaults: `josh train`'s, from josh_core/train/config.py)")
+        st.markdown("**Hyper-parameters** (defaults: `josh train`'s, from the kind's config class)")
         settings = training_settings(kind)
         values = {}
         for row in range(0, len(settings), 5):
@@ -216,6 +219,65 @@ def launch_form() -> None:
                              "stopped": None}  # fmt: skip
 
 
+def online_form(kind: str, bases: list[str], base_key: str) -> None:
+    """An online kind (GRPO): no data to pick; it plays the chosen environment's scenarios."""
+    from josh_core.envs import names
+
+    with st.form("online-form"):
+        st.markdown(f"**{KIND_WORDS[kind]}**: {KINDS[kind].summary}. Every episode is stored as a run of this "
+                    "database, tagged with the training and its step.")
+        cols = st.columns(2)
+        env = cols[0].selectbox("Environment", names(), key=kept(f"train-{kind}-env", "toolwoz"))
+        base = cols[1].selectbox("Base or adapter to train further", bases, key=base_key)
+        st.markdown("**Hyper-parameters** (defaults: `josh train`'s, from the kind's config class)")
+        settings = training_settings(kind)
+        values = {}
+        for row in range(0, len(settings), 5):
+            cols = st.columns(5)
+            for column, setting in zip(cols, settings[row : row + 5]):
+                values[setting.name] = _number_input(column, setting, kind)
+        submitted = st.form_submit_button("Train", type="primary")
+    if not submitted:
+        return
+    job = st.session_state.get(JOB)
+    if job and job["process"].poll() is None:
+        st.session_state[JOB]["refused"] = True
+        return
+    folder = Path(db.path).resolve().parent
+    name = f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    config = write_train_config(folder / "logs" / f"train-{name}.json", {"env": env, **changed_settings(kind, values)})
+    out = folder / "adapters" / name
+    args = train_args(kind, None, base, out, db.path, config)
+    log = folder / "logs" / f"train-{name}.log"
+    process = start_josh_process(args, log)
+    st.session_state[JOB] = {"what": "train", "kind": kind, "process": process, "pid": process.pid, "args": args,
+                             "log": str(log), "out": str(out), "base": base, "started": time.time(),
+                             "db": str(db.path), "stopped": None}  # fmt: skip
+
+
+def episodes_section(training) -> None:
+    """What an online training's policy did at each step: the step's run (every group's
+    conversations), their rewards, and a link to each conversation's tree."""
+    from josh_core.train.online import training_runs
+
+    runs = training_runs(db, training.id)
+    if not runs:
+        st.caption("No episodes stored yet.")
+        return
+    steps = sorted({r["step"] for r in runs if r["step"] is not None})
+    step = st.select_slider("Step", steps, value=steps[-1], key=f"episodes-step-{training.id}") if len(steps) > 1 else steps[0]
+    rows = []
+    for run in (r for r in runs if r["step"] == step):
+        for c in reads.list_conversations(db, run_id=run["run_id"]):
+            rows.append({"run": run["run_id"], "micro-batch": run["micro"], "position": c.position,
+                         "scenario": c.scenario_id, "status": c.status, "reward": c.reward, "success": c.success,
+                         "agent turns": c.steps, "conversation": c.id})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    for run in (r for r in runs if r["step"] == step):
+        page_link("app_pages/trees.py", f"Step {step}: the trees of run {run['run_id']}", run=run["run_id"],
+                  view="list")
+
+
 def selftrain_form(bases: list[str], base_key: str) -> None:
     defaults = selftrain_defaults()
     with st.form("selftrain-form"):
@@ -223,7 +285,7 @@ def selftrain_form(bases: list[str], base_key: str) -> None:
         experiment = cols[0].text_input("Experiment", key=kept("st-experiment", defaults["experiment"]),
                                         help="Stages are stored under this name; the same name resumes it.")
         base = cols[1].selectbox("Starting agent", bases, key=base_key)
-        kinds = cols[2].multiselect("Training kinds", ["sft", "kto", "dpo"], key=kept("st-kinds", defaults["kinds"]))
+        kinds = cols[2].multiselect("Training kinds", list(KINDS), key=kept("st-kinds", defaults["kinds"]))
         rounds = cols[3].number_input("Rounds", min_value=1, key=kept("st-rounds", defaults["rounds"]))
         cols = st.columns(6)
         train_limit = cols[0].number_input("JOSH conversations", min_value=1, key=kept("st-train", defaults["train_limit"]))
@@ -244,14 +306,15 @@ def selftrain_form(bases: list[str], base_key: str) -> None:
     if job and job["process"].poll() is None:
         st.session_state[JOB]["refused"] = True
         return
-    if not experiment.strip() or not kinds:
-        st.error("Give the experiment a name and at least one training kind.")
+    settings = dict(experiment=experiment.strip(), base=base, kinds=kinds, rounds=int(rounds),
+                    train_limit=int(train_limit), eval_limit=int(eval_limit), beam=int(beam), branching=int(branching),
+                    max_turns=int(max_turns), filter=filter_)  # fmt: skip
+    problem = selftrain_problem(**settings)
+    if problem:  # the command would refuse them: say why here, start nothing
+        st.error(md(f"Not started: {problem}"))
         return
     folder = Path(db.path).resolve().parent
-    args = selftrain_args(db.path, experiment=experiment.strip(), base=base, kinds=kinds, rounds=int(rounds),
-                          train_limit=int(train_limit), eval_limit=int(eval_limit), beam=int(beam),
-                          branching=int(branching), max_turns=int(max_turns), filter=filter_,
-                          max_steps=int(max_steps) or None)  # fmt: skip
+    args = selftrain_args(db.path, **settings, max_steps=int(max_steps) or None)
     log = folder / "logs" / f"selftrain-{time.strftime('%Y%m%d-%H%M%S')}.log"
     process = start_josh_process(args, log)
     st.session_state[JOB] = {"what": "selftrain", "kind": "selftrain", "process": process, "pid": process.pid,
@@ -335,7 +398,10 @@ elif JOB in st.session_state:
     show_command(["josh", *st.session_state[JOB]["args"]])
     follow_job()
 
-experiments_section()
+job = st.session_state.get(JOB)
+experiment_running = bool(job and job["what"] == "selftrain" and job["db"] == str(db.path) and job["process"].poll() is None)
+# While an experiment launched here runs, its rounds and stages are read again every few seconds.
+st.fragment(run_every=3 if experiment_running else None)(experiments_section)()
 trainings = list_trainings(db)
 if not trainings and JOB in st.session_state and st.session_state[JOB]["db"] == str(db.path):
     st.stop()  # the training followed above records itself once it starts; the table comes then
@@ -387,3 +453,11 @@ def show() -> None:
 
 
 show()
+picked = next((t for t in trainings if t.id == chosen), None)
+if picked is not None and picked.kind in KINDS and KINDS[picked.kind].online:
+    st.subheader("Episodes: what the policy did at each step")
+    budget = {k.removeprefix("budget/"): v for k, v in (split_log(picked.metrics).steps or [{}])[-1].items()
+              if k.startswith("budget/")}
+    if budget:
+        st.caption("Sampled so far: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in budget.items()))
+    episodes_section(picked)

@@ -37,16 +37,17 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from josh_core.safe_text import valid_json, valid_text
 from josh_core.search.labels import Label, compute_labels, ideal_path
 from josh_core.search.tree import ConversationTree, Node
 from josh_core.types import Message
 
-ExportKind = Literal["sft", "kto", "dpo"]
+# The data an export writes: one examples function per kind (`EXAMPLES`, below the functions).
+# The training kinds that learn from it name their export kind (josh_core/train/kinds.py).
+ExportKind = str  # a key of EXAMPLES
 ExportFormat = Literal["trl", "openai"]
-EXPORT_KINDS: tuple[str, ...] = ("sft", "kto", "dpo")
 EXPORT_FORMATS: tuple[str, ...] = ("trl", "openai")
 
 
@@ -61,6 +62,13 @@ class ExportOptions(BaseModel):
     prompt: Literal["agent", "system"] = "agent"
     drop_errors: bool = True
     use_annotations: bool = True
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        if value not in EXAMPLES:
+            raise ValueError(f"unknown export kind {value!r}: expected one of {', '.join(EXPORT_KINDS)}")
+        return value
 
 
 class ConversationSource(BaseModel):
@@ -193,12 +201,13 @@ def _first_difference(
     return None  # one turn repeats the other
 
 
+# Export kind -> its examples of one conversation (source, drop_errors).
+EXAMPLES = {"sft": sft_examples, "kto": kto_examples, "dpo": dpo_examples}
+EXPORT_KINDS: tuple[str, ...] = tuple(EXAMPLES)
+
+
 def examples_for(source: ConversationSource, options: ExportOptions) -> list[Example]:
-    if options.kind == "sft":
-        return list(sft_examples(source, options.drop_errors))
-    if options.kind == "kto":
-        return list(kto_examples(source, options.drop_errors))
-    return list(dpo_examples(source, options.drop_errors))
+    return list(EXAMPLES[options.kind](source, options.drop_errors))
 
 
 # -- formats ----------------------------------------------------------------------------------

@@ -226,12 +226,6 @@ def run_progress(db, run_id: str) -> RunProgress:
 
 # -- training from the app: `josh train` and `josh selftrain` as background processes ----------
 
-# The hyper-parameters the app's form offers; every other setting keeps its default.
-MAIN_TRAIN_SETTINGS = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size",
-                       "gradient_accumulation_steps", "max_length", "warmup_steps", "lora_r", "lora_alpha",
-                       "beta")  # fmt: skip
-
-
 class TrainSetting:
     """One setting of a training kind: its default and help as `josh train` resolves them."""
 
@@ -243,20 +237,15 @@ class TrainSetting:
 
 
 def training_settings(kind: str) -> list[TrainSetting]:
-    """The main settings of `kind` with the defaults `josh train` uses (its config classes)."""
-    import dataclasses
+    """The settings the app's form offers for `kind` (the registry's `form_settings`: the common
+    ones and the kind's own), with the defaults `josh train` uses (its config class)."""
+    from josh_core.train.kinds import get_kind, settings
 
-    from josh_core.train.config import CONFIG_CLASSES, TrainConfig, check_kind
-
-    cls = CONFIG_CLASSES[check_kind(kind)]
-    base_help = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(TrainConfig)}
-    defaults = cls()
-    out = []
-    for f in dataclasses.fields(cls):
-        if f.name in MAIN_TRAIN_SETTINGS:
-            out.append(TrainSetting(f.name, getattr(defaults, f.name), f.metadata.get("help") or base_help.get(f.name, ""),
-                                    f"{cls.__name__} in josh_core/train/config.py"))  # fmt: skip
-    return out
+    spec = get_kind(kind)
+    offered = spec.form_settings()
+    by_name = {s.name: s for s in settings(kind)}
+    return [TrainSetting(name, by_name[name].default, by_name[name].help, f"{spec.config.__name__} ({spec.name})")
+            for name in offered]
 
 
 def changed_settings(kind: str, values: dict) -> dict:
@@ -265,10 +254,12 @@ def changed_settings(kind: str, values: dict) -> dict:
     return {k: v for k, v in values.items() if k in defaults and v != defaults[k]}
 
 
-def train_args(kind: str, data: str | Path, base: str, out: str | Path, db_path: str | Path,
+def train_args(kind: str, data: str | Path | None, base: str, out: str | Path, db_path: str | Path,
                config_file: str | Path | None = None) -> list[str]:
-    """The `josh train` arguments of a training launched from the app."""
-    args = ["train", "--kind", kind, "--data", str(data), "--base", base, "--out", str(out)]
+    """The `josh train` arguments of a training launched from the app (an online kind plays
+    the environment: no data)."""
+    args = ["train", "--kind", kind] + (["--data", str(data)] if data is not None else []) + [
+        "--base", base, "--out", str(out)]
     if config_file is not None:
         args += ["--config", str(config_file)]
     return args + ["--db", str(db_path)]
@@ -289,6 +280,20 @@ def selftrain_defaults() -> dict:
     from josh_core.train.selftrain import SelftrainConfig
 
     return {name: info.get_default(call_default_factory=True) for name, info in SelftrainConfig.model_fields.items()}
+
+
+def selftrain_problem(**settings) -> str | None:
+    """What is wrong with an experiment's settings, checked by `josh selftrain`'s own config
+    (SelftrainConfig) before a process is started; None when nothing is."""
+    from pydantic import ValidationError
+
+    from josh_core.train.selftrain import SelftrainConfig, settings_problems
+
+    try:
+        SelftrainConfig(**settings)
+    except ValidationError as error:
+        return settings_problems(error)
+    return None
 
 
 def selftrain_args(db_path: str | Path, *, experiment: str, base: str, kinds: list[str], rounds: int,

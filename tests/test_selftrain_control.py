@@ -221,3 +221,14 @@ def test_a_control_conversation_that_samples_no_turn_gives_its_scenario_up(tmp_p
     control = stages[(1, "rollout-rs-sft")]["result"]
     assert control["attempts"] == 1 and control["agent_turns"] == 0 < control["budget_turns"]
     assert stages[(1, "train-rs-sft")]["result"] == {"skipped": "the export has no rows"}
+
+
+def test_train_offset_skips_the_scenarios_a_starting_adapter_trained_on():
+    """A shipped warm-start adapter as --base with --train-offset 80 plays the same JOSH scenarios
+    as an experiment that trains that warm start itself on 80 scenarios."""
+    warm, with_warm_start, evaluation = scenario_slices(SelftrainConfig(warm_start=80, train_limit=5, rounds=2))
+    none, offset, evaluation_offset = scenario_slices(SelftrainConfig(train_offset=80, train_limit=5, rounds=2))
+    assert none == [] and len(warm) == 80
+    assert [[s.id for s in r] for r in offset] == [[s.id for s in r] for r in with_warm_start]
+    assert not {s.id for s in warm} & {s.id for r in offset for s in r}
+    assert [s.id for s in evaluation_offset] == [s.id for s in evaluation]

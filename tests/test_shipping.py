@@ -18,6 +18,7 @@ from josh_core.train.shipping import (
     SHIPPED_MANIFEST,
     ShippingError,
     base_weights,
+    list_shipped,
     ship_adapter,
     verify_shipped,
 )
@@ -180,3 +181,15 @@ def test_the_repositorys_shipped_adapters_match_their_manifests():
     report = verify_shipped(check_base=False)
     assert report.ok, report.model_dump()
     assert report.total_bytes <= MAX_SHIPPED_BYTES
+
+
+def test_the_quickstart_plays_an_adapter_the_repository_ships():
+    """The README's first command plays `embedded@shipped:NAME` by default: NAME must be here."""
+    import re
+
+    script = (Path(__file__).resolve().parents[1] / "scripts" / "quickstart.sh").read_text()
+    default = re.search(r'JOSH_AGENT:-embedded@shipped:([\w.-]+)\}', script)
+    assert default, "quickstart.sh no longer names its default agent as embedded@shipped:NAME"
+    shipped = {entry.name for entry in list_shipped()}
+    assert default.group(1) in shipped, (default.group(1), shipped)
+    assert verify_shipped(names=[default.group(1)], check_base=False).ok

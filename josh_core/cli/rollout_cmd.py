@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from josh_core.cli.output import error_console, fail, plain, styled, warn
 from josh_core.cli.run_flags import run_flag
 from josh_core.distributed import RayUnavailable
-from josh_core.extract import ExportOptions, export_dataset
+from josh_core.extract import EXPORT_KINDS, ExportOptions, export_dataset
 from josh_core.paths import default_db_path
 from josh_core.policies.factory import decoding_flags
 from josh_core.rollout import (
@@ -34,7 +34,7 @@ from josh_core.search.engine import StepEvent
 from josh_core.storage.db import Database, DatabaseError
 from josh_core.storage.locks import RunBusy
 
-Kind = Enum("Kind", {"sft": "sft", "kto": "kto", "dpo": "dpo"}, type=str)
+Kind = Enum("Kind", {kind: kind for kind in EXPORT_KINDS}, type=str)
 Format = Enum("Format", {"trl": "trl", "openai": "openai"}, type=str)
 
 
@@ -305,7 +305,7 @@ def register(app: typer.Typer) -> None:
     @app.command("export")
     def export(
         db: Path = typer.Option(..., exists=True, dir_okay=False, help="DuckDB file with rollouts."),
-        kind: Kind = typer.Option(..., help="sft | kto | dpo."),
+        kind: Kind = typer.Option(..., help=" | ".join(EXPORT_KINDS) + "."),
         out: Path = typer.Option(..., help="Output JSONL file."),
         run: Optional[str] = typer.Option(None, help="Only this run (default: every run)."),
         format: Format = typer.Option(Format.trl, help="trl (conversational) | openai (fine-tuning)."),

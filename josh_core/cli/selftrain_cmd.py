@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 from typing import Optional
 
@@ -11,10 +12,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from josh_core.cli.output import fail, plain
+from josh_core.cli.output import error_console, fail, plain
 from josh_core.cli.run_flags import run_flag
 from josh_core.paths import default_db_path
 from josh_core.rollout.options import SELFTRAIN_DEFAULTS
+from josh_core.train.kinds import KINDS, setting_value
 
 METRIC_LABELS = {
     "reward": "Average Reward", "success": "100% Success Rate", "goal_completion": "goal-call completion",
@@ -31,7 +33,7 @@ def print_result(console: Console, result) -> None:
     from josh_core.train.selftrain import comparison_rows
 
     rounds = Table(title="self-training rounds", title_justify="left")
-    for column in ("round", "kind", "agent", "JOSH trees", "trees with a goal", "control conversations",
+    for column in ("round", "kind", "agent", "JOSH trees", "trees with a goal", "plain conversations",
                    "control successes", "agent turns sampled", "examples", "eval conversations",
                    "Average Reward", "successes"):
         rounds.add_column(column)
@@ -73,7 +75,8 @@ def register(app: typer.Typer) -> None:
     @app.command("selftrain")
     def selftrain(
         experiment: str = typer.Option("selftrain", help="Name of the experiment (its stages are stored under it; "
-                                       "rerun the same command to resume it)."),
+                                       "rerun the same command to resume it). One folder name: it names the "
+                                       "folder of its exports and adapters."),
         env: str = run_flag("env"),
         base: str = run_flag("agent", flag="--base", help="The starting agent SPEC."),
         user: Optional[str] = run_flag("user"),
@@ -81,8 +84,8 @@ def register(app: typer.Typer) -> None:
         style: str = run_flag("style"),
         decoding: str = run_flag("decoding"),
         rounds: int = typer.Option(1, min=1, help="Rounds of JOSH -> train -> eval (round k starts from round k-1)."),
-        kind: list[str] = typer.Option(["sft"], "--kind", help="Training kind, sft | kto | dpo; repeat for several "
-                                       "(each trained from the same rollouts)."),
+        kind: list[str] = typer.Option(["sft"], "--kind", help=f"Training kind, {' | '.join(KINDS)}; repeat for "
+                                       "several (each trained from the same round)."),
         filter_: str = typer.Option("full", "--filter", help="SFT data: full: 100% conversations only; partial: "
                                     "every conversation's ideal path up to its last goal (the control: every "
                                     "conversation that reached a goal). KTO and DPO keep 100% trees only."),
@@ -94,6 +97,9 @@ def register(app: typer.Typer) -> None:
         train_split: Optional[str] = typer.Option(None, help="Split the JOSH scenarios come from (default: the "
                                                   "environment's JOSH split)."),
         train_limit: int = typer.Option(100, min=1, help="JOSH conversations per round."),
+        train_offset: int = typer.Option(0, min=0, help="Skip this many usable train scenarios first (after the "
+                                         "warm start's): those an adapter given as --base already trained on, "
+                                         "e.g. 80 for embedded@shipped:warmstart-oracle80."),
         eval_split: Optional[str] = typer.Option(None, help="Held-out split to evaluate on (default: the "
                                                  "environment's held-out split; ToolWOZ val, τ² test)."),
         eval_limit: int = typer.Option(100, min=1, help="Held-out conversations per evaluation."),
@@ -129,6 +135,7 @@ def register(app: typer.Typer) -> None:
         from pydantic import ValidationError
 
         from josh_core.cli.rollout_cmd import ProgressObserver
+        from josh_core.rollout import RunInterrupted
         from josh_core.storage.db import DatabaseError
         from josh_core.storage.locks import RunBusy
         from josh_core.train import TrainingConfigError, TrainingDataError
@@ -139,7 +146,7 @@ def register(app: typer.Typer) -> None:
             is_disk_full,
             quiet_libraries,
         )
-        from josh_core.train.selftrain import Selftrain, SelftrainConfig, StageEvent, dumps
+        from josh_core.train.selftrain import Selftrain, SelftrainConfig, StageEvent, dumps, settings_problems
 
         quiet_libraries()  # one progress display: ours
 
@@ -156,14 +163,14 @@ def register(app: typer.Typer) -> None:
         for item in settings:
             target, _, raw = item.partition("=")
             which, _, key = target.partition(".")
-            if not raw or not key or which not in ("sft", "kto", "dpo", "warmstart"):
-                fail(f"--set {item!r}: expected KIND.KEY=VALUE with KIND sft, kto, dpo or warmstart")
-            try:
-                value = json.loads(raw)
-            except json.JSONDecodeError:
-                value = raw
+            if not raw or not key or which not in (*KINDS, "warmstart"):
+                fail(f"--set {item!r}: expected KIND.KEY=VALUE with KIND {', '.join(KINDS)} or warmstart")
             if which not in ("warmstart", *kind):
                 fail(f"--set {item!r}: {which} is not trained by this experiment (add --kind {which})")
+            try:
+                value = setting_value("sft" if which == "warmstart" else which, key, raw)
+            except TrainingConfigError as error:
+                fail(f"--set {item!r}: {error}")
             (warm_overrides if which == "warmstart" else per_kind.setdefault(which, {}))[key] = value
         try:
             from josh_core.envs import UnknownEnvironment, get_env
@@ -176,17 +183,15 @@ def register(app: typer.Typer) -> None:
                 experiment=experiment, env=environment.name, base=base, user=user, scoring=scoring, style=style,
                 decoding=decoding, rounds=rounds, kinds=kind,
                 filter=filter_, control=control,
-                warm_start=warm_start, train_split=train_split, train_limit=train_limit, eval_split=eval_split,
+                warm_start=warm_start, train_split=train_split, train_limit=train_limit,
+                train_offset=train_offset, eval_split=eval_split,
                 eval_limit=eval_limit, single_domain=not all_domains, beam=beam, branching=branching,
                 max_turns=max_turns, eval_max_turns=eval_max_turns, temperature=temperature, seed=seed,
                 concurrency=concurrency, train_overrides={k: per_kind[k] for k in kind},
                 warm_start_overrides=warm_overrides, ray_address=ray,
             )
         except ValidationError as error:
-            # A check across settings has no field to name: its message names the flags.
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"]
-                                 else str(e["msg"]).removeprefix("Value error, ") for e in error.errors())
-            fail(f"invalid settings: {problems}")
+            fail(f"invalid settings: {settings_problems(error)}")
         console = Console(stderr=as_json, highlight=False)
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                             console=console, transient=True)
@@ -215,6 +220,14 @@ def register(app: typer.Typer) -> None:
             else:
                 with progress:
                     result = loop.run()
+        except (KeyboardInterrupt, RunInterrupted) as interrupt:
+            # Ctrl-C, or SIGTERM while a stage plays conversations: the stage's finished work is
+            # stored, so the same command resumes; say so in one line instead of a traceback.
+            signum = getattr(interrupt, "signum", signal.SIGINT)
+            error_console().print(plain(
+                f"interrupted by {signal.Signals(signum).name}: experiment {experiment!r} keeps its finished "
+                f"stages and conversations; rerun the same command to resume it"))
+            raise typer.Exit(128 + signum)
         except (ValueError, KeyError, DatabaseError, TrainingDataError, TrainingConfigError, FileNotFoundError,
                 RunBusy, TrainingBusy, TrainingDiverged) as error:
             fail(error.args[0] if isinstance(error, KeyError) and error.args else error)

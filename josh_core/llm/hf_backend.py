@@ -156,10 +156,12 @@ def _set_cpu_threads() -> None:
 
 def _cache_arg(model: Any) -> str:
     """The forward() keyword of the KV cache: `cache` in recent transformers 5 releases
-    (`past_key_values` is deprecated there), `past_key_values` before."""
+    (`past_key_values` is deprecated there), `past_key_values` before. A PEFT model (a training's
+    policy, `use_loaded`) passes its keywords on to the model it wraps: that one's signature."""
     import inspect
 
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    inner = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
 
 
 class HFBackend:
@@ -220,6 +222,27 @@ class HFBackend:
             self._model = model
             self.load_seconds = time.perf_counter() - start
             log.info("loaded %s in %.1fs on %s", self.name, self.load_seconds, device)
+
+    def use_loaded(self, model: Any, tokenizer: Any) -> None:
+        """Play `model` as it is, instead of loading `model_path`: the policy an online training
+        updates plays its own episodes (nothing is loaded or merged; a LoRA adapter stays a
+        live adapter). Whoever changes its weights calls `weights_changed()` before it plays
+        again. The tokenizer is copied: generation pads on the left, whatever training does."""
+        tokenizer = copy.copy(tokenizer)
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        with self._load_lock:
+            self._model, self._tokenizer = model, tokenizer
+            self._device = str(next(model.parameters()).device)
+            self.load_seconds = 0.0
+        self.weights_changed()
+
+    def weights_changed(self) -> None:
+        """Forget every key/value computed by the old weights (the per-sequence KV store and the
+        shared-prefix caches): after an optimiser step they would feed stale states to the model."""
+        self.kv_store.clear()
+        self._prefix_caches.clear()
 
     @property
     def tokenizer(self):

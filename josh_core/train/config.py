@@ -29,12 +29,17 @@ KTO/DPO row whose prompt alone is longer.
 A configuration is resolved as: the kind's defaults < a config file (JSON or TOML; top-level
 keys apply to every kind, a table/object named after the kind to that kind only) < overrides
 (the CLI flags, or `overrides=` of `josh_core.train.train`).
+
+The kinds themselves (which config class and trainer each name means) are the registry's:
+`josh_core/train/kinds.py`. This module holds what every kind shares: the base settings, the
+file reader, the checks, and `TrainerInputs`, what a kind's trainer is built from.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,8 +50,6 @@ try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: JSON config files only
     tomllib = None  # type: ignore[assignment]
-
-KINDS = ("sft", "kto", "dpo")
 
 
 @dataclass
@@ -105,6 +108,14 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def check(self) -> None:
+        """Checks of this kind's own settings (after the shared ones); TrainingConfigError."""
+
+    def resolved(self, data: Any) -> dict[str, Any]:
+        """The settings as recorded with the training (and compared on resume): the fields, plus
+        whatever this kind derives from its data."""
+        return self.to_dict()
+
 
 @dataclass
 class SFTTrainConfig(TrainConfig):
@@ -147,6 +158,24 @@ class KTOTrainConfig(TrainConfig):
 
     kind = "kto"
 
+    def weights(self, data: Any) -> tuple[float, float]:
+        """(desirable_weight, undesirable_weight) for `data` (a TrainingData)."""
+        if self.balance_weights:
+            return balanced_kto_weights(*data.label_counts())
+        return self.desirable_weight, self.undesirable_weight
+
+    def check(self) -> None:
+        if self.per_device_train_batch_size < 2:
+            raise TrainingConfigError(
+                "KTO needs per_device_train_batch_size >= 2 (TRL estimates its KL term from other rows of the batch)"
+            )
+
+    def resolved(self, data: Any) -> dict[str, Any]:
+        desirable, undesirable = self.weights(data)
+        n_desirable, n_undesirable = data.label_counts()
+        return {**self.to_dict(), "desirable_weight": desirable, "undesirable_weight": undesirable,
+                "desirable_rows": n_desirable, "undesirable_rows": n_undesirable}
+
 
 @dataclass
 class DPOTrainConfig(TrainConfig):
@@ -163,17 +192,24 @@ class DPOTrainConfig(TrainConfig):
     kind = "dpo"
 
 
-CONFIG_CLASSES: dict[str, type[TrainConfig]] = {"sft": SFTTrainConfig, "kto": KTOTrainConfig, "dpo": DPOTrainConfig}
+@dataclass
+class TrainerInputs:
+    """What a kind's trainer is built from (`TrainingKind.build` in kinds.py)."""
+
+    model: Any  # the PeftModel to train
+    tokenizer: Any
+    data: Any  # TrainingData
+    config: TrainConfig
+    args: dict[str, Any]  # the TrainingArguments every kind shares (runner.trl_arguments)
+    callbacks: list  # transformers TrainerCallbacks (metrics, checkpoints, progress)
+    training_id: str
+    base: str  # the agent SPEC trained from
+    database: Any = None  # the Database the training is recorded in, or None
 
 
-def check_kind(kind: str) -> str:
-    if kind not in CONFIG_CLASSES:
-        raise TrainingConfigError(f"unknown training kind {kind!r}: expected one of {', '.join(KINDS)}")
-    return kind
-
-
-def read_config_file(path: str | Path, kind: str) -> dict[str, Any]:
-    """The settings a JSON or TOML file gives `kind`: its top-level keys, then its `kind` table."""
+def read_config_file(path: str | Path, kind: str, kinds: Iterable[str] = ()) -> dict[str, Any]:
+    """The settings a JSON or TOML file gives `kind`: its top-level keys, then its `kind` table
+    (tables named after the other `kinds` are theirs)."""
     path = Path(path)
     if not path.exists() or path.is_dir():  # (pipes such as <(...) are fine)
         raise TrainingConfigError(f"no config file at {path}")
@@ -203,7 +239,8 @@ def read_config_file(path: str | Path, kind: str) -> dict[str, Any]:
         raise TrainingConfigError(f"config file {path} is nested too deeply to be settings") from None
     if not isinstance(data, dict):
         raise TrainingConfigError(f"config file {path} must hold an object / table of settings")
-    settings = {k: v for k, v in data.items() if k not in KINDS}
+    sections = {*kinds, kind}
+    settings = {k: v for k, v in data.items() if k not in sections}
     section = data.get(kind) or {}
     if not isinstance(section, dict):
         raise TrainingConfigError(f"config file {path}: [{kind}] must be a table of settings")
@@ -211,14 +248,15 @@ def read_config_file(path: str | Path, kind: str) -> dict[str, Any]:
     return settings
 
 
-def build_config(
-    kind: str, config_file: str | Path | None = None, overrides: dict[str, Any] | None = None
+def resolve_config(
+    cls: type[TrainConfig], kind: str, config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None, kinds: Iterable[str] = (),
 ) -> TrainConfig:
-    """The kind's defaults, then the file's settings, then the overrides (None values skipped)."""
-    cls = CONFIG_CLASSES[check_kind(kind)]
+    """`cls`'s defaults, then the file's settings, then the overrides (None values skipped).
+    `kinds.build_config` calls it with the registered class of a kind name."""
     settings: dict[str, Any] = {}
     if config_file is not None:
-        settings.update(read_config_file(config_file, kind))
+        settings.update(read_config_file(config_file, kind, kinds))
     settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(settings) - names)
@@ -234,14 +272,19 @@ def build_config(
     return config
 
 
+def check_positive(config: TrainConfig, name: str, allow_zero: bool = False) -> None:
+    """TrainingConfigError unless setting `name` is a positive number (or zero, if allowed)."""
+    value = getattr(config, name)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or (value == 0 and not allow_zero):
+        raise TrainingConfigError(f"{name} must be a positive number, got {value!r}")
+
+
 def _validate(config: TrainConfig) -> None:
     # NaN passes `value < 0` and inf passes every bound: refuse both first, for every setting.
     check_finite(config.to_dict(), TrainingConfigError)
 
     def positive(name: str, allow_zero: bool = False) -> None:
-        value = getattr(config, name)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or (value == 0 and not allow_zero):
-            raise TrainingConfigError(f"{name} must be a positive number, got {value!r}")
+        check_positive(config, name, allow_zero)
 
     for name in ("learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps",
                  "lora_r", "lora_alpha", "logging_steps"):
@@ -256,10 +299,7 @@ def _validate(config: TrainConfig) -> None:
         positive("checkpoint_minutes", allow_zero=True)
     if not isinstance(config.trl_args, dict):
         raise TrainingConfigError("trl_args must be an object / table")
-    if isinstance(config, KTOTrainConfig) and config.per_device_train_batch_size < 2:
-        raise TrainingConfigError(
-            "KTO needs per_device_train_batch_size >= 2 (TRL estimates its KL term from other rows of the batch)"
-        )
+    config.check()
 
 
 def balanced_kto_weights(n_desirable: int, n_undesirable: int) -> tuple[float, float]:

@@ -46,13 +46,22 @@ class TrainingDataError(ValueError):
 @dataclass
 class TrainingData:
     kind: str
-    path: Path
+    path: Path | None  # the JSONL (an online kind's scenario file, or None: it plays a split)
     rows: list[dict[str, Any]]
     sha256: str
+    description: str | None = None  # where the rows came from, when not a file (an online kind's split)
 
     @property
     def examples(self) -> int:
         return len(self.rows)
+
+    @property
+    def source(self) -> str:
+        """What the `trainings` row records as the data: the file's absolute path, or the description."""
+        if self.description is not None:
+            return self.description
+        assert self.path is not None
+        return str(self.path.resolve())
 
     def label_counts(self) -> tuple[int, int]:
         """KTO: (desirable, undesirable) rows."""

@@ -8,21 +8,19 @@ a frozen copy of a continued adapter).
 
 from __future__ import annotations
 
-from typing import Any
-
-from josh_core.train.config import DPOTrainConfig
-from josh_core.train.data import TrainingData
+from josh_core.train.config import DPOTrainConfig, TrainerInputs
 
 
-def build_dpo_trainer(model, tokenizer, data: TrainingData, args: dict[str, Any], callbacks: list,
-                      config: DPOTrainConfig):
+def build_dpo_trainer(inputs: TrainerInputs):
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
+    config = inputs.config
+    assert isinstance(config, DPOTrainConfig)
     return DPOTrainer(
-        model=model,
-        args=DPOConfig(**args, beta=config.beta),
-        train_dataset=Dataset.from_list(list(data.rows)),
-        processing_class=tokenizer,
-        callbacks=callbacks,
+        model=inputs.model,
+        args=DPOConfig(**inputs.args, beta=config.beta),
+        train_dataset=Dataset.from_list(list(inputs.data.rows)),
+        processing_class=inputs.tokenizer,
+        callbacks=inputs.callbacks,
     )

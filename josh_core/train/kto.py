@@ -14,33 +14,26 @@ the first half of a run would see desirable rows only.
 from __future__ import annotations
 
 import random
-from typing import Any
 
-from josh_core.train.config import KTOTrainConfig, balanced_kto_weights
-from josh_core.train.data import TrainingData
+from josh_core.train.config import KTOTrainConfig, TrainerInputs
 
 
-def kto_weights(config: KTOTrainConfig, data: TrainingData) -> tuple[float, float]:
-    if config.balance_weights:
-        return balanced_kto_weights(*data.label_counts())
-    return config.desirable_weight, config.undesirable_weight
-
-
-def build_kto_trainer(model, tokenizer, data: TrainingData, args: dict[str, Any], callbacks: list,
-                      config: KTOTrainConfig):
+def build_kto_trainer(inputs: TrainerInputs):
     from datasets import Dataset
     from trl import KTOConfig, KTOTrainer
 
-    desirable, undesirable = kto_weights(config, data)
-    rows = list(data.rows)
+    config = inputs.config
+    assert isinstance(config, KTOTrainConfig)
+    desirable, undesirable = config.weights(inputs.data)
+    rows = list(inputs.data.rows)
     random.Random(config.seed).shuffle(rows)
     kto_config = KTOConfig(
-        **args, beta=config.beta, desirable_weight=desirable, undesirable_weight=undesirable
+        **inputs.args, beta=config.beta, desirable_weight=desirable, undesirable_weight=undesirable
     )
     return KTOTrainer(
-        model=model,
+        model=inputs.model,
         args=kto_config,
         train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
-        callbacks=callbacks,
+        processing_class=inputs.tokenizer,
+        callbacks=inputs.callbacks,
     )

@@ -1,10 +1,11 @@
-"""One training: data -> TRL trainer (SFT / KTO / DPO) with LoRA -> an adapter an agent SPEC loads.
+"""One training: data -> the kind's trainer with LoRA -> an adapter an agent SPEC loads.
 
 `train(kind, data, base, out, ...)` is the entry point the CLI, the self-training loop and the
 app call. It
 
-1. reads and checks the exported JSONL (`TrainingDataError` when it cannot be used),
-2. resolves the configuration (defaults < config file < overrides; `TrainingConfigError`),
+1. resolves the configuration (defaults < config file < overrides; `TrainingConfigError`),
+2. reads and checks the exported JSONL (`TrainingDataError` when it cannot be used), or, for an
+   online kind, the scenarios it will play,
 3. records a `trainings` row (status 'running') when a database is given,
 4. loads the base of the agent SPEC with a fresh LoRA adapter, or continues `@ADAPTER_DIR`,
 5. trains, streaming every log (step, loss, learning rate, ...) to `<out>/metrics.jsonl`, to the
@@ -40,15 +41,9 @@ from pydantic import BaseModel, Field
 from josh_core.adapter_folder import MANIFEST_FILE
 from josh_core.rollout import code_revision
 from josh_core.train import checkpoints, guards
-from josh_core.train.config import (
-    DPOTrainConfig,
-    KTOTrainConfig,
-    TrainConfig,
-    TrainingConfigError,
-    build_config,
-    check_kind,
-)
-from josh_core.train.data import TrainingData, TrainingDataError, load_training_data
+from josh_core.train.config import TrainConfig, TrainerInputs, TrainingConfigError
+from josh_core.train.data import TrainingData, TrainingDataError
+from josh_core.train.kinds import TrainingKind, build_config, get_kind
 from josh_core.train.model import (
     BaseModelSpec,
     Precision,
@@ -83,6 +78,8 @@ class TrainingResult(BaseModel):
     status: Literal["done", "failed"] = "done"
     metrics_path: str
     resumed_from_step: int | None = None  # the checkpoint an interrupted training went on from
+    # What an online kind sampled (episodes, agent_turns, ...): its last `budget/NAME` logs.
+    budget: dict[str, int] = Field(default_factory=dict)
     notes: list[str] = Field(default_factory=list)  # e.g. "load_in_4bit ignored: no CUDA device"
 
 
@@ -177,32 +174,8 @@ def trl_arguments(config: TrainConfig, precision: Precision, out: Path) -> dict[
     return args
 
 
-def _build_trainer(kind: str, model, tokenizer, data: TrainingData, config: TrainConfig,
-                   args: dict[str, Any], callbacks: list):
-    if kind == "sft":
-        from josh_core.train.sft import build_sft_trainer
-
-        return build_sft_trainer(model, tokenizer, data, args, callbacks)
-    if kind == "kto":
-        from josh_core.train.kto import build_kto_trainer
-
-        assert isinstance(config, KTOTrainConfig)
-        return build_kto_trainer(model, tokenizer, data, args, callbacks, config)
-    from josh_core.train.dpo import build_dpo_trainer
-
-    assert isinstance(config, DPOTrainConfig)
-    return build_dpo_trainer(model, tokenizer, data, args, callbacks, config)
-
-
 def _resolved_config(config: TrainConfig, precision: Precision, data: TrainingData) -> dict[str, Any]:
-    resolved = config.to_dict()
-    if isinstance(config, KTOTrainConfig):
-        from josh_core.train.kto import kto_weights
-
-        desirable, undesirable = kto_weights(config, data)
-        n_desirable, n_undesirable = data.label_counts()
-        resolved.update(desirable_weight=desirable, undesirable_weight=undesirable,
-                        desirable_rows=n_desirable, undesirable_rows=n_undesirable)
+    resolved = config.resolved(data)
     resolved["precision"] = {
         "bf16": precision.bf16, "fp16": precision.fp16, "load_in_4bit": precision.four_bit,
         "gradient_checkpointing": precision.gradient_checkpointing, "dtype": str(precision.dtype),
@@ -275,7 +248,7 @@ def _close_interrupted(database, old_id: str, new_id: str, step: int | None) -> 
 
 def run_training(
     kind: str,
-    data: str | Path,
+    data: str | Path | None,
     base: str,
     out: str | Path,
     *,
@@ -292,14 +265,17 @@ def run_training(
 
     started = time.perf_counter()
     guards.quiet_libraries()
-    kind = check_kind(kind)
-    training_data = load_training_data(data, kind)
+    spec = get_kind(kind)
+    kind = spec.name
     config = build_config(kind, config_file, overrides)
+    training_data = spec.training_data(data, config)
     base_spec: BaseModelSpec = resolve_base(base)
     out = Path(out)
     if base_spec.adapter is not None and out.resolve() == Path(base_spec.adapter).resolve():
         raise TrainingConfigError("--out must differ from the adapter being continued")
     db_path = Path(db) if db is not None else None
+    if spec.online and db_path is None:
+        raise TrainingConfigError(f"{kind} stores every episode it plays: give it a database (--db, db=)")
     guards.check_output(out, db_path)
     database = None
     if db_path is not None:
@@ -307,15 +283,16 @@ def run_training(
         database = Database(db_path)
         database.ensure_schema()  # a foreign, newer or unreadable file is refused here
     with guards.claim_output(out, db_path):
-        return _train_locked(kind, training_data, config, base, base_spec, out, database, on_log, callbacks,
+        return _train_locked(spec, training_data, config, base, base_spec, out, database, on_log, callbacks,
                              started)
 
 
-def _train_locked(kind: str, training_data: TrainingData, config: TrainConfig, base: str, base_spec: BaseModelSpec,
+def _train_locked(spec: TrainingKind, training_data: TrainingData, config: TrainConfig, base: str, base_spec: BaseModelSpec,
                   out: Path, database, on_log: LogCallback | None, callbacks: list | None,
                   started: float) -> TrainingResult:
     from josh_core.storage import trainings
 
+    kind = spec.name
     if database is not None:
         for stale in guards.close_stale_trainings(database):
             log.warning("training %s in %s was interrupted earlier: recorded as failed", stale, database.path)
@@ -336,7 +313,7 @@ def _train_locked(kind: str, training_data: TrainingData, config: TrainConfig, b
     created_at = _now()
     if database is not None:
         trainings.create_training(
-            database, kind=kind, base=base, data_path=str(training_data.path.resolve()),
+            database, kind=kind, base=base, data_path=training_data.source,
             data_hash=training_data.sha256, examples=training_data.examples, config=resolved,
             adapter_path=str(out.resolve()), training_id=training_id,
         )
@@ -354,7 +331,10 @@ def _train_locked(kind: str, training_data: TrainingData, config: TrainConfig, b
         extra = [cb if isinstance(cb, (TrainerCallback, type)) else cb() for cb in callbacks or []]
         if config.checkpoint_minutes is not None:
             extra.append(checkpoints.timed_checkpoint_callback(config.checkpoint_minutes))
-        trainer = _build_trainer(kind, model, tokenizer, training_data, config, args, [recorder, *extra])
+        trainer = spec.build(TrainerInputs(
+            model=model, tokenizer=tokenizer, data=training_data, config=config, args=args,
+            callbacks=[recorder, *extra], training_id=training_id, base=base, database=database,
+        ))
 
         # TRL writes a model card (README.md) into output_dir, which is `out`, at every checkpoint:
         # it would overwrite the card of the adapter still in `out`. The new adapter's card comes
@@ -364,7 +344,7 @@ def _train_locked(kind: str, training_data: TrainingData, config: TrainConfig, b
         trainer.remove_callback(ProgressCallback)
         if len(trainer.train_dataset) == 0:
             raise TrainingDataError(
-                f"no example of {training_data.path} fits in max_length={config.max_length} tokens "
+                f"no example of {training_data.source} fits in max_length={config.max_length} tokens "
                 "(prompts alone are longer); raise max_length"
             )
         if resume_from is not None:
@@ -376,13 +356,16 @@ def _train_locked(kind: str, training_data: TrainingData, config: TrainConfig, b
         seconds = time.perf_counter() - started
         losses = [float(r["loss"]) for r in recorder.records if r.get("loss") is not None]
         summary = next((r for r in reversed(recorder.records) if "train_loss" in r), {})
+        # Cumulative counters a trainer logs as `budget/NAME` (online kinds: what they sampled).
+        last = next((r for r in reversed(recorder.records) if any(k.startswith("budget/") for k in r)), {})
+        budget = {k.removeprefix("budget/"): v for k, v in last.items() if k.startswith("budget/")}
         result = TrainingResult(
             training_id=training_id,
             kind=kind,
             base=base,
             base_model=base_spec.model_path,
             adapter_dir=str(out.resolve()),
-            data_path=str(training_data.path.resolve()),
+            data_path=training_data.source,
             data_hash=training_data.sha256,
             examples=training_data.examples,
             steps=steps,
@@ -391,6 +374,7 @@ def _train_locked(kind: str, training_data: TrainingData, config: TrainConfig, b
             seconds=round(seconds, 3),
             metrics_path=str((out / METRICS_FILE).resolve()),
             resumed_from_step=resumed_step,
+            budget=budget,
             notes=precision.notes,
         )
         manifest = {
@@ -404,7 +388,7 @@ def _train_locked(kind: str, training_data: TrainingData, config: TrainConfig, b
             "config": resolved,
             "metrics": {
                 "steps": steps, "final_loss": result.final_loss, "train_loss": summary.get("train_loss"),
-                "losses": losses, "seconds": result.seconds,
+                "losses": losses, "seconds": result.seconds, "budget": budget,
             },
             "versions": _versions(),
             "command": command_line(),
@@ -434,7 +418,7 @@ def _train_locked(kind: str, training_data: TrainingData, config: TrainConfig, b
 
 def train(
     kind: str,
-    data: str | Path,
+    data: str | Path | None,
     base: str,
     out: str | Path,
     *,
@@ -445,7 +429,8 @@ def train(
 ) -> TrainingResult:
     """Train a LoRA adapter on exported JSONL and save it where an agent SPEC loads it.
 
-    kind: "sft" | "kto" | "dpo"; data: a `josh export` JSONL of that kind; base: the agent SPEC
+    kind: a registered training kind (`josh_core.train.kinds`: sft, kto, dpo, ...); data: a `josh
+    export` JSONL of that kind (an online kind: an optional scenario file, else None); base: the agent SPEC
     to start from (`embedded`, `hf:PATH`, either with `@ADAPTER_DIR` to continue an adapter);
     out: the adapter directory to write (then `embedded@OUT` / `hf:PATH@OUT` is the trained
     agent). overrides / config_file: settings over the kind's defaults (see

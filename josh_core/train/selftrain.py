@@ -10,6 +10,9 @@ directory (exports and adapters). Stages, in order:
               eval-KIND                 the trained agent on the same held-out scenarios and seeds
               rollout-rs-sft, export-rs-sft, train-rs-sft, eval-rs-sft
                                         the rejection-sampling SFT control (`control="rs-sft"`)
+              train-KIND, eval-KIND     an online kind (GRPO): no export; it plays the round's
+                                        JOSH scenarios itself, from round k-1's agent, with the
+                                        agent-turn budget the round's JOSH trees sampled
 
 Round k+1 starts from the adapter of the first kind of round k (iterated self-training; the
 paper did one round).
@@ -49,7 +52,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from josh_core.analysis.compare import Comparison, compare_runs
 from josh_core.envs import get_env
@@ -60,8 +63,10 @@ from josh_core.rollout.options import run_option as _run
 from josh_core.storage import stages as stage_store
 from josh_core.storage.db import Database
 from josh_core.envs.base import Scenario
+from josh_core.train.config import TrainingConfigError
+from josh_core.train.kinds import KINDS, build_config
 
-TrainKind = Literal["sft", "kto", "dpo"]
+TrainKind = str  # a registered training kind (josh_core/train/kinds.py)
 Control = Literal["none", "rs-sft"]
 CONTROL_ARM = "rs-sft"  # stage suffix and summary kind of the rejection-sampling SFT control
 # A plain conversation is its own ideal path, so "partial" for the control means "reached at least
@@ -82,7 +87,7 @@ class SelftrainConfig(BaseModel):
     style: str = _run("style").field()
     decoding: str = _run("decoding").field()
     rounds: int = Field(1, ge=1)
-    kinds: list[TrainKind] = Field(default_factory=lambda: ["sft"])
+    kinds: list[TrainKind] = Field(default_factory=lambda: ["sft"], min_length=1)
     # SFT (and the control): full keeps 100% conversations only (appendix B); partial keeps every
     # tree's ideal path up to its last goal. KTO and DPO always keep 100% trees only.
     filter: Literal["full", "partial"] = "full"
@@ -92,6 +97,9 @@ class SelftrainConfig(BaseModel):
     warm_start: int = Field(0, ge=0)  # oracle conversations for a warm-start SFT (0: none)
     train_split: str | None = None  # None: the environment's JOSH split (resolved on creation)
     train_limit: int = Field(100, ge=1)  # JOSH conversations per round
+    # Usable train scenarios skipped before the JOSH slices (after the warm start's): the ones a
+    # starting adapter was already trained on, so that JOSH never plays its training data.
+    train_offset: int = Field(0, ge=0)
     eval_split: str | None = None  # None: the environment's held-out split (ToolWOZ: val)
     eval_limit: int = Field(100, ge=1)
     single_domain: bool = True
@@ -108,6 +116,24 @@ class SelftrainConfig(BaseModel):
     # The JOSH rollout stages on Ray workers (`--ray`; "local" starts Ray here). Where, not what:
     # a rerun may use another cluster, so it is not part of the settings a rerun must match.
     ray_address: str | None = _run("ray").field()
+
+    @field_validator("experiment")
+    @classmethod
+    def _one_folder_name(cls, name: str) -> str:
+        # The name is a folder below the experiment's working directory (adapters, exports):
+        # it must stay one plain path part, never climb out of it.
+        if not name.strip() or name != name.strip() or name.startswith(".") or any(c in name for c in "/\\\0"):
+            raise ValueError("give one folder name: not blank, no spaces around it, no '/' or '\\', not starting "
+                             "with '.'")
+        return name
+
+    @field_validator("kinds")
+    @classmethod
+    def _registered_kinds(cls, value: list[str]) -> list[str]:
+        for kind in value:
+            if kind not in KINDS:
+                raise ValueError(f"unknown training kind {kind!r}: expected one of {', '.join(KINDS)}")
+        return value
 
     @model_validator(mode="after")
     def _control_trains_sft(self) -> "SelftrainConfig":
@@ -129,7 +155,8 @@ class SelftrainConfig(BaseModel):
 
 
 # Settings added after experiments were stored: their value for an experiment stored before them.
-SETTINGS_BEFORE_THEM = {"env": "toolwoz", "control": "none", "scoring": None, "style": "auto", "decoding": "auto"}
+SETTINGS_BEFORE_THEM = {"env": "toolwoz", "control": "none", "scoring": None, "style": "auto", "decoding": "auto",
+                        "train_offset": 0}
 
 
 class StageEvent(BaseModel):
@@ -150,7 +177,7 @@ class RoundSummary(BaseModel):
     # Agent turns sampled by the round's rollouts of this arm (JOSH: its trees' agent nodes; the
     # control: its plain conversations', matched to JOSH's per scenario).
     agent_turns: int | None = None
-    plain_conversations: int | None = None  # the control's plain rollouts
+    plain_conversations: int | None = None  # the control's plain rollouts; an online arm's episodes
     plain_successes: int | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)  # eval metrics (means)
 
@@ -168,6 +195,13 @@ class SelftrainResult(BaseModel):
 # -- scenarios ------------------------------------------------------------------------------
 
 
+def settings_problems(error: ValidationError) -> str:
+    """A refused configuration in words, for the command line and the app alike: each bad
+    setting with what is wrong (a check across settings names its flags itself)."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}" if e["loc"]
+                     else str(e["msg"]).removeprefix("Value error, ") for e in error.errors())  # fmt: skip
+
+
 def scenario_slices(config: SelftrainConfig) -> tuple[list[Scenario], list[list[Scenario]], list[Scenario]]:
     """(warm-start scenarios, JOSH scenarios per round, evaluation scenarios): disjoint slices
     of the train split in that order, and the head of the evaluation split."""
@@ -181,12 +215,13 @@ def scenario_slices(config: SelftrainConfig) -> tuple[list[Scenario], list[list[
         return [s for s in scenarios if len(s.domains) == 1] if config.single_domain else scenarios
 
     train = pick(config.train_split)
-    need = config.warm_start + config.rounds * config.train_limit
+    first = config.warm_start + config.train_offset  # the first JOSH scenario
+    need = first + config.rounds * config.train_limit
     if len(train) < need:
         raise ValueError(f"the {config.train_split} split has {len(train)} usable scenarios; "
                          f"the experiment needs {need}")
     warm = train[: config.warm_start]
-    rounds = [train[config.warm_start + r * config.train_limit: config.warm_start + (r + 1) * config.train_limit]
+    rounds = [train[first + r * config.train_limit: first + (r + 1) * config.train_limit]
               for r in range(config.rounds)]
     evaluation = pick(config.eval_split)[: config.eval_limit]
     if config.eval_split == config.train_split:
@@ -315,12 +350,51 @@ class Selftrain:
         min_reward = None if kind == "sft" and self.config.filter == "partial" else 1.0
         return self._stage(rnd, f"export-{kind}", lambda s: self._export(run_id, kind, data, min_reward))
 
-    def _train(self, kind: str, data: str, base: str, out: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    def _train(self, kind: str, data: str | None, base: str, out: Path, overrides: dict[str, Any]) -> dict[str, Any]:
         from josh_core.train import train
 
         result = train(kind, data, base, out, overrides=overrides or None, db=self.db_path, on_log=self.on_train_log)
-        return {"adapter": result.adapter_dir, "training_id": result.training_id, "steps": result.steps,
+        done = {"adapter": result.adapter_dir, "training_id": result.training_id, "steps": result.steps,
                 "final_loss": result.final_loss, "examples": result.examples}
+        return {**done, "budget": result.budget} if result.budget else done
+
+    # -- an online arm (GRPO): the round's scenarios played by the policy itself -------------------
+    def _online_settings(self, kind: str, budget_turns: int | None) -> dict[str, Any]:
+        """An online kind's settings in this experiment: the experiment's environment, user,
+        JOSH depth and temperature, and, with the round's JOSH budget, at most that many sampled
+        agent turns and as many steps as the budget can pay for (every episode takes a turn at
+        least); `--set KIND.KEY=VALUE` (and --lr, --epochs, --max-steps) win over all of these."""
+        c = self.config
+        mine = c.train_overrides.get(kind, {})
+        settings: dict[str, Any] = {"env": c.env, "user": c.user, "max_turns": c.max_turns,
+                                    "temperature": c.temperature}
+        if budget_turns is not None:
+            settings["max_agent_turns"] = budget_turns
+            if "max_steps" not in mine and "num_train_epochs" not in mine:
+                probe = build_config(kind, None, {**settings, **mine})
+                per_step = (probe.per_device_train_batch_size * probe.gradient_accumulation_steps
+                            * probe.num_generations)
+                settings["max_steps"] = max(1, -(-budget_turns // per_step))
+        return {**settings, **mine}
+
+    def _online_arm(self, rnd: int, kind: str, scenarios: list[Scenario], agent: str, josh_run: str,
+                    evaluation: list[Scenario]) -> str:
+        """Round `rnd` of an online arm from `agent`: it plays the round's JOSH scenarios itself
+        with the agent-turn budget the JOSH trees sampled, then is evaluated like every arm."""
+        data = self.workdir / "exports" / f"round{rnd}-{kind}-scenarios.json"
+        adapter = self.workdir / "adapters" / f"round{rnd}-{kind}"
+
+        def work(state: dict[str, Any]) -> dict[str, Any]:
+            budget = sum(josh_budget(self.db, josh_run).values())
+            data.parent.mkdir(parents=True, exist_ok=True)
+            data.write_text(json.dumps([s.model_dump(mode="json") for s in scenarios]), encoding="utf-8")
+            result = self._train(kind, str(data), agent, adapter, self._online_settings(kind, budget))
+            return {**result, "budget_turns": budget}
+
+        self._stage(rnd, f"train-{kind}", work)
+        trained = f"{base_model_spec(agent)}@{adapter}"
+        self._evaluate(rnd, f"eval-{kind}", trained, evaluation)
+        return trained
 
     # -- the rejection-sampling SFT control ------------------------------------------------------
     def _control_config(self, agent: str, seed: int, max_turns: int) -> RolloutConfig:
@@ -425,7 +499,6 @@ class Selftrain:
         setting found at the train stage used to leave the experiment name bound to it): the
         base is a trainable agent SPEC, every kind's settings resolve (finite, known keys), and
         no settings are given for a kind the experiment does not train."""
-        from josh_core.train.config import TrainingConfigError, build_config
         from josh_core.train.model import resolve_base
 
         c = self.config
@@ -438,7 +511,8 @@ class Selftrain:
         resolve_base(c.base)
         for kind in c.kinds:
             try:
-                build_config(kind, None, c.train_overrides.get(kind))
+                build_config(kind, None, self._online_settings(kind, None) if KINDS[kind].online
+                             else c.train_overrides.get(kind))
             except TrainingConfigError as error:
                 raise TrainingConfigError(f"{kind} settings: {error}") from None
         try:
@@ -473,6 +547,10 @@ class Selftrain:
                                                              c.ray_address), self._new_run)
             next_agent = None
             for kind in c.kinds:
+                if KINDS[kind].online:
+                    trained = self._online_arm(rnd, kind, scenarios, agent, rollout["run_id"], evaluation)
+                    next_agent = next_agent or trained
+                    continue
                 data = self.workdir / "exports" / f"round{rnd}-{kind}.jsonl"
                 export = self._export_stage(rnd, kind, rollout["run_id"], data)
                 if not export["rows"]:
@@ -522,7 +600,13 @@ class Selftrain:
                 continue
             kind = name.split("-", 1)[1]
             export = (stages.get((rnd, f"export-{kind}")) or {}).get("result", {})
-            if kind == CONTROL_ARM:
+            if kind in KINDS and KINDS[kind].online:
+                trained = (stages.get((rnd, f"train-{kind}")) or {}).get("result", {})
+                budget = trained.get("budget") or {}
+                row = RoundSummary(round=rnd, agent=self._agent_of(stage["result"]), kind=kind,
+                                   plain_conversations=budget.get("episodes"), agent_turns=budget.get("agent_turns"),
+                                   metrics=_eval_metrics(stage["result"]))
+            elif kind == CONTROL_ARM:
                 control = (stages.get((rnd, f"rollout-{CONTROL_ARM}")) or {}).get("result", {})
                 row = RoundSummary(round=rnd, agent=self._agent_of(stage["result"]), kind=kind,
                                    plain_conversations=control.get("conversations"),

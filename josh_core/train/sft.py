@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from josh_core.train.config import TrainerInputs
 from josh_core.train.data import TrainingData, TrainingDataError
 
 
@@ -76,14 +77,14 @@ def sft_dataset(data: TrainingData, tokenizer):
     return Dataset.from_list(rows)
 
 
-def build_sft_trainer(model, tokenizer, data: TrainingData, args: dict[str, Any], callbacks: list):
+def build_sft_trainer(inputs: TrainerInputs):
     from trl import SFTConfig, SFTTrainer
 
-    config = SFTConfig(**args, packing=False, dataset_num_proc=None)
+    config = SFTConfig(**inputs.args, packing=False, dataset_num_proc=None)
     return SFTTrainer(
-        model=model,
+        model=inputs.model,
         args=config,
-        train_dataset=sft_dataset(data, tokenizer),
-        processing_class=tokenizer,
-        callbacks=callbacks,
+        train_dataset=sft_dataset(inputs.data, inputs.tokenizer),
+        processing_class=inputs.tokenizer,
+        callbacks=inputs.callbacks,
     )

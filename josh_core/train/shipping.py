@@ -58,7 +58,7 @@ class ShippedManifest(BaseModel):
     format: int = MANIFEST_FORMAT
     name: str
     spec: str  # the agent SPEC that plays it (`embedded@shipped:NAME`)
-    kind: str | None = None  # sft | kto | dpo
+    kind: str | None = None  # the training kind (josh_core/train/kinds.py)
     base: dict[str, Any]  # spec, model (path or id as trained), weights (file -> sha256), source
     continued_from: str | None = None  # the adapter this training continued (as recorded)
     data: dict[str, Any]  # sha256, rows, file (its name)
