@@ -111,10 +111,17 @@ class ToolEnvironment(Protocol):
     and `execute`. ToolWOZ implements it in `josh_core/envs/toolwoz/env.py`; the
     registered environments are in `josh_core/envs/`.
 
-    Optional: `for_path(calls) -> ToolEnvironment`, a view whose state is the initial state
-    with a path's calls replayed and whose `execute` applies its own calls to that state
-    (stateful tools, τ²). The engine gives each agent turn such a view when the environment
-    has one; without it, `execute` must answer from the call alone (ToolWOZ).
+    Optional features (ENV_FEATURES) are declared by the environment's class in `features` and
+    asked for with `env_feature(env, name)`, never found by `hasattr`:
+    - `for_path(calls) -> ToolEnvironment`: a view whose state is the initial state with a
+      path's calls replayed and whose `execute` applies its own calls to that state (stateful
+      tools, τ²). The engine gives each agent turn such a view; without it, `execute` must
+      answer from the call alone (ToolWOZ).
+    - `score(calls)` / `score_path(nodes)`: the environment's score of a path (its calls; or
+      its nodes, when what the agent said counts too, τ²).
+    - `gold_turn(api_calls)`: the gold actions a path has not made yet (the oracle agent, τ²).
+    - `agent_instructions` (str) and `api_examples` (one filled call per API): what the
+      environment adds to the agent's prompt.
     """
 
     def tools(self) -> list[dict[str, Any]]:
@@ -132,3 +139,16 @@ class ToolEnvironment(Protocol):
     def completed_goals(self, calls: list[ApiCallRecord]) -> set[str]:
         """Which goals the given calls (a whole path of the conversation) complete."""
         ...
+
+
+# The optional parts of a ToolEnvironment (its docstring says what each is).
+ENV_FEATURES = ("for_path", "score", "score_path", "gold_turn", "agent_instructions", "api_examples")
+
+
+def env_feature(env: Any, name: str) -> Any:
+    """`env`'s optional feature `name` (a method or a value) when its class declares it in
+    `features`, else None. Declared rather than probed: a view that forwards to another
+    environment would answer `hasattr` for everything its parent has."""
+    if name not in ENV_FEATURES:
+        raise ValueError(f"no environment feature {name!r}: one of {', '.join(ENV_FEATURES)}")
+    return getattr(env, name) if name in getattr(type(env), "features", ()) else None

@@ -437,3 +437,26 @@ def test_selftrain_takes_an_environment(tau2_ready, tmp_path):
     Selftrain(SelftrainConfig(experiment="old"), db_path)._check_config()
     with pytest.raises(ValueError, match="env"):
         Selftrain(SelftrainConfig(experiment="old", env="tau2-retail", user="llm:embedded"), db_path)._check_config()
+
+
+def test_optional_features_are_declared_not_probed(tau2_ready):
+    """A path's view names what it takes from its task one by one: it once forwarded every
+    attribute, so `hasattr` found the task's internals on it and copying a view recursed."""
+    import copy
+
+    from josh_core.envs.toolwoz.env import ToolWOZEnv
+    from josh_core.types import ENV_FEATURES, env_feature
+
+    retail = get_env("tau2-retail")
+    env = retail.make_env(retail.get_task("34"))
+    view = env.for_path([])
+    assert not hasattr(view, "apply") and not hasattr(view, "replay") and not hasattr(view, "_initial")
+    assert env_feature(env, "gold_turn") is None and callable(env_feature(view, "gold_turn"))
+    assert env_feature(view, "agent_instructions") == env.agent_instructions
+    assert env_feature(view, "score_path") is not None and env_feature(view, "for_path") is not None
+    copied = copy.copy(view)
+    assert copied.tools() == view.tools() and copied.goal_ids() == view.goal_ids()
+    assert set(ToolWOZEnv.features) == {"score", "api_examples"}
+    assert set(type(view).features) <= set(ENV_FEATURES) and set(type(env).features) <= set(ENV_FEATURES)
+    with pytest.raises(ValueError, match="no environment feature"):
+        env_feature(view, "tools")

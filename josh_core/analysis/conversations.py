@@ -32,7 +32,7 @@ from josh_core.storage.db import Database
 from josh_core.storage.models import ConversationRecord, RunRecord
 from josh_core.envs import DEFAULT_ENV, env_of_scenario, get_env, score_path
 from josh_core.envs.score import MissedGoal, MissReason, ScoreReport
-from josh_core.types import ApiCallRecord
+from josh_core.types import ApiCallRecord, env_feature
 
 NodeScope = Literal["ideal", "all"]
 NODE_SCOPES: tuple[str, ...] = ("ideal", "all")
@@ -96,7 +96,7 @@ def _scope_score(scenario: Any, env: str, agent_nodes: list[Node]) -> ScoreRepor
     `score(calls)` only reads the calls). None where the score needs one coherent path (τ²
     replays a database), which keeps the ideal path's explanation."""
     environment = get_env(env).make_env(scenario)
-    if hasattr(environment, "score_path") or not hasattr(environment, "score"):
+    if env_feature(environment, "score_path") is not None or env_feature(environment, "score") is None:
         return None
     report = environment.score([call for node in agent_nodes for call in node.api_calls])
     return ScoreReport.model_validate(report.model_dump(mode="json"))

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from josh_core.types import ToolEnvironment
+from josh_core.types import ToolEnvironment, env_feature
 
 if TYPE_CHECKING:
     import typer
@@ -155,9 +155,10 @@ def score_path(env: ToolEnvironment, nodes: Sequence[Any]) -> dict[str, Any] | N
     """The environment's score of one path of a tree (the ideal path of a finished search),
     as stored with the conversation: `env.score_path(nodes)` when the environment scores
     what the agent said too (τ²'s required outputs), else `env.score(calls)` (ToolWOZ)."""
-    if hasattr(env, "score_path"):
-        return env.score_path(list(nodes)).model_dump(mode="json")
-    if hasattr(env, "score"):
+    by_path, by_calls = env_feature(env, "score_path"), env_feature(env, "score")
+    if by_path is not None:
+        return by_path(list(nodes)).model_dump(mode="json")
+    if by_calls is not None:
         calls = [call for node in nodes for call in node.api_calls]
-        return env.score(calls).model_dump(mode="json")
+        return by_calls(calls).model_dump(mode="json")
     return None

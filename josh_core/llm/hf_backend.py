@@ -133,10 +133,10 @@ class RowSampler:
 
 def _load_structured():
     try:
-        from josh_core.llm import structured
+        from josh_core.llm import guidance
     except ImportError as exc:  # the structured-decoding module is optional at import time
         raise ConstraintUnsupported(f"structured decoding is not available: {exc}") from exc
-    return structured
+    return guidance
 
 
 def _set_cpu_threads() -> None:
@@ -652,8 +652,8 @@ class HFBackend:
         pad_id = tokenizer.pad_token_id
         processors: list[Any] = []
         if any(c is not None for c in row_constraints):
-            structured = _load_structured()
-            processors.append(structured.logits_processor_for(tokenizer, row_constraints, eos_token_ids=[eos_id]))
+            guidance = _load_structured()
+            processors.append(guidance.logits_processor_for(tokenizer, row_constraints, eos_token_ids=[eos_id]))
         # One step beyond the largest budget so a row at its budget can still emit EOS.
         max_new = max(r.sampling.max_tokens for r in rows) + 1
         batched = self.kv_reuse and self.decoder == "batched"

@@ -49,7 +49,7 @@ from josh_core.llm.base import (
     compact_for_embedded,
 )
 from josh_core.llm.local_chat import cut_at_stop, parse_tool_calls, to_template_messages
-from josh_core.llm.structured import gbnf_for
+from josh_core.llm.grammars import gbnf_for
 
 INSTALL_HINT = (
     "the llama.cpp backend needs llama-cpp-python: pip install 'josh-workbench[llamacpp]' "
@@ -278,7 +278,7 @@ class _LLGuidanceLlamaProcessor:
     def __init__(self, backend: LlamaCppBackend, constraint: OutputConstraint, prompt_len: int) -> None:
         import numpy as np
 
-        from josh_core.llm.structured import new_matcher
+        from josh_core.llm.guidance import new_matcher
 
         if backend._lltokenizer is None:
             import warnings

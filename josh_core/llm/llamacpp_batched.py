@@ -278,7 +278,7 @@ class LlamaCppBatchedBackend:
         import numpy as np
         import torch
 
-        from josh_core.llm import structured
+        from josh_core.llm import guidance
         from josh_core.llm.batch_sampling import BatchSampler
         from josh_core.llm.hf_backend import _Row
 
@@ -303,7 +303,7 @@ class LlamaCppBatchedBackend:
         eos_id = tokenizer.eos_token_id
         constraint = None
         if any(c is not None for c in row_constraints):
-            constraint = structured.logits_processor_for(tokenizer, row_constraints, eos_token_ids=[eos_id])
+            constraint = guidance.logits_processor_for(tokenizer, row_constraints, eos_token_ids=[eos_id])
         groups: dict[tuple[int, ...], list[int]] = {}
         for index, prompt in enumerate(token_rows):
             groups.setdefault(tuple(prompt), []).append(index)

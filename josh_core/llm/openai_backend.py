@@ -41,7 +41,8 @@ from josh_core.llm.base import (
     ConstraintUnsupported,
     OutputConstraint,
 )
-from josh_core.llm.structured import GBNF_REACT_MAX_TOKENS, gbnf_for, plain_schema
+from josh_core.llm.actions import GBNF_REACT_MAX_TOKENS
+from josh_core.llm.grammars import gbnf_for, plain_schema
 from josh_core.redact import redact, redact_url, url_secrets
 from josh_core.safe_text import valid_json, valid_text
 from josh_core.types import ToolCall

@@ -44,7 +44,7 @@ from josh_core.llm.base import (
 )
 from josh_core.llm.batching import MicroBatcher
 from josh_core.llm.local_chat import cut_at_stop, parse_tool_calls, to_template_messages
-from josh_core.llm.structured import gbnf_for, plain_schema
+from josh_core.llm.grammars import gbnf_for, plain_schema
 
 log = logging.getLogger(__name__)
 

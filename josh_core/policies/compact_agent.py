@@ -32,7 +32,7 @@ COMPACT_FREE_MAX_TOKENS = 120
 
 def compact_action(*, call: dict[str, Any] | None = None, speak: str | None = None) -> str:
     """The canonical text of one compact generation (what the grammar produces)."""
-    from josh_core.llm.structured import COMMAND_END, format_react
+    from josh_core.llm.actions import COMMAND_END, format_react
 
     return format_react("", call=call, speak=speak).split(f"{COMMAND_END}\n", 1)[1]
 
@@ -41,7 +41,7 @@ class CompactAgent(ModelAgent):
     style = "compact"
 
     def constraint(self, tools, actions=("apicall", "speak")):
-        from josh_core.llm.structured import react_constraint
+        from josh_core.llm.grammars import react_constraint
 
         return react_constraint(tools, actions, plan=False, speak_max_tokens=COMPACT_SPEAK_MAX_TOKENS)
 

@@ -23,7 +23,7 @@ class FunctionCallingAgent(ModelAgent):
     style = "fc"
 
     def constraint(self, tools):
-        from josh_core.llm.structured import fc_constraint
+        from josh_core.llm.grammars import fc_constraint
 
         return fc_constraint(tools)
 

@@ -22,7 +22,7 @@ import copy
 import json
 from typing import Any, Iterable, Sequence
 
-from josh_core.llm.structured import is_writable_value
+from josh_core.llm.actions import is_writable_value
 from josh_core.policies.prompts import APIRETURN, FORMAT_FEEDBACK_PREFIX
 from josh_core.types import Message
 

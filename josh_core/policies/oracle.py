@@ -25,7 +25,7 @@ from typing import Any
 
 from josh_core.policies.base import AgentTurn, TurnContext
 from josh_core.policies.compact_agent import compact_action
-from josh_core.types import ApiCallRecord, Message, ToolCall
+from josh_core.types import ApiCallRecord, Message, ToolCall, env_feature
 
 _LABELS = {"pricerange": "price range", "leaveAt": "departure time", "arriveBy": "arrival time",
            "stay": "number of nights", "people": "number of people", "food": "type of food"}
@@ -87,7 +87,7 @@ class OracleAgent:
     async def act(self, ctx: TurnContext) -> AgentTurn:
         scenario, env = ctx.scenario, ctx.env
         # Environments with gold actions (τ²) play them back: josh_core/envs/tau2/oracle.py.
-        gold = getattr(env, "gold_turn", None)
+        gold = env_feature(env, "gold_turn")
         if callable(gold):
             return _gold_agent_turn(*gold(ctx.api_calls))
         user_text = " ".join(m.content for m in ctx.history if m.role == "user").lower()

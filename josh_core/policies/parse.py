@@ -18,7 +18,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from josh_core.llm.structured import COMMAND_END, format_react
+from josh_core.llm.actions import COMMAND_END, format_react
 from josh_core.safe_text import valid_json, valid_text
 from josh_core.types import ToolCall
 

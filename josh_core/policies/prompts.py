@@ -22,8 +22,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from josh_core.llm.structured import COMMAND_END, format_react
-from josh_core.types import END_CONVERSATION, Message
+from josh_core.llm.actions import COMMAND_END, format_react
+from josh_core.types import END_CONVERSATION, Message, env_feature
 
 APIRETURN = "APIRETURN"
 # How every format-error feedback message starts (grounding skips them: not the customer's words).
@@ -69,12 +69,12 @@ Rules:
 def domain_instructions(env: Any) -> str | None:
     """An environment's own instructions for the agent (τ²: role and policy), or None when the
     prompts here are the environment's (ToolWOZ)."""
-    text = getattr(env, "agent_instructions", None)
+    text = env_feature(env, "agent_instructions")
     return text if isinstance(text, str) and text.strip() else None
 
 
 def env_api_examples(env: Any, default: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    examples = getattr(env, "api_examples", None)
+    examples = env_feature(env, "api_examples")
     return examples if isinstance(examples, list) else default
 DEMO_FENCE = ("That was an example conversation with a different customer. A new customer starts now: "
               "use only what this customer says and what the APIs return.")

@@ -133,13 +133,13 @@ class ReactAgent(ModelAgent):
         self.demonstrate = demonstrate
 
     def constraint(self, tools):
-        from josh_core.llm.structured import react_constraint
+        from josh_core.llm.grammars import react_constraint
 
         return react_constraint(tools)
 
     def default_max_tokens(self) -> int:
         if self.constrained:
-            from josh_core.llm.structured import REACT_MAX_TOKENS
+            from josh_core.llm.actions import REACT_MAX_TOKENS
 
             return REACT_MAX_TOKENS
         return UNCONSTRAINED_MAX_TOKENS

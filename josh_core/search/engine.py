@@ -58,7 +58,7 @@ from josh_core.search.tree import (
     derive_seed,
     node_id,
 )
-from josh_core.types import ApiCallRecord, ToolEnvironment
+from josh_core.types import ApiCallRecord, ToolEnvironment, env_feature
 
 T = TypeVar("T")
 
@@ -295,7 +295,7 @@ class JoshSearch:
         calls_before = tree.calls_on_path(leaf.id)
         # Stateful environments give each turn its own view: the path's calls replayed on
         # the initial state; the turn's calls change that view only (module docstring).
-        for_path = getattr(self.env, "for_path", None)
+        for_path = env_feature(self.env, "for_path")
         ctx = TurnContext(
             history=tree.history(leaf.id),
             agent_memory=tree.agent_memory(leaf.id),

@@ -96,6 +96,9 @@ class Tau2Score(ScoreReport):
 class Tau2Env:
     """The environment of one τ² task (see the module docstring)."""
 
+    # Optional ToolEnvironment features it has (josh_core/types.py).
+    features = frozenset({"for_path", "score", "score_path", "agent_instructions", "api_examples"})
+
     def __init__(self, domain: Tau2Domain, task: Tau2Task):
         self.domain = domain
         self.task = task
@@ -269,7 +272,11 @@ class Tau2Env:
 
 
 class Tau2PathEnv:
-    """A path's view of a task: the state after the path's calls; `execute` moves it on."""
+    """A path's view of a task: the state after the path's calls; `execute` moves it on.
+    Everything else is the task's, named one by one (a forwarding `__getattr__` would make any
+    attribute of the task look like a feature of the view)."""
+
+    features = Tau2Env.features | {"gold_turn"}
 
     def __init__(self, env: Tau2Env, state: DbState):
         self.env = env
@@ -287,5 +294,30 @@ class Tau2PathEnv:
         to say (josh_core/envs/tau2/oracle.py)."""
         return gold_turn(self, api_calls)
 
-    def __getattr__(self, name: str) -> Any:  # tools, goal_ids, completed_goals, prompts, ...
-        return getattr(self.env, name)
+    # -- the task's ---------------------------------------------------------------------------
+    @property
+    def task(self) -> Tau2Task:
+        return self.env.task
+
+    @property
+    def api_examples(self) -> list[dict[str, Any]]:
+        return self.env.api_examples
+
+    @property
+    def agent_instructions(self) -> str:
+        return self.env.agent_instructions
+
+    def tools(self) -> list[dict[str, Any]]:
+        return self.env.tools()
+
+    def goal_ids(self) -> list[str]:
+        return self.env.goal_ids()
+
+    def completed_goals(self, calls: list[ApiCallRecord]) -> set[str]:
+        return self.env.completed_goals(calls)
+
+    def score(self, calls: Sequence[ApiCallRecord], messages: Sequence[str | Message] = ()) -> Tau2Score:
+        return self.env.score(calls, messages)
+
+    def score_path(self, nodes: Sequence[Any]) -> Tau2Score:
+        return self.env.score_path(nodes)

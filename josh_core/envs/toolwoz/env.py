@@ -32,6 +32,10 @@ _BAD_FORMAT_HINT = 'Write the call as JSON: {"name": "<api name>", "parameters":
 
 
 class ToolWOZEnv:
+    # Optional ToolEnvironment features it has (josh_core/types.py): stateless tools, so no
+    # for_path; scored from the calls alone.
+    features = frozenset({"score", "api_examples"})
+
     def __init__(self, scenario: Scenario, db: Database | None = None, scoring: str = DEFAULT_SCORING):
         if scoring not in SCORING_MODES:
             raise ValueError(f"unknown ToolWOZ scoring {scoring!r}; use one of {', '.join(SCORING_MODES)}")
