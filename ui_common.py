@@ -63,14 +63,21 @@ def frame() -> None:
 
 
 KEPT = "keep-"  # widgets whose keys start with this keep their values across page changes
+KEPT_COPY = "josh-kept-values"  # the kept values, under a plain session key
 
 
 def keep_widget_state() -> None:
-    """Streamlit forgets a widget's value when a run does not draw it (another page ran):
-    writing the kept values back at the start of every run keeps a form as it was left."""
+    """Streamlit forgets a widget's value when a run does not draw it (another page ran), and
+    a page change that interrupts a fragment's rerun (a training or rollout being followed)
+    drops it before the next run even starts. So every run copies the kept values to a plain
+    session key, which nothing drops, and writes them back from there: a form stays as it
+    was left."""
+    copy = st.session_state.setdefault(KEPT_COPY, {})
     for key in list(st.session_state.keys()):
         if isinstance(key, str) and key.startswith(KEPT):
-            st.session_state[key] = st.session_state[key]
+            copy[key] = st.session_state[key]
+    for key, value in copy.items():
+        st.session_state[key] = value
 
 
 def kept(name: str, default: Any) -> str:
@@ -253,39 +260,41 @@ def pick_run(db: Database, label: str = "Run", allow_all: bool = True, key: str 
 
 def pick_conversation(db: Database, key: str = "conv"):
     """Sidebar pickers for a run and one of its conversations (None, with a note, when none).
-    A link may name a conversation (`?conversation=ID`): it is preselected."""
-    from josh_core.storage import reads
+    A link may name a conversation (`?conversation=ID`): the pickers show it.
 
-    runs = reads.list_runs(db)
+    The pickers' values live in the session, and the conversation in the URL: a URL naming a
+    conversation this session did not put there (a link followed, a reload, the browser's
+    history) sets both pickers; a run picked in the sidebar selects its first conversation. So
+    the pickers always name the conversation the page shows."""
+    runs, conversations = runs_and_conversations(db)
     if not runs:
         st.info("No runs in this database yet. Start one on the Launch page.")
         return None
-    conversations = reads.list_conversations(db)
     by_id = {c.id: c for c in conversations}
-    linked = st.query_params.get("conversation")
     run_ids = [r.id for r in runs]
-    linked_run = by_id[linked].run_id if linked in by_id else None
-    run_key, conv_key = f"{key}-run", f"{key}-conversation"
-    if linked in by_id and st.session_state.get(conv_key) not in (None, linked):
-        # The URL changed (a link was followed): it wins over the pickers' remembered values.
-        st.session_state.pop(run_key, None)
-        st.session_state.pop(conv_key, None)
+    run_key, conv_key, in_url_key = f"{key}-run", f"{key}-conversation", f"{key}-in-url"
+    linked = st.query_params.get("conversation")
+    if linked in by_id and (conv_key not in st.session_state or linked != st.session_state.get(in_url_key)):
+        st.session_state[run_key] = by_id[linked].run_id
+        st.session_state[conv_key] = linked
+    if st.session_state.get(run_key) not in run_ids:
+        st.session_state[run_key] = run_ids[-1]
     describe = {r.id: f"{r.id} · {r.kind} · {r.agent_spec or ''}" for r in runs}
-    run_id = st.sidebar.selectbox(
-        "Run", run_ids, index=run_ids.index(linked_run) if linked_run else len(runs) - 1,
-        format_func=lambda r: describe[r], key=run_key,
-    )  # fmt: skip
+    run_id = st.sidebar.selectbox("Run", run_ids, format_func=lambda r: describe[r], key=run_key)
     in_run = [c.id for c in conversations if c.run_id == run_id]
     if not in_run:
         st.info("This run has no conversations yet.")
         return None
+    if st.session_state.get(conv_key) not in in_run:  # another run was picked
+        st.session_state[conv_key] = in_run[0]
     conversation_id = st.sidebar.selectbox(
-        "Conversation", in_run, index=in_run.index(linked) if linked in in_run else 0, key=conv_key,
+        "Conversation", in_run, key=conv_key,
         format_func=lambda c: f"{by_id[c].scenario_id} · reward {fmt_reward(by_id[c].reward)} · {by_id[c].status}",
     )  # fmt: skip
     if st.query_params.get("conversation") != conversation_id:
         st.query_params["conversation"] = conversation_id
         st.query_params.pop("node", None)
+    st.session_state[in_url_key] = conversation_id
     return by_id[conversation_id]
 
 
@@ -373,23 +382,68 @@ def conversation_note(db: Database, conversation, played: bool | None = None) ->
 
 _TREE_GRAPH = st.components.v2.component(
     "josh_tree_graph",
-    css=(ASSETS / "tree_graph.css").read_text(),
+    # The side panel is drawn inside the component (its own style scope): it takes the app's
+    # styles for the HTML renderings with it.
+    css=(ASSETS / "tree_graph.css").read_text() + (ASSETS / "app.css").read_text(),
     js=(ASSETS / "tree_graph.js").read_text(),
 )
 
 
-def tree_graph(data: dict, key: str) -> str | None:
-    """Draw the tree (zoom, pan, click, hover, keyboard); returns the selected node path."""
-    result = _TREE_GRAPH(key=key, data=data, default={"selected": data.get("selected")},
-                         height="content", on_selected_change=lambda: None)  # fmt: skip
+def tree_graph(tree, stamp: tuple, verdicts: dict | None, pick: dict, key: str) -> str | None:
+    """Draw the tree (zoom, pan, click, hover, keyboard) and the selected node's side panel;
+    returns the selected node path. `pick` is the node the page chose ({"node", "count",
+    "reveal"}): a new count makes the explorer select it, `reveal` brings it into view.
+
+    The component gets its data as UTF-8 JSON bytes, encoded once per state of the tree, the
+    verdicts and the pick (cached): a rerun after a click passes the same bytes again, which
+    Streamlit forwards without serialising them (and its message cache does not resend)."""
+    verdicts = verdicts or {}
+    verdicts_key = tuple(sorted((k, v.words) for k, v in verdicts.items()))
+    data = _graph(tree.conversation_id, stamp, verdicts_key, tree, verdicts)
+    node = pick.get("node") if pick.get("node") in data["paths"] else None
+    payload = _payload(tree.conversation_id, stamp, verdicts_key, node, pick.get("count", 0), bool(pick.get("reveal")),
+                       data)  # fmt: skip
+    result = _TREE_GRAPH(key=key, data=payload, default={"selected": node}, height="content",
+                         on_selected_change=lambda: None)  # fmt: skip
     return result.get("selected") if hasattr(result, "get") else getattr(result, "selected", None)
 
 
 # -- HTML renderings (every value escaped) -----------------------------------------------------
 
 
+# Markup as data: ["tag.class names", child, ...] (["tag.class", {"title": text}, child, ...]
+# for a tooltip), a child being text or markup. One description of a view, two renderers:
+# `markup_html` here (every text escaped) and the tree explorer's `markup` (assets/
+# tree_graph.js: text nodes only, never innerHTML), so the side panel the browser fills on a
+# click is the one drawn here. Compact on purpose: the explorer carries one panel per node.
+MARKUP_TAGS = frozenset({"div", "span", "b", "h4"})
+
+
+def mk(tag: str, *children: Any, title: str | None = None) -> list:
+    """One element of markup data: `mk("span.jw-badge jw-goal", "text")`."""
+    return [tag, {"title": title}, *children] if title is not None else [tag, *children]
+
+
+def markup_html(node: Any) -> str:
+    if isinstance(node, str):
+        return esc(node)
+    head, *children = node
+    tag, _, classes = head.partition(".")
+    if tag not in MARKUP_TAGS:
+        raise ValueError(f"markup tag {tag!r} is not allowed")
+    attributes = f' class="{esc(classes)}"' if classes else ""
+    if children and isinstance(children[0], dict):
+        attributes += f' title="{esc(children[0]["title"])}"'
+        children = children[1:]
+    return f"<{tag}{attributes}>" + "".join(markup_html(child) for child in children) + f"</{tag}>"
+
+
+def label_badge_markup(label: str) -> list:
+    return mk(f"span.jw-badge jw-l-{label}", LABEL_WORDS[label], title=LABEL_HELP[label])
+
+
 def label_badge(label: str) -> str:
-    return f'<span class="jw-badge jw-l-{esc(label)}" title="{esc(LABEL_HELP[label])}">{esc(LABEL_WORDS[label])}</span>'
+    return markup_html(label_badge_markup(label))
 
 
 def legend() -> None:
@@ -430,22 +484,26 @@ def call_html(call: CallView) -> str:
     )
 
 
-def _turn_badges(view: TurnView) -> str:
-    out = [label_badge(view.label)]
-    out += [f'<span class="jw-badge jw-goal">★ {esc(goal_word(g))}</span>' for g in view.goals_hit]
-    out += [f'<span class="jw-badge jw-partial">partial {esc(goal_word(r.goal_id))}</span>'
-            for r in view.rewards if r.kind == "partial"]  # fmt: skip
+def turn_badges(view: TurnView) -> list:
+    """The badges of a turn (search label, goals, new root, errors...) as markup data."""
+    out = [label_badge_markup(view.label)]
+    out += [mk("span.jw-badge jw-goal", f"★ {goal_word(g)}") for g in view.goals_hit]
+    out += [mk("span.jw-badge jw-partial", f"partial {goal_word(r.goal_id)}") for r in view.rewards if r.kind == "partial"]
     if view.new_root:
-        out.append('<span class="jw-badge jw-root">▶ new root</span>')
+        out.append(mk("span.jw-badge jw-root", "▶ new root"))
     if view.format_errors:
-        out.append(f'<span class="jw-badge jw-err">{view.format_errors} format error(s)</span>')
+        out.append(mk("span.jw-badge jw-err", f"{view.format_errors} format error(s)"))
     if view.api_errors:
-        out.append(f'<span class="jw-badge jw-err">{view.api_errors} failed call(s)</span>')
+        out.append(mk("span.jw-badge jw-err", f"{view.api_errors} failed call(s)"))
     if view.status == "pruned":
-        out.append('<span class="jw-badge">pruned</span>')
+        out.append(mk("span.jw-badge", "pruned"))
     if view.ended:
-        out.append('<span class="jw-badge">hung up</span>')
-    return " ".join(out)
+        out.append(mk("span.jw-badge", "hung up"))
+    return out
+
+
+def _turn_badges(view: TurnView) -> str:
+    return " ".join(markup_html(badge) for badge in turn_badges(view))
 
 
 def turn_html(view: TurnView, selected: bool = False, verdicts=None) -> str:
@@ -467,54 +525,66 @@ def conversation_html(views: list[TurnView], selected: str | None = None, verdic
             + "</div>")  # fmt: skip
 
 
-def node_panel_html(view: TurnView, verdicts=None, extra: str = "", name: str | None = None) -> str:
+def node_cost_text(node) -> str:
+    """Time and tokens of one turn (stored with the node; absent for script policies)."""
+    parts = []
+    if node.seconds is not None:
+        parts.append(f"{node.seconds:.2f} s")
+    if node.prompt_tokens is not None or node.completion_tokens is not None:
+        parts.append(f"{node.prompt_tokens if node.prompt_tokens is not None else '–'} prompt tokens · "
+                     f"{node.completion_tokens if node.completion_tokens is not None else '–'} completion tokens")  # fmt: skip
+    return " · ".join(parts) if parts else "no time or token counts stored for this turn"
+
+
+def node_panel(view: TurnView, verdicts=None, cost: str | None = None, name: str | None = None) -> list:
+    """The side panel of one node as markup data: what the tree explorer shows on a click."""
     who = "user turn" if view.kind == "user" else f"agent turn {view.turn}"
-    title = f'{esc(name)} <span class="jw-muted">· ' if name else ""
-    close = "</span>" if name else ""
-    parts = [
-        '<div class="jw-panel">',
-        f'<div class="jw-head">{title}Node {esc(view.path)} · {esc(who)}{close}</div>',
-        f"<div>{_turn_badges(view)} {verdict_badge(verdicts)}</div>",
-        f'<div class="jw-muted">step {view.step} · {esc(view.status)} · {view.children} children</div>',
-        extra,
-        "<h4>Spoken</h4>",
-        f'<div class="jw-bubble">{esc(view.text)}</div>' if view.text else '<div class="jw-muted">(nothing)</div>',
+    head = f"Node {view.path} · {who}"
+    badges = turn_badges(view) + ([verdict_markup(verdicts)] if verdicts is not None else [])
+    parts: list = [
+        "div.jw-panel",
+        mk("div.jw-head", name + " ", mk("span.jw-muted", "· " + head)) if name else mk("div.jw-head", head),
+        mk("div", *[item for badge in badges for item in (badge, " ")]),
+        mk("div.jw-muted", f"step {view.step} · {view.status} · {view.children} children"),
     ]
+    if cost is not None:
+        parts.append(mk("div.jw-muted jw-cost", f"latency and tokens: {cost}"))
+    parts += [mk("h4", "Spoken"), mk("div.jw-bubble", view.text) if view.text else mk("div.jw-muted", "(nothing)")]
     if view.kind == "agent":
-        parts.append(f"<h4>Generations ({len(view.generations)})</h4>")
+        parts.append(mk("h4", f"Generations ({len(view.generations)})"))
         for i, generation in enumerate(view.generations, 1):
-            error = (f'<div class="jw-badge jw-err">format error: {esc(generation.format_error)}</div>'
-                     if generation.format_error else "")  # fmt: skip
-            parts.append(
-                f'<div class="jw-gen"><div class="jw-gen-head"><b>#{i}</b><span class="jw-badge">'
-                f'{esc(generation.action)}</span></div><div class="jw-pre">{esc(generation.text)}</div>{error}</div>'
-            )
-        parts.append(f"<h4>API calls and results ({len(view.calls)})</h4>")
+            block = mk("div.jw-gen", mk("div.jw-gen-head", mk("b", f"#{i}"), mk("span.jw-badge", generation.action)),
+                       mk("div.jw-pre", generation.text))  # fmt: skip
+            if generation.format_error:
+                block.append(mk("div.jw-badge jw-err", f"format error: {generation.format_error}"))
+            parts.append(block)
+        parts.append(mk("h4", f"API calls and results ({len(view.calls)})"))
         if not view.calls:
-            parts.append('<div class="jw-muted">No API calls in this turn.</div>')
+            parts.append(mk("div.jw-muted", "No API calls in this turn."))
         for call in view.calls:
-            name = call.name if call.name is not None else "unreadable call"
+            call_name = call.name if call.name is not None else "unreadable call"
             status = "ok" if call.ok else f"error: {call.error_kind}"
-            goals = "".join(f'<span class="jw-badge jw-goal">✓ {esc(goal_word(g))}</span>' for g in call.goals)
-            parts.append(
-                f'<div class="jw-call{"" if call.ok else " jw-bad"}"><div class="jw-call-head">'
-                f'<span class="jw-api">{esc(name)}</span><span class="jw-badge">{esc(status)}</span>{goals}</div>'
-                f'<div class="jw-muted">call</div><div class="jw-pre">'
-                f'{esc(_json(call.parameters) if call.name is not None else (call.raw or ""))}</div>'
-                f'<div class="jw-muted">result</div><div class="jw-pre">'
-                f'{esc(_json(call.content) if call.ok else (call.error or ""))}</div></div>'
-            )
-        parts.append("<h4>Reward events</h4>")
-        if view.rewards:
-            for reward in view.rewards:
-                kind = "goal reached, new root" if reward.kind == "goal" else "partial credit (no reward)"
-                parts.append(f"<div>{esc(goal_word(reward.goal_id))}: {esc(kind)}, reward {reward.reward:.2f} "
-                             f"(step {reward.step})</div>")  # fmt: skip
-        else:
-            parts.append('<div class="jw-muted">None.</div>')
-        parts.append(f'<div class="jw-muted">format errors: {view.format_errors} · failed API calls: {view.api_errors}</div>')
-    parts.append("</div>")
-    return "".join(parts)
+            goals = [mk("span.jw-badge jw-goal", f"✓ {goal_word(g)}") for g in call.goals]
+            parts.append(mk(
+                "div.jw-call" if call.ok else "div.jw-call jw-bad",
+                mk("div.jw-call-head", mk("span.jw-api", call_name), mk("span.jw-badge", status), *goals),
+                mk("div.jw-muted", "call"),
+                mk("div.jw-pre", _json(call.parameters) if call.name is not None else (call.raw or "")),
+                mk("div.jw-muted", "result"),
+                mk("div.jw-pre", _json(call.content) if call.ok else (call.error or "")),
+            ))  # fmt: skip
+        parts.append(mk("h4", "Reward events"))
+        for reward in view.rewards:
+            kind = "goal reached, new root" if reward.kind == "goal" else "partial credit (no reward)"
+            parts.append(mk("div", f"{goal_word(reward.goal_id)}: {kind}, reward {reward.reward:.2f} (step {reward.step})"))
+        if not view.rewards:
+            parts.append(mk("div.jw-muted", "None."))
+        parts.append(mk("div.jw-muted", f"format errors: {view.format_errors} · failed API calls: {view.api_errors}"))
+    return parts
+
+
+def node_panel_html(view: TurnView, verdicts=None, cost: str | None = None, name: str | None = None) -> str:
+    return markup_html(node_panel(view, verdicts, cost, name))
 
 
 def goals_html(rows: list[GoalRow]) -> str:
@@ -557,6 +627,20 @@ def conversations_stamp(db: Database, run_id: str | None = None) -> tuple:
     return (len(frame), int(frame["node_count"].fillna(0).sum()), int((frame["status"] == "done").sum()))
 
 
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _runs_and_conversations(path: str, stamp: tuple) -> tuple:
+    from josh_core.storage import reads
+
+    db = Database(path)
+    return reads.list_runs(db), reads.list_conversations(db)
+
+
+def runs_and_conversations(db: Database) -> tuple[list, list]:
+    """Every run and conversation record, read again only when the database file changes (the
+    Trees page's pickers and compare view run on every page run; records are shared: read only)."""
+    return _runs_and_conversations(str(db.path), db_stamp(db))
+
+
 @st.cache_resource(max_entries=12, show_spinner=False)
 def _tree(path: str, conversation_id: str, stamp: tuple):
     from josh_core.storage import reads
@@ -572,20 +656,30 @@ def load_tree(db: Database, conversation) -> Any:
 
 
 @st.cache_resource(max_entries=12, show_spinner=False)
-def _graph(conversation_id: str, stamp: tuple, labels_key: tuple, verdicts_key: tuple, _tree, _labels, _verdicts) -> dict:
+def _graph(conversation_id: str, stamp: tuple, verdicts_key: tuple, _tree, _verdicts) -> dict:
+    """The explorer's data, once per state of the tree and the verdicts on it: the drawing and
+    every node's side panel (a click shows it without asking Python)."""
+    from josh_core.analysis.transcript import turn_view
+    from josh_core.search.labels import compute_labels
     from josh_core.treeviz import graph_data
 
-    return graph_data(_tree, _labels, verdicts=_verdicts)
+    labels = compute_labels(_tree)  # the labels follow from the tree: its stamp keys them too
+    data = graph_data(_tree, labels, verdicts=_verdicts)
+    by_path = {node.path: node for node in _tree.nodes.values()}
+    for item in data["nodes"]:
+        node = by_path[item["id"]]
+        item["panel"] = node_panel(turn_view(_tree, node.id, labels), _verdicts.get(node.id),
+                                   cost=node_cost_text(node), name=item["name"])  # fmt: skip
+    data["paths"] = frozenset(by_path)  # not sent: which paths `pick` may name
+    return data
 
 
-def tree_graph_data(tree, labels: dict, stamp: tuple, selected: str | None, verdicts: dict | None = None) -> dict:
-    """The explorer's drawing data, computed once per state of the tree, its labels and the
-    verdicts on it."""
-    verdicts = verdicts or {}
-    verdicts_key = tuple(sorted((k, v.words) for k, v in verdicts.items()))
-    data = _graph(tree.conversation_id, stamp, tuple(sorted(labels.items())), verdicts_key, tree, labels, verdicts)
-    paths = {n["id"] for n in data["nodes"]}
-    return {**data, "selected": selected if selected in paths else None}
+@st.cache_resource(max_entries=12, show_spinner=False)
+def _payload(conversation_id: str, stamp: tuple, verdicts_key: tuple, selected: str | None, pick: int, reveal: bool,
+             _data: dict) -> bytes:  # fmt: skip
+    sent = {k: v for k, v in _data.items() if k != "paths"}
+    return json.dumps({**sent, "selected": selected, "pick": pick, "reveal": reveal}, ensure_ascii=False,
+                      separators=(",", ":")).encode()  # fmt: skip
 
 
 def tree_labels(db: Database, tree) -> dict:
@@ -607,11 +701,12 @@ def tree_verdicts(db: Database, tree) -> dict:
 VERDICT_TO_USE = {"ideal": "positive", "negative": "negative", "unexplored": "left out"}
 
 
-def verdict_badge(verdicts) -> str:
+def verdict_markup(verdicts) -> list:
     """A person's word on a turn, apart from the search label: who said what, and what export
     makes of it."""
-    if verdicts is None:
-        return ""
     use = VERDICT_TO_USE.get(verdicts.resolved or "", "no label")
-    return (f'<span class="jw-badge jw-verdict" title="human verdict (export uses it as {esc(use)})">'
-            f"✎ verdict {esc(verdicts.words)}</span>")
+    return mk("span.jw-badge jw-verdict", f"✎ verdict {verdicts.words}", title=f"human verdict (export uses it as {use})")
+
+
+def verdict_badge(verdicts) -> str:
+    return "" if verdicts is None else markup_html(verdict_markup(verdicts))

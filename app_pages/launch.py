@@ -14,8 +14,9 @@ from josh_core.envs import names as env_names
 from josh_core.launch import (
     check_launch, launched_run_id, resume_args, rollout_args, run_progress, start_rollout_process, stop_process,
 )  # fmt: skip
-from josh_core.policies.factory import DECODING_MODES, decoding_flags
+from josh_core.policies.factory import decoding_flags
 from josh_core.rollout import RolloutConfig
+from josh_core.rollout.options import run_option
 from josh_core.storage import reads, writes
 from josh_core.storage.db import Database
 from ui_common import check_database, database_path, kept, page_link, show_command, start_resume
@@ -28,15 +29,47 @@ if state in ("folder", "empty", "invalid"):
     st.stop()
 st.caption(f"Writes into {db_path}" + (" (a new database)" if state == "missing" else ""))
 
-# Outside the form: the splits and the default user follow the environment chosen.
-env_name = st.selectbox("Environment", env_names(), key=kept("launch-env", env_names()[0]),
-                        format_func=lambda n: f"{n}: {get_env(n).title}",
-                        help="`josh envs`; ToolWOZ, or τ²-bench retail / airline (docs/environments.md)")  # fmt: skip
+# Every widget of a run option takes its label, first value, bounds and help from the option
+# (josh_core/rollout/options.py), as the CLI's flags do; tests/test_run_options.py compares.
+JS_SAFE_INT = 2**53 - 1  # a number input holds what a browser's number holds exactly
+
+
+def _bounds(option) -> dict:
+    clip = (lambda v: max(-JS_SAFE_INT, min(JS_SAFE_INT, v))) if isinstance(option.default, int) else (lambda v: v)
+    return {"min_value": None if option.ge is None else clip(option.ge),
+            "max_value": None if option.le is None else clip(option.le)}
+
+
+def number(column, name: str, key: str | None = None):
+    option = run_option(name)
+    integral = not isinstance(option.ge, float)
+    return column.number_input(option.label, key=kept(key or f"launch-{name}", option.first_value),
+                               help=option.help_text(), step=1 if integral else None,
+                               format="%d" if integral else "%g", **_bounds(option))  # fmt: skip
+
+
+def text(column, name: str, key: str | None = None):
+    """`key`: a kept key of the page's own (the agent's, which a link fills; the user's, per
+    environment)."""
+    option = run_option(name)
+    return column.text_input(option.label, key=key or kept(f"launch-{name}", option.first_value or ""),
+                             help=option.help_text())  # fmt: skip
+
+
+def choice(column, name: str, values: list, key: str | None = None, **kwargs):
+    option = run_option(name)
+    first = option.first_value if option.first_value in values else values[0]
+    return column.selectbox(option.label, values, key=kept(key or f"launch-{name}", first),
+                            help=option.help_text(), **kwargs)  # fmt: skip
+
+
+# Outside the form: the splits, the scoring and the default user follow the environment chosen.
+env_name = choice(st, "env", env_names(), format_func=lambda n: f"{n}: {get_env(n).title}")
 environment = get_env(env_name)
 
 # Every field keeps its value when the person moves to another page and back (kept keys); a
 # link naming an agent (the Training page's "launch this adapter") fills the agent field once.
-agent_key = kept("launch-agent", "embedded")
+agent_key = kept("launch-agent", run_option("agent").first_value)
 linked_agent = st.query_params.get("agent")
 if linked_agent and linked_agent != st.session_state.get("launch-agent-link"):
     st.session_state[agent_key] = linked_agent
@@ -44,37 +77,31 @@ if linked_agent and linked_agent != st.session_state.get("launch-agent-link"):
 
 with st.form("launch"):
     cols = st.columns(3)
-    agent = cols[0].text_input("Agent SPEC", key=agent_key,
-                               help="embedded[@ADAPTER] | oracle | openai:MODEL | hf:PATH[@ADAPTER] | vllm:MODEL | llamacpp:GGUF | script:FILE")  # fmt: skip
-    user = cols[1].text_input("User SPEC", key=kept(f"launch-user-{env_name}", environment.default_user),
-                              help=" | ".join({"agenda": "agenda", "llm": "llm:SPEC", "script": "script:FILE"}[k]
-                                              for k in environment.user_kinds))  # fmt: skip
-    base_url = cols[2].text_input("Base URL (openai:)", key=kept("launch-base-url", ""), help="e.g. http://gpu-box:8000/v1 for `vllm serve`")
-    cols = st.columns(4)
-    josh = cols[0].toggle("JOSH beam search", key=kept("launch-josh", True))
-    split = cols[1].selectbox("Split", list(environment.splits),
-                              key=kept(f"launch-split-{env_name}", environment.josh_split))  # fmt: skip
-    limit = cols[2].number_input("Scenarios", min_value=1, key=kept("launch-limit", 1))
-    style = cols[3].selectbox("Agent style", ["auto", "react", "compact", "fc"], key=kept("launch-style", "auto"),
-                              help="auto: compact for the embedded model, ReACT otherwise")  # fmt: skip
+    agent = text(cols[0], "agent", key=agent_key)
+    user = text(cols[1], "user", key=kept(f"launch-user-{env_name}", environment.default_user))
+    base_url = text(cols[2], "base_url")
+    cols = st.columns(5)
+    josh = cols[0].toggle(run_option("josh").label, key=kept("launch-josh", run_option("josh").first_value),
+                          help=run_option("josh").help_text())  # fmt: skip
+    split = cols[1].selectbox(run_option("split").label, list(environment.splits),
+                              key=kept(f"launch-split-{env_name}", environment.josh_split),
+                              help=run_option("split").help_text())  # fmt: skip
+    limit = number(cols[2], "limit")
+    style = choice(cols[3], "style", list(run_option("style").choices()))
+    scoring = (choice(cols[4], "scoring", list(environment.scoring_modes), key=f"launch-scoring-{env_name}")
+               if environment.scoring_modes else None)  # an environment that scores one way offers no choice
     cols = st.columns(6)
-    beam = cols[0].number_input("Max beam", min_value=1, key=kept("launch-beam", 8))
-    branching = cols[1].number_input("Branching", min_value=1, key=kept("launch-branching", 2))
-    max_turns = cols[2].number_input("Max turns", min_value=1, key=kept("launch-max-turns", 15))
-    seed = cols[3].number_input("Seed", step=1, format="%d", key=kept("launch-seed", 0))
-    concurrency = cols[4].number_input("Conversations at once", min_value=1, key=kept("launch-concurrency", 1))
-    decoding = cols[5].selectbox(
-        "Decoding", list(DECODING_MODES), key=kept("launch-decoding", list(DECODING_MODES)[0]),
-        help="auto: grounded for local models, free for API models; grounded: action grammar with "
-             "values from the conversation; grammar: action grammar only; free: unconstrained text.",
-    )  # fmt: skip
-    cols = st.columns([3, 1])
-    ray_address = cols[0].text_input(
-        "Ray cluster (optional)", key=kept("launch-ray", ""),
-        help="Empty: play in the rollout's own process. local: start Ray in it and spread the conversations "
-             "over workers; auto or HOST:PORT: a running cluster (docs/distributed.md).",
-    )  # fmt: skip
-    ray_workers = cols[1].number_input("Ray workers", min_value=0, key=kept("launch-ray-workers", 0), help="0: one per CPU (or GPU) of the cluster")
+    beam = number(cols[0], "beam")
+    branching = number(cols[1], "branching")
+    max_turns = number(cols[2], "max_turns", key="launch-max-turns")
+    seed = number(cols[3], "seed")
+    concurrency = number(cols[4], "concurrency")
+    decoding = choice(cols[5], "decoding", list(run_option("decoding").choices()))
+    cols = st.columns(4)
+    temperature = number(cols[0], "temperature")
+    max_actions = number(cols[1], "max_actions_per_turn", key="launch-max-actions")
+    ray_address = text(cols[2], "ray")
+    ray_workers = number(cols[3], "ray_workers", key="launch-ray-workers")
     submitted = st.form_submit_button("Start", type="primary")
 
 if submitted:
@@ -86,9 +113,10 @@ if submitted:
         try:
             constrained, grounded = decoding_flags(decoding)
             config = RolloutConfig(
-                env=env_name, constrained=constrained, grounded=grounded, josh=josh, agent=agent.strip(),
-                user=user.strip(),
-                style=style, base_url=base_url.strip() or None, split=split, limit=int(limit), beam=int(beam),
+                env=env_name, scoring=scoring, constrained=constrained,
+                grounded=grounded, josh=josh, agent=agent.strip(), user=user.strip(), style=style,
+                temperature=temperature, max_actions_per_turn=None if max_actions is None else int(max_actions),
+                base_url=base_url.strip() or None, split=split, limit=int(limit), beam=int(beam),
                 branching=int(branching), max_turns=int(max_turns), seed=int(seed), concurrency=int(concurrency),
             )  # fmt: skip
         except ValueError as error:  # pydantic's ValidationError is a ValueError
@@ -100,9 +128,10 @@ if submitted:
         else:
             log_path = db_path.resolve().parent / "logs" / f"rollout-{time.strftime('%Y%m%d-%H%M%S')}.log"
             ray_address = ray_address.strip() or None
-            process = start_rollout_process(config, db_path, log_path, ray_address, int(ray_workers) or None)
+            workers = None if ray_workers is None else int(ray_workers)
+            process = start_rollout_process(config, db_path, log_path, ray_address, workers)
             st.session_state["launched"] = {"pid": process.pid, "log": str(log_path), "process": process,
-                                            "args": rollout_args(config, db_path, ray_address, int(ray_workers) or None),
+                                            "args": rollout_args(config, db_path, ray_address, workers),
                                             "run": None,
                                             "stopped": False, "started": time.time()}  # fmt: skip
 

@@ -14,8 +14,8 @@ import streamlit as st
 from josh_core.analysis.training_log import axis_range, split_log
 from josh_core.extract import ExportOptions
 from josh_core.launch import (
-    changed_settings, export_training_data, selftrain_args, selftrain_defaults, start_josh_process, stop_process,
-    train_args, training_for_adapter, training_settings, write_train_config,
+    changed_settings, export_training_data, selftrain_args, selftrain_defaults, selftrain_problem, start_josh_process,
+    stop_process, train_args, training_for_adapter, training_settings, write_train_config,
 )  # fmt: skip
 from josh_core.storage import reads
 from josh_core.storage.trainings import finish_training, list_trainings
@@ -306,14 +306,15 @@ def selftrain_form(bases: list[str], base_key: str) -> None:
     if job and job["process"].poll() is None:
         st.session_state[JOB]["refused"] = True
         return
-    if not experiment.strip() or not kinds:
-        st.error("Give the experiment a name and at least one training kind.")
+    settings = dict(experiment=experiment.strip(), base=base, kinds=kinds, rounds=int(rounds),
+                    train_limit=int(train_limit), eval_limit=int(eval_limit), beam=int(beam), branching=int(branching),
+                    max_turns=int(max_turns), filter=filter_)  # fmt: skip
+    problem = selftrain_problem(**settings)
+    if problem:  # the command would refuse them: say why here, start nothing
+        st.error(md(f"Not started: {problem}"))
         return
     folder = Path(db.path).resolve().parent
-    args = selftrain_args(db.path, experiment=experiment.strip(), base=base, kinds=kinds, rounds=int(rounds),
-                          train_limit=int(train_limit), eval_limit=int(eval_limit), beam=int(beam),
-                          branching=int(branching), max_turns=int(max_turns), filter=filter_,
-                          max_steps=int(max_steps) or None)  # fmt: skip
+    args = selftrain_args(db.path, **settings, max_steps=int(max_steps) or None)
     log = folder / "logs" / f"selftrain-{time.strftime('%Y%m%d-%H%M%S')}.log"
     process = start_josh_process(args, log)
     st.session_state[JOB] = {"what": "selftrain", "kind": "selftrain", "process": process, "pid": process.pid,
@@ -397,7 +398,10 @@ elif JOB in st.session_state:
     show_command(["josh", *st.session_state[JOB]["args"]])
     follow_job()
 
-experiments_section()
+job = st.session_state.get(JOB)
+experiment_running = bool(job and job["what"] == "selftrain" and job["db"] == str(db.path) and job["process"].poll() is None)
+# While an experiment launched here runs, its rounds and stages are read again every few seconds.
+st.fragment(run_every=3 if experiment_running else None)(experiments_section)()
 trainings = list_trainings(db)
 if not trainings and JOB in st.session_state and st.session_state[JOB]["db"] == str(db.path):
     st.stop()  # the training followed above records itself once it starts; the table comes then

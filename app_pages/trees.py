@@ -1,21 +1,29 @@
 """Tree explorer: one conversation tree (zoom, pan, click a node, unfold subtrees), the
 selected node in detail (with its time and tokens), the conversation along the path to it,
 the scenario's goal calls; a list of every conversation to filter and sort; and two
-conversations side by side with their ideal paths diffed."""
+conversations side by side with their ideal paths diffed.
+
+The explorer component holds every node's side panel: a click fills it in the browser at once,
+and the explorer's fragment then reruns to put the node in the URL and redraw the conversation
+to it (the tree, its labels and its drawing data come from caches keyed by the conversation's
+state, so that rerun reads nothing from the database for a finished conversation)."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from josh_core.analysis.conversations import ListFilter, filter_conversation_list, ideal_path_diff
-from josh_core.analysis.transcript import goal_rows, ideal_leaf, path_views, same_scenario, stop_word, turn_view
+from josh_core.analysis.transcript import goal_rows, ideal_leaf, path_views, same_scenario, stop_word
 from josh_core.storage import reads
 from josh_core.treeviz import node_name
 from ui_common import (
     conversation_html, conversation_is_played, conversation_note, conversations_stamp, db_stamp, esc, fmt_reward,
-    goals_html, load_tree, md, node_panel_html, page_link, pick_conversation, require_database, tree_graph,
-    tree_graph_data, tree_labels,
+    goals_html, load_tree, md, page_link, pick_conversation, require_database, runs_and_conversations, tree_graph,
+    tree_labels,
 )  # fmt: skip
+
+PICKED = "trees-picked"  # conversation id -> the node the page chose: {"node", "count", "reveal"}
+IN_URL = "trees-node-in-url"  # (conversation id, node path) this session last put in the URL
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -29,16 +37,25 @@ def _verdicts(path: str, conversation_id: str, stamp: tuple) -> dict:
     return node_verdicts(latest_votes(Database(path), [conversation_id]))
 
 
-def node_cost_html(node) -> str:
-    """Time and tokens of one turn (stored with the node; absent for script policies)."""
-    parts = []
-    if node.seconds is not None:
-        parts.append(f"{node.seconds:.2f} s")
-    if node.prompt_tokens is not None or node.completion_tokens is not None:
-        parts.append(f"{node.prompt_tokens if node.prompt_tokens is not None else '–'} prompt tokens · "
-                     f"{node.completion_tokens if node.completion_tokens is not None else '–'} completion tokens")  # fmt: skip
-    text = " · ".join(parts) if parts else "no time or token counts stored for this turn"
-    return f'<div class="jw-muted jw-cost">latency and tokens: {esc(text)}</div>'
+def picked_node(conversation_id: str, tree, paths: dict, page_run: bool) -> tuple[dict, bool]:
+    """The node the page selects, and whether a link chose it in this run: a node named in the
+    URL that this session did not put there (a link, a reload, the browser's back button), else
+    the one chosen before, else the end of the ideal path. A new choice gets a new count, which
+    the explorer follows (and, for a link, brings into view).
+
+    Only a run of the whole page reads the URL as a link: a rerun of the explorer alone (a
+    click, a live tick) can carry the URL as it was before the previous rerun changed it."""
+    picks = st.session_state.setdefault(PICKED, {})
+    pick = picks.get(conversation_id)
+    count = (pick or {}).get("count", 0) + 1
+    linked = st.query_params.get("node")
+    if page_run and linked in paths and (conversation_id, linked) != st.session_state.get(IN_URL):
+        picks[conversation_id] = {"node": linked, "count": count, "reveal": True}
+        return picks[conversation_id], True
+    if pick is None or pick["node"] not in paths:
+        leaf = ideal_leaf(tree)
+        picks[conversation_id] = {"node": tree.nodes[leaf].path if leaf else None, "count": count, "reveal": False}
+    return picks[conversation_id], False
 
 
 st.title("Conversation trees")
@@ -65,6 +82,8 @@ rows = goal_rows(conversation, tree)
 if view == "explore":
     running = conversation_is_played(db, conversation)
 
+    page_run = {"now": True}  # the explorer's first run in this page run; its reruns see False
+
     @st.fragment(run_every=2.0 if running else None)
     def explorer() -> None:
         # A running conversation is read again on every tick (the cache key is its step and
@@ -87,29 +106,21 @@ if view == "explore":
                 st.caption("User instructions")
                 st.text(instructions if isinstance(instructions, str) else "\n".join(map(str, instructions)))
         conversation_note(db, record)  # read afresh: a run stopped meanwhile says so and offers resume
-        labels = tree_labels(db, tree)
         verdicts = _verdicts(str(db.path), tree.conversation_id, db_stamp(db))
         paths = {n.path: n.id for n in tree.nodes.values()}
-        initial_key = f"trees-initial-{conversation.id}"
-        if initial_key not in st.session_state:
-            linked = st.query_params.get("node")
-            leaf = ideal_leaf(tree)
-            st.session_state[initial_key] = linked if linked in paths else (tree.nodes[leaf].path if leaf else None)
-        stamp = (record.status, record.steps, record.node_count)
-        data = tree_graph_data(tree, labels, stamp, st.session_state[initial_key], verdicts)
-        left, right = st.columns([2, 1], gap="small")
-        with left:
-            selected = tree_graph(data, key=f"graph-{conversation.id}") or data["selected"]
+        pick, linked = picked_node(conversation.id, tree, paths, page_run["now"])
+        page_run["now"] = False
+        clicked = tree_graph(tree, (record.status, record.steps, record.node_count), verdicts, pick,
+                             key=f"graph-{conversation.id}")  # fmt: skip
+        # A link wins over what the explorer held before it (the explorer follows it and says so).
+        selected = pick["node"] if linked else (clicked or pick["node"])
         if selected not in paths:
             return
         if st.query_params.get("node") != selected:
             st.query_params["node"] = selected
+        st.session_state[IN_URL] = (conversation.id, selected)
         node_id = paths[selected]
-        with right:
-            with st.container(height=640, key="node-panel"):
-                node = tree.nodes[node_id]
-                st.html(node_panel_html(turn_view(tree, node_id, labels), verdicts.get(node_id),
-                                        extra=node_cost_html(node), name=node_name(tree, node)))  # fmt: skip
+        labels = tree_labels(db, tree)
         st.subheader(f"Conversation to {node_name(tree, tree.nodes[node_id])}")
         st.caption(f"From the opener to the selected node ({md(selected)}), with the API calls and results of "
                    "every agent turn. Colours are the search's labels; a blue ✎ badge is a person's verdict.")  # fmt: skip
@@ -159,13 +170,14 @@ elif view == "list":
         page_link("app_pages/trees.py", f"Open the tree of {shown.iloc[rows[0]]['scenario_id']} "
                   f"({shown.iloc[rows[0]]['run_id']})", conversation=chosen)  # fmt: skip
 else:
-    others = same_scenario(reads.list_conversations(db), conversation)
-    everything = [c for c in reads.list_conversations(db) if c.id != conversation.id]
+    all_runs, all_conversations = runs_and_conversations(db)
+    others = same_scenario(all_conversations, conversation)
+    everything = [c for c in all_conversations if c.id != conversation.id]
     choices = others + [c for c in everything if c not in others]
     if not choices:
         st.info("This database has only this conversation: nothing to compare it with.")
         st.stop()
-    runs = {r.id: r for r in reads.list_runs(db)}
+    runs = {r.id: r for r in all_runs}
     linked_other = st.query_params.get("other")
     ids = [c.id for c in choices]
 

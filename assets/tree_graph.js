@@ -1,14 +1,18 @@
 // Tree explorer for the JOSH Workbench (a Streamlit components.v2 component).
 //
 // Python sends the nodes (josh_core/treeviz.py graph_data): parent, depth, drawing order,
-// names, labels, the spine (the ideal path) and which subtrees open folded. This draws every
-// node once per tree `key` as SVG, lays out the unfolded ones (the same rule as treeviz.py
-// layout_tree: the spine one straight line at the top), and on a fold or unfold only lays out
-// again; a new selection moves a highlight and marks its path from the opener. Zoom with the
-// wheel or the buttons, pan by dragging or on the minimap, click a node (or use the arrow keys)
-// to select it, click a "+N" handle to unfold what is behind it; the selection goes back to
-// Python as the state value `selected` (a node path).
-// Model text is untrusted: it only ever enters the page through textContent.
+// names, labels, the spine (the ideal path), which subtrees open folded, and each node's side
+// panel as markup data (ui_common.py node_panel). This draws every node once per tree `key` as
+// SVG, lays out the unfolded ones (the same rule as treeviz.py layout_tree: the spine one
+// straight line at the top), and on a fold or unfold only lays out again; a new selection moves
+// a highlight, marks its path from the opener and fills the side panel here, at once (no round
+// trip to Python). Zoom with the wheel or the buttons, pan by dragging or on the minimap, click
+// a node (or use the arrow keys) to select it, click a "+N" handle to unfold what is behind it;
+// the selection goes back to Python as the state value `selected` (a node path), which keeps
+// the URL and the conversation below the explorer. Python chooses a node (a link) by sending a
+// new `pick`; `reveal` asks for it to be brought into view.
+// Model text is untrusted: it only ever enters the page as text nodes (textContent,
+// createTextNode), never through innerHTML.
 
 const SVG = "http://www.w3.org/2000/svg";
 const TEXT_MIN_SCALE = 0.55; // below this zoom the boxes are drawn without text
@@ -26,6 +30,28 @@ function html(tag, cls, parent, text) {
   if (text !== undefined) node.textContent = text;
   if (parent) parent.appendChild(node);
   return node;
+}
+
+// Markup data: ["tag.class names", child...] or ["tag.class", {title}, child...], a child
+// being text or markup (ui_common.py markup_html renders the same data as HTML). A tag outside
+// this list is dropped, no other attribute is ever set, and text becomes text nodes.
+const MARKUP_TAGS = new Set(["div", "span", "b", "h4"]);
+
+function markup(node) {
+  if (typeof node === "string") return document.createTextNode(node);
+  if (!Array.isArray(node) || typeof node[0] !== "string") return document.createTextNode("");
+  const [head, ...children] = node;
+  const dot = head.indexOf(".");
+  const tag = dot < 0 ? head : head.slice(0, dot);
+  if (!MARKUP_TAGS.has(tag)) return document.createTextNode("");
+  const e = document.createElement(tag);
+  if (dot >= 0) e.className = head.slice(dot + 1);
+  for (const child of children) {
+    if (child && typeof child === "object" && !Array.isArray(child)) {
+      if (typeof child.title === "string") e.title = child.title;
+    } else e.appendChild(markup(child));
+  }
+  return e;
 }
 
 function build(parentElement) {
@@ -47,7 +73,8 @@ function build(parentElement) {
     buttons[name].dataset.action = name;
   }
   const legend = html("div", "jg-legend", bar);
-  const frame = html("div", "jg-frame", root);
+  const body = html("div", "jg-body", root);
+  const frame = html("div", "jg-frame", body);
   const view = html("div", "jg-view", frame);
   html("div", "jg-hint", frame, "drag to pan · wheel to zoom · click a node · +N unfolds · arrow keys move");
   view.tabIndex = 0;
@@ -60,8 +87,13 @@ function build(parentElement) {
   const miniSvg = el("svg", { class: "jg-mini-svg", width: "100%", height: "100%", preserveAspectRatio: "xMidYMid meet" }, mini);
   const miniNodes = el("g", {}, miniSvg);
   const miniView = el("rect", { class: "jg-mini-view" }, miniSvg);
+  // The selected node in detail, beside the graph (role "region": its own scroll).
+  const side = html("div", "jg-side", body);
+  side.setAttribute("role", "region");
+  side.setAttribute("aria-label", "selected node");
+  side.tabIndex = 0;
   const tip = html("div", "jg-tip", root);
-  return { root, bar, buttons, legend, frame, view, svg, world, mini, miniSvg, miniNodes, miniView, tip };
+  return { root, bar, buttons, legend, frame, view, svg, world, mini, miniSvg, miniNodes, miniView, side, tip };
 }
 
 function drawLegend(ui, data) {
@@ -311,11 +343,16 @@ function initialView(state) {
   const vw0 = viewSize(state).vw;
   const big = (vw0 - 24) / d.width < 0.75;
   state.ui.view.style.height = Math.round(Math.min(600, Math.max(big ? 360 : 240, d.height * 0.8 + 40))) + "px";
+  // The side panel beside it: as tall as the view, and tall enough to read a turn.
+  state.ui.side.style.height = Math.max(440, parseInt(state.ui.view.style.height, 10)) + "px";
   const { vw, vh } = viewSize(state);
   const whole = Math.min((vw - 24) / d.width, (vh - 24) / d.height);
   state.ui.mini.style.display = whole >= 0.75 ? "none" : "block";
   if (whole >= 0.75) return fit(state);
   start(state);
+  // A link named the node: the opener's view if it shows it, else the node at readable size,
+  // wherever it sits in the tree.
+  if (state.reveal && state.selected) reveal(state, state.selected);
 }
 
 function zoomAt(state, factor, cx, cy) {
@@ -335,8 +372,24 @@ function unfoldTo(state, id) {
   if (changed) layout(state);
 }
 
+function showPanel(state, id) {
+  // The panel is rebuilt only when the node or its data changed (a live tree may update the
+  // selected node); a new node starts at the panel's top.
+  const n = id ? state.byId.get(id) : null;
+  const json = n && n.panel ? JSON.stringify(n.panel) : "";
+  if (state.panelShown === id && state.panelJson === json) return;
+  const side = state.ui.side;
+  side.replaceChildren(n && n.panel ? markup(n.panel) : html("div", "jw-muted", null, "Click a node to see its turn here."));
+  if (state.panelShown !== undefined && state.panelShown !== id) side.scrollTop = 0;
+  state.panelShown = id;
+  state.panelJson = json;
+}
+
 function highlight(state, id, again) {
-  if (!again) state.selected = id;
+  if (!again) {
+    state.selected = id;
+    showPanel(state, id);
+  }
   state.ui.view.dataset.selected = id || "";
   if (state.selectedGroup) state.selectedGroup.classList.remove("jg-selected");
   for (const item of state.onPath) item.classList.remove("jg-on-path");
@@ -369,12 +422,28 @@ function ensureVisible(state, id) {
   if (x < 0 || y < 0 || x + state.data.node_w * s > vw || y + state.data.node_h * s > vh) centreOn(state, id);
 }
 
+function report(state, id) {
+  // Python keeps the URL and the conversation below in step (a rerun of the explorer only;
+  // the panel is already filled).
+  if (id === state.reported) return;
+  state.reported = id;
+  state.setStateValue("selected", id);
+}
+
+function reveal(state, id) {
+  // A node Python chose (a link): in view and readable, wherever it sits in the tree.
+  const n = state.byId.get(id);
+  if (!n || !n.visible) return;
+  if (state.view.s < TEXT_MIN_SCALE) centreOn(state, id, 0.8);
+  else ensureVisible(state, id);
+}
+
 function choose(state, id) {
   if (!id || !state.byId.has(id) || id === state.selected) return;
   unfoldTo(state, id);
   highlight(state, id);
   ensureVisible(state, id);
-  state.setStateValue("selected", id);
+  report(state, id);
 }
 
 function toggleFold(state, id) {
@@ -495,18 +564,40 @@ function attach(state) {
   });
 }
 
+function sameBytes(a, b) {
+  if (a === b) return true;
+  if (!a || !b || a.byteLength !== b.byteLength) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function decode(raw, ui) {
+  // Python sends UTF-8 JSON bytes (ui_common.py tree_graph). A rerun after a click sends the
+  // same bytes again: comparing them costs far less than parsing them.
+  if (raw instanceof ArrayBuffer) raw = new Uint8Array(raw);
+  if (!(raw instanceof Uint8Array)) return raw;
+  if (ui && sameBytes(ui.raw, raw)) return ui.parsed;
+  return JSON.parse(new TextDecoder().decode(raw));
+}
+
 export default function (component) {
-  const { data, parentElement, setStateValue } = component;
-  if (!data) return;
+  const { parentElement, setStateValue } = component;
+  if (!component.data) return;
+  const data = decode(component.data, parentElement.__jgUi);
   let ui = parentElement.__jgUi;
   if (!ui || !ui.root.isConnected) {
     ui = build(parentElement);
     parentElement.__jgUi = ui;
-    ui.state = { ui, view: { s: 1, tx: 0, ty: 0 }, selected: null };
+    // `reported`: the state value Python holds (its default is the first `selected`).
+    ui.state = { ui, view: { s: 1, tx: 0, ty: 0 }, selected: null, reported: data.selected };
     attach(ui.state);
   }
   const state = ui.state;
+  Object.assign(ui, { raw: component.data instanceof ArrayBuffer ? new Uint8Array(component.data) : component.data, parsed: data });
   state.setStateValue = setStateValue;
+  const picked = data.pick !== state.pick; // Python chose a node (first data, or a link)
+  state.pick = data.pick;
+  state.reveal = Boolean(data.reveal);
   if (state.key !== data.key) {
     const tree = (key) => key.slice(0, key.lastIndexOf(":")); // "<conversation id>:<signature>"
     const fresh = state.key === undefined || tree(state.key) !== tree(data.key);
@@ -521,23 +612,37 @@ export default function (component) {
     }
     state.known = new Set(data.nodes.map((n) => n.id));
     state.key = data.key;
-    const keep = !fresh && state.selected && state.byId.has(state.selected) ? state.selected : data.selected;
+    const own = !fresh && !picked && state.selected && state.byId.has(state.selected);
+    const keep = own ? state.selected : data.selected;
     state.selected = null;
-    state.dataSelected = data.selected;
+    state.panelShown = undefined;
     if (keep) unfoldTo(state, keep);
     highlight(state, keep);
     if (fresh) requestAnimationFrame(() => initialView(state));
-    else apply(state);
+    else {
+      apply(state);
+      if (picked && keep) (state.reveal ? reveal : ensureVisible)(state, keep);
+    }
+    if (picked && keep) report(state, keep);
     ui.view.dataset.drawMs = (performance.now() - started).toFixed(1);
     ui.view.dataset.key = data.key;
-  } else if (data.selected !== state.dataSelected) {
-    // Python chose another node (not a click here): follow it. The same data sent again
-    // after a click must not move the highlight back.
-    state.dataSelected = data.selected;
-    if (data.selected && data.selected !== state.selected) {
-      unfoldTo(state, data.selected);
-      highlight(state, data.selected);
-      ensureVisible(state, data.selected);
+  } else {
+    // The same drawing: take the nodes' newest panels (the data may be a newer read).
+    if (data !== state.panelsFrom) {
+      state.panelsFrom = data;
+      for (const n of data.nodes) {
+        const known = state.byId.get(n.id);
+        if (known) known.panel = n.panel;
+      }
     }
+    if (picked && data.selected && state.byId.has(data.selected)) {
+      // Python chose another node (a link, not a click here): follow it, bring it into view,
+      // and say so, so that Python's state value is that node. The same data sent again after
+      // a click carries the same `pick` and must not move the highlight back.
+      unfoldTo(state, data.selected);
+      if (data.selected !== state.selected) highlight(state, data.selected);
+      (state.reveal ? reveal : ensureVisible)(state, data.selected);
+      report(state, data.selected);
+    } else showPanel(state, state.selected);
   }
 }

@@ -40,9 +40,6 @@ from josh_core.storage.db import Database
 if TYPE_CHECKING:
     from josh_core.distributed.ray_rollout import RayOptions
 
-DEFAULT_EVAL_SPLIT = "official-test"  # ToolWOZ's (the default environment's), for help texts
-
-
 class Evaluation(BaseModel):
     run_id: str
     db_path: str

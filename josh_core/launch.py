@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 
 from josh_core.envs import get_env
-from josh_core.llm.specs import split_adapter, split_spec
-from josh_core.policies.factory import AGENT_KINDS, USER_KINDS, decoding_mode
+from josh_core.llm.specs import backend_kinds, backend_options, get_backend, split_spec
+from josh_core.policies.factory import USER_KINDS, agent_kinds, decoding_mode
 from josh_core.rollout import RolloutConfig
+from josh_core.rollout.options import run_option
 
 
 def rollout_args(
@@ -22,7 +23,7 @@ def rollout_args(
     """The `josh rollout` arguments that reproduce `config` on `db_path` (on Ray workers when
     `ray_address` is given: "local" starts Ray in the rollout's process)."""
     args = ["rollout", *(["--josh"] if config.josh else [])]
-    if config.env != "toolwoz":
+    if config.env != run_option("env").default:
         args += ["--env", config.env]
     if config.scoring is not None and config.scoring != get_env(config.env).default_scoring:
         args += ["--scoring", config.scoring]
@@ -90,65 +91,57 @@ def resume_args(run_id: str, db_path: str | Path) -> list[str]:
 # -- checking a launch before it starts, following and stopping it ----------------------------
 
 def check_spec(spec: str, role: str = "agent", base_url: str | None = None) -> list[str]:
-    """Problems with an agent or user SPEC that can be seen without loading a model."""
+    """Problems with an agent or user SPEC that can be seen without loading a model (a model
+    SPEC's own checks come from its backend's registration, llm/specs.py)."""
     import json
-    import os
 
     try:
         kind, rest = split_spec(spec)
     except ValueError as error:
         return [f"{role} SPEC: {error}"]
-    kinds = AGENT_KINDS if role == "agent" else USER_KINDS
+    kinds = agent_kinds() if role == "agent" else USER_KINDS
     if kind not in kinds:
         return [f"{role} SPEC {spec!r}: unknown kind {kind!r}; expected one of {', '.join(kinds)}"]
     if role == "user" and kind == "llm":
         return check_spec(rest, "agent", base_url) if rest else ["user SPEC llm: needs a model SPEC, e.g. llm:openai:MODEL"]
-    problems = []
     if kind == "script":
         path = Path(rest).expanduser()
         if not rest:
-            problems.append(f"{role} SPEC script: needs a file, script:FILE")
-        elif not path.is_file():
-            problems.append(f"{role} script {rest}: no such file")
-        else:
-            try:
-                from josh_core.policies.script import ScriptAgent, ScriptUser
+            return [f"{role} SPEC script: needs a file, script:FILE"]
+        if not path.is_file():
+            return [f"{role} script {rest}: no such file"]
+        try:
+            from josh_core.policies.script import ScriptAgent, ScriptUser
 
-                (ScriptAgent if role == "agent" else ScriptUser).from_file(path)
-            except (ValueError, json.JSONDecodeError, OSError) as error:
-                problems.append(f"{role} script {rest}: {error}")
-    elif kind == "openai":
-        if not rest:
-            problems.append(f"{role} SPEC openai: needs a model, openai:MODEL")
-        if not (base_url or os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_KEY")):
-            problems.append(f"{role} SPEC {spec}: give a base URL (e.g. a `vllm serve` endpoint) or set OPENAI_API_KEY")
-    elif kind in ("hf", "vllm", "embedded"):
-        if kind == "embedded":
-            base, adapter = None, rest.lstrip("@") or None
-        else:
-            base, adapter = split_adapter(rest)
-            if not base:
-                problems.append(f"{role} SPEC {kind}: needs a model path or id, {kind}:PATH_OR_ID")
-        if adapter:
-            from josh_core.adapter_folder import adapter_problem
+            (ScriptAgent if role == "agent" else ScriptUser).from_file(path)
+        except (ValueError, json.JSONDecodeError, OSError) as error:
+            return [f"{role} script {rest}: {error}"]
+        return []
+    if kind in backend_kinds():
+        return [f"{role} SPEC {spec}: {problem}" for problem in get_backend(kind).check(rest, base_url)]
+    return []
 
-            problem = adapter_problem(adapter)
-            if problem:
-                problems.append(f"{role} SPEC {spec}: {problem}")
-        if base and (base.startswith((".", "/", "~"))) and not Path(base).expanduser().exists():
-            problems.append(f"{role} SPEC {spec}: no model at {base}")
-    elif kind in ("llamacpp", "llamacpp-batched"):
-        if kind == "llamacpp-batched" and "@" in rest:
-            problems.append(f"{role} SPEC {spec}: LoRA adapters are not supported by llamacpp-batched; "
-                            "use embedded@DIR")
-        elif rest != "embedded" and not Path(rest).expanduser().is_file():
-            problems.append(f"{role} SPEC {spec}: no GGUF file at {rest}")
-    return problems
+
+def check_decoding(config: RolloutConfig) -> list[str]:
+    """A decoding that needs the action grammar (grounded, grammar), asked of an agent whose
+    backend cannot apply it (its registration says, llm/specs.py)."""
+    if not config.constrained:
+        return []
+    try:
+        kind, _ = split_spec(config.agent)
+        entry = get_backend(kind)
+    except ValueError:  # not a model SPEC: check_spec speaks of it
+        return []
+    if entry.grammar(backend_options(kind), config.base_url):
+        return []
+    mode = decoding_mode(config.constrained, config.grounded)
+    return [f"decoding {mode}: {config.agent} cannot apply the action grammar here; use auto or free"]
 
 
 def check_launch(config: RolloutConfig) -> list[str]:
     """Everything wrong with a launch that can be seen before a process starts."""
     problems = check_spec(config.agent, "agent", config.base_url) + check_spec(config.user, "user", config.base_url)
+    problems += check_decoding(config)
     if config.scenario_file and not Path(config.scenario_file).expanduser().is_file():
         problems.append(f"scenario file {config.scenario_file}: no such file")
     if not config.scenario_file and config.split:
@@ -287,6 +280,20 @@ def selftrain_defaults() -> dict:
     from josh_core.train.selftrain import SelftrainConfig
 
     return {name: info.get_default(call_default_factory=True) for name, info in SelftrainConfig.model_fields.items()}
+
+
+def selftrain_problem(**settings) -> str | None:
+    """What is wrong with an experiment's settings, checked by `josh selftrain`'s own config
+    (SelftrainConfig) before a process is started; None when nothing is."""
+    from pydantic import ValidationError
+
+    from josh_core.train.selftrain import SelftrainConfig, settings_problems
+
+    try:
+        SelftrainConfig(**settings)
+    except ValidationError as error:
+        return settings_problems(error)
+    return None
 
 
 def selftrain_args(db_path: str | Path, *, experiment: str, base: str, kinds: list[str], rounds: int,

@@ -64,6 +64,9 @@ class Generation(BaseModel):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     seconds: float | None = None
+    # The agent constrains its actions but this generation ran without the constraint (the
+    # backend could not apply it, or structured decoding is not installed).
+    unconstrained: bool = False
 
 
 ApiErrorKind = Literal[

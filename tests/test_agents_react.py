@@ -9,7 +9,7 @@ import json
 import pytest
 from model_fixtures import ScriptedBackend, tool_choice
 
-from josh_core.llm.base import ChatResponse, Choice, SamplingParams
+from josh_core.llm.base import ConstraintUnsupported, ChatResponse, Choice, SamplingParams
 from josh_core.llm.structured import check_react, format_react
 from josh_core.policies.agents import build_model_agent
 from josh_core.policies.base import TurnContext
@@ -181,8 +181,24 @@ def test_react_drops_a_constraint_the_backend_refuses(env):
     backend = ScriptedBackend(["PLAN a <COMMAND_END>\nSPEAK b <COMMAND_END>"] * 2, refuse_constraints=True)
     agent = ReactAgent(backend, constrained=True)
     turn = asyncio.run(agent.act(ctx_for(env)))
-    assert turn.speak == "b" and agent.constrained is False
-    assert backend.requests[-1].constraint is None
+    assert turn.speak == "b" and backend.requests[-1].constraint is None
+    assert [g.unconstrained for g in turn.generations] == [True]
+
+
+def test_a_refused_constraint_is_dropped_for_that_generation_only(env):
+    """One refusal (a grammar the backend could not compile once) leaves the shared agent
+    constrained: the next generation asks for the constraint again, and only the refused one
+    is recorded as unconstrained (it once turned the constraint off for the rest of the run
+    while the run's configuration still said constrained)."""
+    speak = "PLAN a <COMMAND_END>\nSPEAK b <COMMAND_END>"
+    backend = ScriptedBackend([ConstraintUnsupported("not this one"), speak, speak])
+    agent = ReactAgent(backend, constrained=True)
+    first = asyncio.run(agent.act(ctx_for(env)))
+    second = asyncio.run(agent.act(ctx_for(env)))
+    assert agent.constrained is True
+    assert [r.constraint is not None for r in backend.requests] == [True, False, True]
+    assert [g.unconstrained for g in first.generations] == [True]
+    assert [g.unconstrained for g in second.generations] == [False]
 
 
 def test_unknown_style_is_refused():

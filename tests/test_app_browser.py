@@ -137,7 +137,7 @@ def test_tree_explorer_click_selects_a_node_and_the_url_follows(page, app_url, a
     target = next(p for p in shown if p.count(".") >= 1)
     page.locator(".jg-node").first.evaluate("g => { g.__drawnBefore = true; }")
     page.locator(f'.jg-node[data-path="{target}"]').click()
-    page.locator(".jw-panel .jw-head", has_text=f"Node {target} ").wait_for(timeout=30_000)
+    page.locator(".jw-panel .jw-head", has_text=f"Node {target} ·").wait_for(timeout=30_000)
     page.wait_for_function(f"() => new URLSearchParams(location.search).get('node') === {target!r}", timeout=15_000)
     wait_idle(page)
     # the highlight stays on the clicked node after the explorer reruns, and the graph was
@@ -153,7 +153,7 @@ def test_tree_explorer_click_selects_a_node_and_the_url_follows(page, app_url, a
     page.keyboard.press("ArrowLeft")
     parent = tree.nodes[node.parent_id].path
     page.wait_for_function(f"() => new URLSearchParams(location.search).get('node') === {parent!r}", timeout=15_000)
-    page.locator(".jw-panel .jw-head", has_text=f"Node {parent} ").wait_for(timeout=30_000)
+    page.locator(".jw-panel .jw-head", has_text=f"Node {parent} ·").wait_for(timeout=30_000)
     wait_idle(page)
     assert page.locator(".jg-node.jg-selected").get_attribute("data-path") == parent
     # zoom buttons change the scale, the graph is not laid out again
@@ -161,6 +161,58 @@ def test_tree_explorer_click_selects_a_node_and_the_url_follows(page, app_url, a
     page.locator(".jg-btn[data-action='in']").click()
     assert float(page.locator(".jg-view").get_attribute("data-scale")) > scale
     page.locator(".jg-btn[data-action='fit']").click()
+    no_exception(page)
+
+
+def _pickers(page) -> dict[str, str]:
+    """What the sidebar's Run and Conversation pickers show."""
+    boxes = page.locator('[data-testid="stSidebar"] input[role="combobox"]')
+    return dict(boxes.evaluate_all("els => els.map(e => [e.getAttribute('aria-label'), e.value])"))
+
+
+def _pick(page, label: str, option: str) -> None:
+    page.locator('[data-testid="stSidebar"]').get_by_role("combobox", name=label).click()
+    page.get_by_role("option").filter(has_text=option).first.click()
+    wait_idle(page)
+
+
+def test_the_sidebar_pickers_name_the_conversation_the_page_shows(page, app_url, app_db):
+    from ui_common import fmt_reward
+
+    db = Database(app_db)
+    runs = reads.list_runs(db)
+    by_run = {r.id: [c for c in reads.list_conversations(db) if c.run_id == r.id] for r in runs}
+
+    def shown(conversation) -> None:
+        assert query(page)["conversation"] == conversation.id
+        pickers = _pickers(page)
+        assert pickers["Run"].startswith(conversation.run_id)
+        assert pickers["Conversation"] == (f"{conversation.scenario_id} · reward {fmt_reward(conversation.reward)} · "
+                                           f"{conversation.status}")  # fmt: skip
+        expect(page.locator(".jg-node")).to_have_count(conversation.node_count)  # the tree drawn is that one
+
+    page.goto(app_url)
+    page.get_by_role("heading", name="JOSH Workbench").wait_for(timeout=45_000)
+    sidebar_to(page, "Trees", "Conversation trees")
+    shown(by_run[runs[-1].id][0])
+    # Another run in the sidebar: its first conversation (before, the page and the URL kept the
+    # other run's conversation while the pickers named this run).
+    _pick(page, "Run", runs[0].id)
+    shown(by_run[runs[0].id][0])
+    second = by_run[runs[0].id][1]
+    _pick(page, "Conversation", second.scenario_id)
+    shown(second)
+    # A link to another conversation (the compare view's): the pickers follow it (before, they
+    # went on naming the conversation picked earlier).
+    page.locator('[data-testid="stMain"]').get_by_text("Compare two conversations", exact=True).click()
+    wait_idle(page)
+    twin = next(c for c in by_run[runs[1].id] if c.scenario_id == second.scenario_id)
+    page.get_by_role("link", name="Explore this tree").nth(1).click()
+    page.wait_for_function(f"() => new URLSearchParams(location.search).get('conversation') === {twin.id!r}",
+                           timeout=30_000)  # fmt: skip
+    wait_idle(page)
+    shown(twin)
+    shot(page, "trees-pickers-follow-link")
     no_exception(page)
 
 
@@ -194,14 +246,14 @@ def test_model_text_stays_inert_in_the_tree_explorer(page, app_url, app_db):
     payload = next(n for n in tree.nodes.values() if n.kind == "agent" and "onerror" in n.text)
     image = next(n for n in tree.nodes.values() if any(r.call and r.call.name == IMAGE_API for r in n.api_calls))
     page.goto(f"{app_url}/trees?db={app_db}&conversation={conversation.id}&node={payload.path}")
-    page.locator(".jw-panel .jw-head", has_text=f"Node {payload.path} ").wait_for(timeout=45_000)
+    page.locator(".jw-panel .jw-head", has_text=f"Node {payload.path} ·").wait_for(timeout=45_000)
     page.locator(".jw-panel").get_by_text('window.__xss=2</script>"quoted"', exact=False).first.wait_for()
     # hover text of the graph is text too
     page.locator(f'.jg-node[data-path="{payload.path}"]').hover()
     assert "onerror" in page.locator(".jg-tip").text_content()
     # the image-named API in the side panel, the path view and the compare view
     page.goto(f"{app_url}/trees?db={app_db}&conversation={conversation.id}&node={image.path}")
-    page.locator(".jw-panel .jw-head", has_text=f"Node {image.path} ").wait_for(timeout=45_000)
+    page.locator(".jw-panel .jw-head", has_text=f"Node {image.path} ·").wait_for(timeout=45_000)
     page.locator(".jw-panel").get_by_text(IMAGE_API).first.wait_for()
     assert page.locator(".jw-chat").get_by_text(IMAGE_API).count() >= 1
     wait_idle(page)

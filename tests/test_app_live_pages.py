@@ -159,6 +159,21 @@ def test_training_settings_come_from_the_trainer_config():
     assert "beta" not in sft
 
 
+def test_an_experiment_is_checked_as_the_command_checks_it_and_names_one_folder(tmp_path):
+    from josh_core.launch import selftrain_problem
+    from josh_core.train.selftrain import Selftrain, SelftrainConfig
+
+    assert selftrain_problem(experiment="exp4-s0", kinds=["sft"], rounds=1) is None
+    # Before, the app started `josh selftrain --experiment ../../escaped`: its adapters and
+    # exports went two folders above the experiment's working directory.
+    for name in ("../../escaped", "a/b", "a\\b", ".hidden", " padded", ""):
+        assert "experiment: give one folder name" in selftrain_problem(experiment=name, kinds=["sft"])
+    assert "kinds" in selftrain_problem(experiment="x", kinds=[])
+    assert "rounds" in selftrain_problem(experiment="x", rounds=0)
+    folder = Selftrain(SelftrainConfig(experiment="with space"), tmp_path / "x.duckdb").workdir
+    assert folder.parent == tmp_path / "x-selftrain" and folder.name == "with space"
+
+
 # -- Launch ----------------------------------------------------------------------------------------
 
 

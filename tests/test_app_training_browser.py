@@ -85,6 +85,96 @@ def test_train_an_adapter_from_the_training_page_and_launch_it(browser, tmp_path
         page.close()
 
 
+def _end(pid: int) -> None:
+    """End a process the app started (SIGTERM, then SIGKILL), if it still runs."""
+    import os
+    import signal
+    import time
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.5)
+
+
+def _started(page) -> int | None:
+    """The process id the Training page says it follows, if any."""
+    shown = _main(page).get_by_text(re.compile(r"is running \(process \d+\)"))
+    return int(re.search(r"process (\d+)", shown.first.inner_text()).group(1)) if shown.count() else None
+
+
+def test_a_selftrain_experiment_is_refused_on_bad_settings_then_starts_is_listed_and_stops(browser, tmp_path,
+                                                                                          toolwoz_data):  # fmt: skip
+    """The experiment form end to end, cheaply: a name that would climb out of the experiment's
+    folder is refused (nothing started), a one-conversation experiment starts, is listed with
+    its stages while it runs and stays followed across pages; it is stopped while it loads the
+    model for its first evaluation (playing and training it are tested with the selftrain code)."""
+    from josh_core.storage.stages import list_experiments
+
+    db = tmp_path / "experiments.duckdb"
+    Database(db).ensure_schema()
+    started = []  # processes the page started: ended whatever happens
+    with streamlit_app(db) as url:
+        page = browser()
+        try:
+            page.goto(url)
+            page.get_by_role("heading", name="JOSH Workbench").wait_for(timeout=45_000)
+            sidebar_to(page, "Training", "Trainings")
+            _main(page).get_by_text("josh selftrain experiment", exact=True).click()
+            wait_idle(page)
+            experiment = page.get_by_role("textbox", name="Experiment")
+            # Before, this started `josh selftrain --experiment ../escaped`, whose adapters and
+            # exports went to tmp_path/escaped, outside the experiment's folder.
+            experiment.fill("../escaped")
+            _main(page).get_by_role("button", name="Start the experiment").click()
+            wait_idle(page)
+            started.append(_started(page))
+            expect(_main(page).get_by_text("Not started: experiment: give one folder name")).to_be_visible()
+            assert started == [None] and list_experiments(Database(db)) == []
+            shot(page, "selftrain-refused")
+
+            experiment.fill("smoke")
+            for label in ("Rounds", "JOSH conversations", "Eval conversations", "Max beam", "Branching", "Max turns",
+                          "Max steps (0: epochs)"):  # fmt: skip
+                _spin(page, label).fill("1")
+            _main(page).get_by_role("button", name="Start the experiment").click()
+            _main(page).get_by_text("The experiment smoke is running").first.wait_for(timeout=60_000)
+            started.append(_started(page))
+            command = page.locator('[data-testid="stCode"]').filter(has_text="josh selftrain").first.inner_text()
+            for flag in ("--experiment smoke", "--kind sft", "--rounds 1", "--train-limit 1", "--eval-limit 1",
+                         "--beam 1", "--branching 1", "--max-turns 1", "--max-steps 1", f"--db {db}"):  # fmt: skip
+                assert flag in command, (flag, command)
+            # Listed while it runs (the process records its settings first), without a reload.
+            _main(page).get_by_role("heading", name="Self-training experiments").wait_for(timeout=120_000)
+            expect(page.get_by_role("combobox", name="Experiment")).to_have_value("smoke")
+            assert list_experiments(Database(db)) == ["smoke"]
+            # Away and back: still followed, and the form still the experiment's (before, the
+            # kind went back to SFT once the page had followed a running job).
+            sidebar_to(page, "Overview", "JOSH Workbench")
+            sidebar_to(page, "Training", "Trainings")
+            expect(_main(page).get_by_text("The experiment smoke is running").first).to_be_visible()
+            expect(page.get_by_role("textbox", name="Experiment")).to_be_visible()
+            shot(page, "selftrain-running")
+            _main(page).get_by_role("button", name="Stop", exact=True).click()
+            page.get_by_text("Stopped.").first.wait_for(timeout=90_000)
+            wait_idle(page)
+            no_exception(page)
+            shot(page, "selftrain-stopped")
+            assert not page.errors and not page.external
+        finally:
+            for pid in filter(None, started):
+                _end(pid)
+            page.close()
+
+
 def test_launch_stop_and_resume_a_rollout_with_the_overview_open(browser, tmp_path, toolwoz_data):
     db = tmp_path / "live.duckdb"
     agent = tmp_path / "slow-agent.json"  # five seconds per turn: the run lasts long enough to stop

@@ -133,10 +133,124 @@ def test_a_big_tree_opens_on_its_ideal_path_and_a_folded_subtree_unfolds(page, a
     # Selecting a node (the one just unfolded, in view) marks its path from the opener.
     target = folded_path
     page.locator(f'.jg-node[data-path="{target}"]').click()
-    page.locator(".jw-panel .jw-head", has_text=f"Node {target} ").wait_for(timeout=30_000)
+    page.locator(".jw-panel .jw-head", has_text=f"Node {target} ·").wait_for(timeout=30_000)
     depth = target.count(".") + 1
     assert page.locator(".jg-node.jg-on-path").count() == depth
     expect(page.locator(".jw-panel .jw-cost")).to_contain_text("latency and tokens")
+    no_exception(page)
+
+
+def _hidden_at_first(tree) -> list[str]:
+    """Paths of the nodes a big tree opens with folded away (below a folded node), deepest first."""
+    from josh_core.treeviz import graph_data
+
+    drawn = {n["id"]: n for n in graph_data(tree)["nodes"]}
+
+    def folded_above(path: str) -> bool:
+        parent = drawn[path]["parent"]
+        while parent is not None:
+            if drawn[parent]["folded"]:
+                return True
+            parent = drawn[parent]["parent"]
+        return False
+
+    return sorted((p for p in drawn if folded_above(p)), key=lambda p: -p.count("."))
+
+
+def test_a_link_into_a_folded_subtree_unfolds_it_and_brings_the_node_into_view(page, app_url, app_db):
+    db = Database(app_db)
+    big = max(reads.list_conversations(db), key=lambda c: c.node_count or 0)
+    tree = reads.load_tree(db, big.id)
+    target = _hidden_at_first(tree)[0]  # deep in a folded subtree: far right of the opener's view
+    assert target.count(".") >= 8
+    page.goto(f"{app_url}/trees?db={app_db}&conversation={big.id}&node={target}")
+    page.locator(".jw-panel .jw-head", has_text=f"Node {target} ·").wait_for(timeout=60_000)
+    wait_idle(page)
+    node = page.locator(f'.jg-node[data-path="{target}"]')
+    assert "jg-hidden" not in node.get_attribute("class") and "jg-selected" in node.get_attribute("class")
+    # The bug: its ancestors were unfolded but the view stayed on the opener, the node off screen.
+    assert target in page.locator(".jg-view").evaluate(SHOWN_IN_VIEW)
+    assert float(page.locator(".jg-view").get_attribute("data-scale")) >= 0.55  # readable
+    assert query(page)["node"] == target
+    shot(page, "trees-deep-link", full=False)
+    # Another node clicked, then the browser's back button: the linked node again, in view.
+    other = next(p for p in page.locator(".jg-view").evaluate(SHOWN_IN_VIEW) if p != target)
+    page.locator(f'.jg-node[data-path="{other}"]').click()
+    page.wait_for_function(f"() => new URLSearchParams(location.search).get('node') === {other!r}", timeout=30_000)
+    wait_idle(page)
+    page.go_back()
+    page.locator(".jw-panel .jw-head", has_text=f"Node {target} ·").wait_for(timeout=30_000)
+    wait_idle(page)
+    assert page.locator(".jg-node.jg-selected").get_attribute("data-path") == target
+    assert query(page)["node"] == target
+    no_exception(page)
+
+
+def test_a_click_fills_the_side_panel_in_the_browser_without_a_round_trip(page, app_url, app_db):
+    db = Database(app_db)
+    big = max(reads.list_conversations(db), key=lambda c: c.node_count or 0)
+    tree = reads.load_tree(db, big.id)
+    held = {"on": False}  # while on, nothing the page sends reaches the server
+
+    def route(ws) -> None:
+        server = ws.connect_to_server()
+        ws.on_message(lambda message: None if held["on"] else server.send(message))
+
+    page.route_web_socket("**/_stcore/stream", route)
+    page.goto(f"{app_url}/trees?db={app_db}&conversation={big.id}")
+    page.locator(".jw-panel .jw-head").wait_for(timeout=60_000)
+    wait_idle(page)
+    linked = query(page)["node"]
+    held["on"] = True
+    targets = [p for p in page.locator(".jg-view").evaluate(SHOWN_IN_VIEW) if p != linked][:3]
+    by_path = {n.path: n for n in tree.nodes.values()}
+    for path in targets:
+        page.locator(f'.jg-node[data-path="{path}"]').click()
+        # Before, the panel came with the explorer's rerun: with the server out of reach it
+        # never changed.
+        panel = page.locator(".jw-panel")
+        expect(panel.locator(".jw-head")).to_contain_text(f"Node {path} ·", timeout=5_000)
+        node = by_path[path]
+        expect(panel.locator(".jw-cost")).to_contain_text("latency and tokens")
+        if node.text:
+            expect(panel.locator(".jw-bubble").first).to_have_text(node.text)
+        if node.kind == "agent":
+            expect(panel.get_by_text(f"Generations ({len(node.generations)})")).to_be_visible()
+            expect(panel.get_by_text(f"API calls and results ({len(node.api_calls)})")).to_be_visible()
+            for record in node.api_calls:
+                expect(panel.locator(".jw-api", has_text=record.call.name).first).to_be_visible()
+    assert query(page)["node"] == linked  # no rerun happened: the URL is Python's to change
+    shot(page, "trees-panel-held-socket", full=False)
+    # Once the server hears the page again, a click's rerun keeps the URL and the path below.
+    held["on"] = False
+    last = next(p for p in page.locator(".jg-view").evaluate(SHOWN_IN_VIEW) if p not in targets and p != linked)
+    page.locator(f'.jg-node[data-path="{last}"]').click()
+    page.wait_for_function(f"() => new URLSearchParams(location.search).get('node') === {last!r}", timeout=30_000)
+    page.get_by_text(f"selected node ({last})").first.wait_for(timeout=30_000)
+    assert not page.errors
+    no_exception(page)
+
+
+def test_quick_selections_settle_on_the_last_one(page, app_url, app_db):
+    """Clicks and arrow keys faster than the explorer reruns: each rerun may carry the URL as it
+    was before the previous one changed it, which must not read as a link back to that node."""
+    db = Database(app_db)
+    big = max(reads.list_conversations(db), key=lambda c: c.node_count or 0)
+    page.goto(f"{app_url}/trees?db={app_db}&conversation={big.id}")
+    page.locator(".jw-panel .jw-head").wait_for(timeout=60_000)
+    wait_idle(page)
+    for path in page.locator(".jg-view").evaluate(SHOWN_IN_VIEW)[:4]:
+        page.locator(f'.jg-node[data-path="{path}"]').click()
+    page.locator(".jg-view").focus()
+    for key in ("ArrowRight", "ArrowRight", "ArrowDown", "ArrowLeft", "ArrowRight"):
+        page.keyboard.press(key)
+    last = page.locator(".jg-view").get_attribute("data-selected")
+    page.wait_for_timeout(3_000)
+    wait_idle(page)
+    assert page.locator(".jg-view").get_attribute("data-selected") == last
+    assert query(page)["node"] == last
+    expect(page.locator(".jw-panel .jw-head")).to_contain_text(f"Node {last} ·")
+    page.get_by_text(f"selected node ({last})").first.wait_for(timeout=30_000)
     no_exception(page)
 
 

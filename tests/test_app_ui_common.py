@@ -38,6 +38,33 @@ def test_html_renderings_escape_model_text():
         assert "&lt;b&gt;x&lt;/b&gt;" in out
 
 
+def test_the_side_panel_is_markup_data_of_listed_tags_with_text_left_as_text():
+    """The explorer fills the side panel in the browser from this data (text nodes only there);
+    here it renders as escaped HTML: the same panel, and no tag outside the list either way."""
+    call = CallView(name="<b>x</b>", parameters={"q": "<script>"}, ok=True, content={"r": "<i>"})
+    view = TurnView(node_id="c:0.1", path="0.1", kind="agent", label="ideal", text='<img src=x onerror="y">',
+                    turn=1, step=1, status="alive", calls=[call])  # fmt: skip
+    panel = ui_common.node_panel(view, cost="1.00 s", name="turn 1 · branch 2")
+
+    def tags(node):
+        if isinstance(node, str):
+            return set()
+        found = {node[0].partition(".")[0]}
+        for child in node[1:]:
+            if not isinstance(child, dict):
+                found |= tags(child)
+        return found
+
+    assert tags(panel) <= ui_common.MARKUP_TAGS
+    out = ui_common.markup_html(panel)
+    assert "<img" not in out and "<script>" not in out and "&lt;img src=x onerror=&quot;y&quot;&gt;" in out
+    assert 'title="the conversation the search settled on' in out  # the label badge's tooltip
+    with pytest.raises(ValueError):
+        ui_common.markup_html(["script", "alert(1)"])
+    assert ui_common.markup_html(ui_common.mk("span.a", "<b>", title='"t"')) == \
+        '<span class="a" title="&quot;t&quot;">&lt;b&gt;</span>'
+
+
 def test_database_check_names_folders_missing_and_foreign_files(tmp_path):
     assert ui_common.check_database("")[0] == "empty"
     assert ui_common.check_database(str(tmp_path))[0] == "folder"

@@ -7,11 +7,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from josh_core.storage import stages as stage_store
 from josh_core.storage.db import Database
 from josh_core.storage.locks import run_lock
 
 
+@pytest.mark.slow  # plays rollouts in a josh subprocess
 def test_selftrain_on_a_run_in_play_fails_cleanly(tmp_path, toolwoz_data):
     db_path = tmp_path / "busy.duckdb"
     # The experiment's warm-start rollout was started as run-busy; this process plays it now.

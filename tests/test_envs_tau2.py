@@ -271,6 +271,7 @@ def test_the_oracle_replaying_gold_actions_gets_reward_one_on_every_task(tau2_re
     assert {task_id: r for task_id, r in rewards.items() if r != (1.0, 1.0)} == {}
 
 
+@pytest.mark.slow  # plays rollouts in a josh subprocess
 def test_oracle_evaluation_through_the_cli_stores_pass_k(tau2_ready, tmp_path):
     db = tmp_path / "tau2.duckdb"
     user = tmp_path / "user.json"

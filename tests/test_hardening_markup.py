@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from engine_fixtures import call, speak
 from hardening_fixtures import ErrorServer, invoke, josh, no_traceback, scenario_dicts, simple_scripts, write_json
 from josh_core.rollout import RolloutConfig, start_run
@@ -14,6 +16,7 @@ from josh_core.storage.db import Database
 MARKUP = "[/INST] [bold]"
 
 
+@pytest.mark.slow  # plays rollouts in a josh subprocess
 def test_a_server_error_with_markup_fails_its_conversation_not_the_run(tmp_path, toolwoz_data):
     scenario_file, _, user = simple_scripts(tmp_path, scenario_dicts(2))
     db_path = tmp_path / "r.duckdb"
@@ -33,6 +36,7 @@ def test_a_server_error_with_markup_fails_its_conversation_not_the_run(tmp_path,
     assert run.status == "incomplete"
 
 
+@pytest.mark.slow  # plays rollouts in a josh subprocess
 def test_a_scenario_id_with_markup_is_shown_as_it_is(tmp_path, toolwoz_data):
     scenarios = scenario_dicts(1)
     scenarios[0]["id"] = "[/bold]"
@@ -64,6 +68,7 @@ def test_an_api_name_with_markup_in_errors_and_metrics_tables(tmp_path, toolwoz_
     assert json.loads(invoke("errors", "--db", str(db_path), "--json").stdout)["rates"]["calls"] == 1
 
 
+@pytest.mark.slow  # plays rollouts in a josh subprocess
 def test_a_path_with_markup_in_an_error_message(tmp_path):
     missing = tmp_path / "[/x]"
     done = josh("data", "prepare", "--from", str(missing), env={"JOSH_DATA_DIR": str(tmp_path / "data")})

@@ -207,6 +207,7 @@ def test_a_dead_endpoint_stops_the_run_in_bounded_time(kind, tmp_path, fast_endp
     assert [c.status for c in resumed.conversations] == ["done"] * 4
 
 
+@pytest.mark.slow  # plays rollouts in a josh subprocess
 def test_a_dead_endpoint_ends_the_rollout_command_with_a_resume_hint(tmp_path, toolwoz_data):
     scenario_file, _, user = simple_scripts(tmp_path, scenario_dicts(3))
     db_path = tmp_path / "cli.duckdb"
@@ -251,6 +252,7 @@ def test_the_backend_bounds_one_call_and_tries_a_down_endpoint_once(monkeypatch)
 # -- item 7: a closed Ray address is a bounded, plain error -----------------------------------
 
 
+@pytest.mark.slow  # plays rollouts in a josh subprocess
 def test_a_closed_ray_address_is_a_plain_error(tmp_path, toolwoz_data):
     from josh_core.distributed import RayUnavailable
     from josh_core.distributed.ray_rollout import check_reachable
@@ -305,6 +307,7 @@ def test_a_full_disk_stops_the_run_and_it_resumes(tmp_path, monkeypatch, toolwoz
     assert reads.get_run(db, result.run_id).status == "done"
 
 
+@pytest.mark.slow  # plays rollouts in a josh subprocess
 def test_a_full_disk_ends_the_rollout_command_plainly(tmp_path, toolwoz_data):
     # The same, through the command: the injection lives in a sitecustomize of this test.
     scenario_file, agent, user = simple_scripts(tmp_path, scenario_dicts(3))

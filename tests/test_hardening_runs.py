@@ -42,7 +42,7 @@ def test_a_dead_endpoint_stops_the_run_after_consecutive_connection_failures(tmp
     monkeypatch.setenv("JOSH_MAX_CONNECTION_FAILURES", "2")
     scenarios = _scenarios(5)
     _, agent_file, user_file = simple_scripts(tmp_path, [s.model_dump(mode="json") for s in scenarios])
-    dead = build_agent("openai:m", AgentOptions(base_url=_dead_url(), extra={"max_retries": 0}))
+    dead = build_agent("openai:m", AgentOptions(base_url=_dead_url(), backends={"openai": {"max_retries": 0}}))
     config = RolloutConfig(agent="openai:m", user=f"script:{user_file}", max_turns=2)
     db_path = tmp_path / "dead.duckdb"
     from josh_core.policies.script import ScriptAgent, ScriptUser
@@ -125,6 +125,7 @@ def test_an_interrupted_run_is_marked_and_resumes(signum, tmp_path, toolwoz_data
     assert reads.get_run(db, run.id).status == "done"
 
 
+@pytest.mark.slow  # plays rollouts in a josh subprocess
 def test_a_key_echoed_by_the_server_is_not_stored(tmp_path, toolwoz_data):
     scenario_file, _, user = simple_scripts(tmp_path, scenario_dicts(1))
     db_path = tmp_path / "k.duckdb"
@@ -139,6 +140,7 @@ def test_a_key_echoed_by_the_server_is_not_stored(tmp_path, toolwoz_data):
     assert SECRET not in conversation.error and "Bearer" in conversation.error  # the rest is kept
 
 
+@pytest.mark.slow  # plays rollouts in a josh subprocess
 def test_a_base_url_with_credentials_is_not_stored(tmp_path, toolwoz_data):
     scenario_file, _, user = simple_scripts(tmp_path, scenario_dicts(1))
     db_path = tmp_path / "u.duckdb"
@@ -174,7 +176,7 @@ def sigint_delivered():
 def test_a_sigint_whose_cancellation_is_absorbed_still_interrupts(sigint_delivered):
     # asyncio.run turns a SIGINT into KeyboardInterrupt only if the cancelled main task ends
     # cancelled; a task tree that absorbs the cancellation must not make the run end normally.
-    from josh_core.rollout import _run_interruptibly
+    from josh_core.rollout import run_interruptibly
 
     async def absorbing() -> str:
         os.kill(os.getpid(), signal.SIGINT)
@@ -185,9 +187,9 @@ def test_a_sigint_whose_cancellation_is_absorbed_still_interrupts(sigint_deliver
         return "finished"
 
     with pytest.raises(KeyboardInterrupt):
-        _run_interruptibly(absorbing())
+        run_interruptibly(absorbing())
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    assert _run_interruptibly(asyncio.sleep(0, "plain")) == "plain"  # no signal: the result
+    assert run_interruptibly(asyncio.sleep(0, "plain")) == "plain"  # no signal: the result
 
 
 def test_a_run_whose_agent_absorbs_the_sigint_is_marked_interrupted(tmp_path, toolwoz_data, sigint_delivered):

@@ -98,6 +98,7 @@ def stored_stages(db: Path, experiment: str) -> dict:
     (["--set", "warmstart.learning_rate=-1"], "learning_rate must be a positive number"),
     (["--base", "openai:gpt-4o"], "cannot train"),
     (["--base", "hf:/no/such/model"], "no model folder"),
+    (["--experiment", "../escaped"], "experiment: give one folder name"),  # its folder would climb out
 ])
 def test_selftrain_refuses_bad_training_settings_before_storing_anything(tmp_path, flags, message):
     db = tmp_path / "exp.duckdb"

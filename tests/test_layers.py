@@ -25,9 +25,6 @@ PACKAGE = ROOT / "josh_core"
 
 # Imports inside a function that close a cycle, each on purpose:
 KNOWN_CYCLE_DODGES = {
-    # The one known exception of the contract (listed there with the reason): rollout.py builds
-    # the Ray player, whose module imports rollout.py back.
-    ("josh_core.rollout", "josh_core.distributed.ray_rollout"): "known exception (pyproject.toml)",
     # ToolWOZ's build-time code (envs/toolwoz/build/) reads the runtime's data and is loaded
     # only when data must be made: data.py's prepare functions are its one door
     # (docs/environments.md; tests/test_env_imports.py checks no runtime import loads it).

@@ -196,7 +196,7 @@ def test_llama_cpp_server_enforces_the_gbnf_grammar():
     import openai
 
     from josh_core.llm.embedded import embedded_gguf_path
-    from josh_core.llm.structured import constraint_for_openai
+    from josh_core.llm.openai_backend import constraint_for_openai
 
     port = _free_port()
     server = subprocess.Popen(

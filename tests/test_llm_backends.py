@@ -17,7 +17,8 @@ from josh_core.llm import embedded
 from josh_core.llm.base import ChatRequest, ChatResponse, Choice, OutputConstraint, SamplingParams
 from josh_core.llm.batching import MicroBatcher
 from josh_core.llm.local_chat import cut_at_stop, parse_tool_calls, to_template_messages, tools_instruction
-from josh_core.llm.openai_backend import OpenAIBackend, guess_server_kind, strict_tools
+from josh_core.llm.hf_backend import HFOptions
+from josh_core.llm.openai_backend import OpenAIBackend, OpenAIOptions, guess_server_kind, strict_tools
 from josh_core.llm.specs import build_backend, clear_shared_backends, split_adapter
 from josh_core.llm.vllm_backend import (
     VLLMBackend,
@@ -46,7 +47,7 @@ def test_build_backend_kinds(monkeypatch):
     assert api.name == "openai:gpt-4o-mini" and api.server == "openai" and not api.is_local
     local = build_backend("openai:served", AgentOptions(base_url="http://127.0.0.1:9/v1"))
     assert local.server == "vllm" and local.is_local and str(local.client.base_url).startswith("http://127.0.0.1:9")
-    forced = build_backend("openai:x", AgentOptions(base_url="http://127.0.0.1:9/v1", extra={"server": "llamacpp"}))
+    forced = build_backend("openai:x", AgentOptions(base_url="http://127.0.0.1:9/v1", backends={"openai": {"server": "llamacpp"}}))
     assert forced.server == "llamacpp"
     vllm = build_backend("vllm:org/model@/runs/lora", shared=False)
     assert vllm.engine_args()["enable_lora"] and vllm.adapter == "/runs/lora"
@@ -64,6 +65,34 @@ def test_in_process_backends_are_shared_per_spec():
     assert build_backend("hf:/models/x") is a
     assert build_backend("hf:/models/y") is not a
     clear_shared_backends()
+
+
+def test_a_shared_backend_is_kept_per_spec_and_options():
+    """Asking again for a SPEC with another device, dtype or batch size gets a backend with
+    those settings, not the one built first (it was once kept per SPEC alone)."""
+    clear_shared_backends()
+    try:
+        first = build_backend("hf:/models/x")
+        on_cpu = build_backend("hf:/models/x", AgentOptions(backends={"hf": {"device": "cpu", "max_batch_rows": 4}}))
+        assert on_cpu is not first and (on_cpu.device, on_cpu.max_batch_rows) == ("cpu", 4)
+        assert build_backend("hf:/models/x", AgentOptions(backends={"hf": HFOptions(device="cpu", max_batch_rows=4)})) is on_cpu
+        half = build_backend("hf:/models/x", AgentOptions(backends={"hf": {"dtype": "bfloat16"}}))
+        assert half is not first and half is not on_cpu and half.dtype == "bfloat16"
+        # Another kind's settings leave this one's key alone: the agent and an LLM user share.
+        assert build_backend("hf:/models/x", AgentOptions(backends={"openai": {"server": "vllm"}})) is first
+    finally:
+        clear_shared_backends()
+
+
+def test_backend_options_are_typed_and_checked():
+    with pytest.raises(ValueError, match="devise"):
+        build_backend("hf:/models/x", AgentOptions(backends={"hf": {"devise": "cpu"}}), shared=False)
+    with pytest.raises(ValueError, match="max_batch_rows"):
+        build_backend("hf:/models/x", AgentOptions(backends={"hf": {"max_batch_rows": 0}}), shared=False)
+    with pytest.raises(ValueError, match="takes HFOptions"):
+        build_backend("hf:/models/x", AgentOptions(backends={"hf": OpenAIOptions()}), shared=False)
+    with pytest.raises(ValueError, match="unknown kinds"):
+        build_backend("hf:/models/x", AgentOptions(backends={"hff": {}}), shared=False)
 
 
 def test_openai_without_key_or_url_fails(monkeypatch):

@@ -298,6 +298,7 @@ def test_a_bare_ray_flag_means_a_local_ray_instance():
     assert with_optional_values(["rollout", "--", "--ray"]) == ["rollout", "--", "--ray"]
 
 
+@pytest.mark.slow  # plays rollouts in a josh subprocess
 def test_ray_options_are_checked_before_anything_starts(tmp_path):
     result = subprocess.run([*JOSH, "rollout", "--ray-workers", "2", "--db", str(tmp_path / "x.duckdb")],
                             capture_output=True, text=True, timeout=120)  # fmt: skip

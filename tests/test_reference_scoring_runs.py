@@ -44,6 +44,7 @@ def config(kettles_yard, **overrides) -> RolloutConfig:
                          scenario_file=str(scenario_file), **overrides)
 
 
+@pytest.mark.slow  # plays rollouts in a josh subprocess
 def test_a_run_plays_stores_and_resumes_with_its_scoring(tmp_path, kettles_yard):
     scenario = kettles_yard[0]
     db_path = tmp_path / "scoring.duckdb"
@@ -92,6 +93,7 @@ def test_the_factory_and_the_launch_arguments_carry_the_scoring(kettles_yard):
     assert "--scoring" not in rollout_args(config(kettles_yard), "x.duckdb")
 
 
+@pytest.mark.slow  # plays rollouts in a josh subprocess
 def test_cli_flags(tmp_path, kettles_yard):
     scenario, scenario_file, agent_file, user_file = kettles_yard
     refused = subprocess.run(

@@ -102,6 +102,7 @@ def test_killed_rollout_resumes_to_the_same_database(tmp_path, scripts):
     assert run_contents(killed_db, run.id) == run_contents(reference_db, reference_run.run_id)
 
 
+@pytest.mark.slow  # plays rollouts in a josh subprocess
 def test_a_run_in_play_cannot_be_resumed_by_a_second_process(tmp_path, scripts):
     """While one process plays a run, `--resume` from another is refused (nothing is touched);
     once the first is gone, the resume goes ahead."""

@@ -73,9 +73,9 @@ def test_selftrain_runs_every_stage_and_a_killed_run_finishes_the_same(tmp_path)
     stored = json.loads(summary.stdout)
     assert stored["rounds"] == result["rounds"] and stored["comparisons"] == result["comparisons"]
 
-    # The same experiment killed once its round-1 rollout has started, then run again.
-    proc = subprocess.Popen(selftrain_args(db, "killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=env)
+    # The same experiment stopped by SIGTERM once its round-1 rollout has started, then run again.
+    proc = subprocess.Popen(selftrain_args(db, "killed"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env=env)
     deadline = time.monotonic() + 1200
     try:
         while time.monotonic() < deadline:
@@ -89,11 +89,14 @@ def test_selftrain_runs_every_stage_and_a_killed_run_finishes_the_same(tmp_path)
             time.sleep(0.5)
         assert proc.poll() is None, "the run ended before it could be killed"
         time.sleep(2)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
+    # One line saying how to go on, no traceback (it used to end in `RunInterrupted` raised).
+    assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert "Traceback" not in stderr and "interrupted by SIGTERM" in stderr and "resume" in stderr, stderr[-3000:]
     interrupted = stages_of(db, "killed")
     assert interrupted[(1, "rollout")]["status"] == "running"
     run_id = interrupted[(1, "rollout")]["result"]["run_id"]

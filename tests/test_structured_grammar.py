@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 
 from josh_core.llm.base import ConstraintUnsupported, OutputConstraint
+from josh_core.llm.openai_backend import constraint_for_openai
 from josh_core.llm.structured import (
     PLAN_MAX_CHARS,
     PLAN_MAX_TOKENS,
     REACT_MAX_TOKENS,
     VALUE_MAX_CHARS,
     check_react,
-    constraint_for_openai,
     fc_constraint,
     format_react,
     gbnf_for,

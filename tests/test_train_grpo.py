@@ -21,6 +21,9 @@ from josh_core.train.grpo_trainer import group_advantages
 from josh_core.train.online import RewardWeights, correct_format, generation_samples, shaped_reward, training_runs
 from train_fixtures import tiny_model
 
+# These train a (tiny) model through the in-process backend: the full tier only.
+pytestmark = pytest.mark.slow
+
 TOY = {"env": "toy-online", "style": "compact", "max_turns": 1, "num_generations": 4,
        "per_device_train_batch_size": 2, "goal_reward": 0.0, "format_reward": 0.0, "checkpoint_minutes": None}
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from engine_fixtures import speak
 from josh_core.launch import rollout_args, start_rollout_process
 from josh_core.rollout import RolloutConfig
@@ -35,6 +37,7 @@ def _scripted_run(tmp_path, scenario):
                          scenario_file=str(tmp_path / "s.json"), max_turns=4, beam=4)  # fmt: skip
 
 
+@pytest.mark.slow  # plays rollouts in a josh subprocess
 def test_launched_rollout_process_fills_the_database_and_the_tree_draws(tmp_path, toolwoz_data):
     from josh_core.envs.toolwoz.scenarios import load_split
 

@@ -13,6 +13,7 @@ from rich.table import Table
 from josh_core.cli.output import fail, plain
 from josh_core.envs import UnknownEnvironment, get_env
 from josh_core.envs.base import DataUnavailable
+from josh_core.cli.run_flags import run_flag
 
 
 def _counts_table(title: str, counts: dict[str, int]) -> Table:
@@ -29,7 +30,7 @@ def register(app: typer.Typer) -> None:
 
     @data_app.command("prepare")
     def prepare_command(
-        env: str = typer.Option("toolwoz", "--env", help="Environment (`josh envs`): toolwoz, tau2-retail, tau2-airline."),
+        env: str = run_flag("env"),
         from_path: Optional[Path] = typer.Option(
             None,
             "--from",

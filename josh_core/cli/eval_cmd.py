@@ -19,12 +19,14 @@ from rich.table import Table
 from josh_core.analysis.bootstrap import DEFAULT_RESAMPLES, MAX_RESAMPLES
 from josh_core.analysis.compare import Comparison
 from josh_core.cli.output import error_console, fail, plain, warn
+from josh_core.cli.run_flags import run_flag
+from josh_core.rollout.options import run_option
 from josh_core.analysis.errors import DEFAULT_TOP, ErrorReport, error_report
 from josh_core.analysis.leaderboard import leaderboard as leaderboard_frame
 from josh_core.analysis.metrics import MetricsReport, metrics_report, records
-from josh_core.evaluate import DEFAULT_EVAL_SPLIT, Evaluation, evaluate, resume_evaluation
+from josh_core.evaluate import Evaluation, evaluate, resume_evaluation
 from josh_core.paths import default_db_path
-from josh_core.policies.factory import DEFAULT_AGENT_SPEC, DEFAULT_USER_SPEC, decoding_flags
+from josh_core.policies.factory import decoding_flags
 from josh_core.storage.locks import RunBusy
 from josh_core.rollout import RolloutConfig, RunInterrupted
 from josh_core.storage.db import Database, DatabaseError
@@ -249,45 +251,33 @@ def print_comparison(console: Console, comparison: Comparison) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    from josh_core.cli.rollout_cmd import RAY_ENDPOINTS_HELP, RAY_HELP, RAY_WORKERS_HELP, SCORING_HELP
-
     @app.command("eval")
     def eval_(
-        env: str = typer.Option("toolwoz", "--env", help="Environment (`josh envs`): toolwoz, tau2-retail, tau2-airline."),
-        scoring: Optional[str] = typer.Option(None, "--scoring", help=SCORING_HELP),
-        split: Optional[str] = typer.Option(
-            None, help=f"Scenario split (default: the environment's evaluation split; ToolWOZ {DEFAULT_EVAL_SPLIT}, τ² test)."
-        ),
-        limit: Optional[int] = typer.Option(None, help="Only the first N scenarios."),
-        scenario_file: Optional[Path] = typer.Option(
-            None, "--scenario-file", exists=True, dir_okay=False,
-            help="Evaluate on the scenarios of this JSON file (one or a list) instead of a split.",
-        ),  # fmt: skip
-        agent: str = typer.Option(DEFAULT_AGENT_SPEC, help="Agent SPEC."),
-        user: Optional[str] = typer.Option(
-            None, help=f"User simulator SPEC (default: the environment's; ToolWOZ {DEFAULT_USER_SPEC}, τ² llm:embedded)."
-        ),
-        style: str = typer.Option("auto", help="Agent style: auto (compact for the embedded model, react otherwise) | react | compact | fc."),
-        temperature: Optional[float] = typer.Option(None, help="Agent sampling temperature."),
-        max_actions: Optional[int] = typer.Option(None, "--max-actions", help="Cap on agent actions per turn (default: 5 for react/fc, 3 for compact)."),
-        base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint."),
-        decoding: str = typer.Option(
-            "auto", help="Agent actions: auto (grounded for local models, free for API models) | "
-            "grounded | grammar | free.",
-        ),
-        max_turns: int = typer.Option(15, "--max-turns", help="Max agent turns per conversation."),
-        seed: int = typer.Option(0, help="Run seed."),
-        trials: int = typer.Option(1, "--trials", min=1, max=64,
-                                   help="Play each task this many times (τ²: Pass^k up to k = trials)."),
-        concurrency: int = typer.Option(1, help="Conversations played at the same time."),
+        env: str = run_flag("env"),
+        scoring: Optional[str] = run_flag("scoring"),
+        split: Optional[str] = run_flag("split", help="Scenario split (default: the environment's evaluation "
+                                        "split; `josh envs`)."),
+        limit: Optional[int] = run_flag("limit"),
+        scenario_file: Optional[Path] = run_flag("scenario_file", exists=True, dir_okay=False),
+        agent: str = run_flag("agent"),
+        user: Optional[str] = run_flag("user"),
+        style: str = run_flag("style"),
+        temperature: Optional[float] = run_flag("temperature"),
+        max_actions: Optional[int] = run_flag("max_actions_per_turn"),
+        base_url: Optional[str] = run_flag("base_url"),
+        decoding: str = run_flag("decoding"),
+        max_turns: int = run_flag("max_turns"),
+        seed: int = run_flag("seed"),
+        trials: int = run_flag("trials"),
+        concurrency: int = run_flag("concurrency"),
         db: Optional[Path] = typer.Option(None, help="DuckDB file (default JOSH_DB or ./josh.duckdb)."),
         resume: Optional[str] = typer.Option(None, "--resume", help="Finish the evaluation run with this id."),
         resamples: int = typer.Option(DEFAULT_RESAMPLES, min=1, max=MAX_RESAMPLES,
                                       help="Bootstrap resamples per sample size."),
         as_json: bool = typer.Option(False, "--json", help="Print the evaluation as JSON."),
-        ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]", help=RAY_HELP),
-        ray_workers: Optional[int] = typer.Option(None, "--ray-workers", help=RAY_WORKERS_HELP),
-        ray_endpoints: Optional[str] = typer.Option(None, "--ray-endpoints", help=RAY_ENDPOINTS_HELP),
+        ray: Optional[str] = run_flag("ray", metavar="[ADDRESS]"),
+        ray_workers: Optional[int] = run_flag("ray_workers"),
+        ray_endpoints: Optional[str] = run_flag("ray_endpoints"),
     ) -> None:
         """Evaluate an agent: plain rollouts over a split, stored as a run, with its metrics."""
         db_path = db or default_db_path()
@@ -322,6 +312,9 @@ def register(app: typer.Typer) -> None:
                         except UnknownEnvironment as error:
                             _fail(f"--env: {error}")
                         split = split or environment.eval_split
+                        problem = run_option("trials").problem(trials)
+                        if problem:
+                            _fail(problem)
                         try:
                             constrained, grounded = decoding_flags(decoding)
                         except ValueError as error:
@@ -498,29 +491,25 @@ def register(app: typer.Typer) -> None:
     def compare_agents(
         base_agent: str = typer.Argument(..., help="Agent SPEC of the base agent (e.g. embedded@shipped:warmstart)."),
         trained_agent: str = typer.Argument(..., help="Agent SPEC of the trained agent."),
-        env: str = typer.Option("toolwoz", "--env", help="Environment (`josh envs`)."),
-        scoring: Optional[str] = typer.Option(None, "--scoring", help=SCORING_HELP),
-        split: Optional[str] = typer.Option(
-            None, help=f"Scenario split (default: the environment's evaluation split; ToolWOZ {DEFAULT_EVAL_SPLIT})."
-        ),
-        limit: Optional[int] = typer.Option(None, min=0, help="Only the first N scenarios (after --single-domain)."),
+        env: str = run_flag("env"),
+        scoring: Optional[str] = run_flag("scoring"),
+        split: Optional[str] = run_flag("split", help="Scenario split (default: the environment's evaluation "
+                                        "split; `josh envs`)."),
+        limit: Optional[int] = run_flag("limit", help="Only the first N scenarios (after --single-domain)."),
         single_domain: bool = typer.Option(
             False, "--single-domain", help="Only scenarios with one domain, as `josh selftrain` evaluates "
             "(its default); --limit then counts those.",
         ),
-        scenario_file: Optional[Path] = typer.Option(
-            None, "--scenario-file", exists=True, dir_okay=False,
-            help="Play the scenarios of this JSON file (one or a list) instead of a split.",
-        ),  # fmt: skip
-        user: Optional[str] = typer.Option(
-            None, help=f"User simulator SPEC (default: the environment's; ToolWOZ {DEFAULT_USER_SPEC})."
-        ),
-        style: str = typer.Option("auto", help="Agent style: auto | react | compact | fc (both agents)."),
-        temperature: Optional[float] = typer.Option(None, help="Agent sampling temperature (both agents)."),
-        decoding: str = typer.Option("auto", help="Agent actions: auto | grounded | grammar | free (both agents)."),
-        max_turns: int = typer.Option(15, "--max-turns", help="Max agent turns per conversation."),
-        seed: int = typer.Option(0, help="Run seed (the same for both agents: same scenarios, same seeds)."),
-        concurrency: int = typer.Option(1, help="Conversations played at the same time."),
+        scenario_file: Optional[Path] = run_flag("scenario_file", exists=True, dir_okay=False),
+        user: Optional[str] = run_flag("user"),
+        style: str = run_flag("style", help="Agent style of both agents: auto (compact for the embedded model, "
+                              "react otherwise)."),
+        temperature: Optional[float] = run_flag("temperature", help="Agent sampling temperature (both agents)."),
+        decoding: str = run_flag("decoding", help="Agent actions of both agents: auto (grounded for local models, "
+                                 "free for API models)."),
+        max_turns: int = run_flag("max_turns"),
+        seed: int = run_flag("seed", help="Run seed (the same for both agents: same scenarios, same seeds)."),
+        concurrency: int = run_flag("concurrency"),
         db: Optional[Path] = typer.Option(None, help="DuckDB file (default JOSH_DB or ./josh.duckdb)."),
         resamples: int = typer.Option(2000, min=100, max=100_000, help="Bootstrap resamples."),
         bootstrap_seed: int = typer.Option(0, "--bootstrap-seed", help="Bootstrap seed."),

@@ -13,10 +13,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from josh_core.cli.output import error_console, fail, plain, styled, warn
+from josh_core.cli.run_flags import run_flag
 from josh_core.distributed import RayUnavailable
 from josh_core.extract import EXPORT_KINDS, ExportOptions, export_dataset
 from josh_core.paths import default_db_path
-from josh_core.policies.factory import DEFAULT_AGENT_SPEC, DEFAULT_USER_SPEC, decoding_flags
+from josh_core.policies.factory import decoding_flags
 from josh_core.rollout import (
     ConversationResult,
     PolicyError,
@@ -28,22 +29,13 @@ from josh_core.rollout import (
     resume_run,
     start_run,
 )
+from josh_core.rollout.options import flag_of
 from josh_core.search.engine import StepEvent
 from josh_core.storage.db import Database, DatabaseError
 from josh_core.storage.locks import RunBusy
 
 Kind = Enum("Kind", {kind: kind for kind in EXPORT_KINDS}, type=str)
 Format = Enum("Format", {"trl": "trl", "openai": "openai"}, type=str)
-
-# JOSH harvests training data, so it defaults to the training split; a plain rollout is an
-# evaluation, so it defaults to the paper's official test set.
-DEFAULT_JOSH_SPLIT = "train"
-DEFAULT_PLAIN_SPLIT = "official-test"
-
-
-def _flag(field: object) -> str:
-    """The command-line flag of a RolloutConfig field."""
-    return {"max_actions_per_turn": "--max-actions"}.get(str(field), "--" + str(field).replace("_", "-"))
 
 
 def config_error_text(error: ValidationError) -> str:
@@ -52,7 +44,7 @@ def config_error_text(error: ValidationError) -> str:
     for e in error.errors():
         message = e["msg"].removeprefix("Value error, ")
         if e["loc"]:
-            parts.append(f"{_flag(e['loc'][0])}: {message}")
+            parts.append(f"{flag_of(str(e['loc'][0]))}: {message}")
         else:  # a check across fields (the agent style)
             parts.append(f"{'--style' if 'style' in message else 'configuration'}: {message}")
     return "; ".join(parts)
@@ -92,18 +84,9 @@ def _fail(message: str) -> NoReturn:
     fail(message)
 
 
-# `--ray [ADDRESS]`, `--ray-workers`, `--ray-endpoints`: shared by rollout and eval (and the
-# ADDRESS may be left out: josh_core/cli/__init__.py gives a bare --ray the value "local").
-SCORING_HELP = ("Reward semantics (ToolWOZ): toolwoz (ours, the default) | reference (the original ToolWOZ "
-                "code's, to compare with the paper's numbers; docs/toolwoz.md).")
-RAY_HELP = ("Play the conversations on Ray workers (the ray extra): bare --ray starts Ray here "
-            "(or joins RAY_ADDRESS); auto: this machine's cluster; HOST:PORT: a cluster's head. This process "
-            "writes the database. See docs/distributed.md.")
-RAY_WORKERS_HELP = ("Ray workers (default: one per GPU for in-process models, else one per --ray-endpoints URL, "
-                    "else one per CPU of the cluster); each plays --concurrency conversations at a time.")
-RAY_ENDPOINTS_HELP = "Comma-separated OpenAI-compatible base URLs (e.g. several vllm serve); worker i uses URL i mod n."
-
-
+# `--ray [ADDRESS]`, `--ray-workers`, `--ray-endpoints` (run options, rollout/options.py) are
+# shared by rollout and eval; the ADDRESS may be left out: josh_core/cli/__init__.py gives a
+# bare --ray the value "local".
 def ray_options_or_fail(address: Optional[str], workers: Optional[int], endpoints: Optional[str]):
     """The RayOptions of the --ray flags (None without --ray); Ray is imported only here."""
     if address is None:
@@ -226,42 +209,30 @@ def _load_scenarios(split: Optional[str], limit: Optional[int], scenario_file: O
 def register(app: typer.Typer) -> None:
     @app.command("rollout")
     def rollout(
-        josh: bool = typer.Option(False, "--josh", help="JOSH beam search (else plain rollouts)."),
-        env: str = typer.Option("toolwoz", "--env", help="Environment (`josh envs`): toolwoz, tau2-retail, tau2-airline."),
-        scoring: Optional[str] = typer.Option(None, "--scoring", help=SCORING_HELP),
-        split: Optional[str] = typer.Option(
-            None, help=f"Scenario split of the environment (ToolWOZ: default {DEFAULT_JOSH_SPLIT} with --josh, "
-            f"else {DEFAULT_PLAIN_SPLIT}; τ²: train with --josh, else test)."
-        ),
-        limit: Optional[int] = typer.Option(None, help="Only the first N scenarios."),
-        scenario_file: Optional[Path] = typer.Option(
-            None, "--scenario-file", exists=True, dir_okay=False, help="A scenario JSON file (one or a list)."
-        ),
-        agent: str = typer.Option(DEFAULT_AGENT_SPEC, help="Agent SPEC."),
-        user: Optional[str] = typer.Option(
-            None, help=f"User simulator SPEC (default: the environment's; ToolWOZ {DEFAULT_USER_SPEC}, τ² llm:embedded)."
-        ),
-        style: str = typer.Option("auto", help="Agent style: auto (compact for the embedded model, react otherwise) | react | compact | fc."),
-        temperature: Optional[float] = typer.Option(None, help="Agent sampling temperature."),
-        max_actions: Optional[int] = typer.Option(None, "--max-actions", help="Cap on agent actions per turn (default: 5 for react/fc, 3 for compact)."),
-        base_url: Optional[str] = typer.Option(
-            None, "--base-url",
-            help="OpenAI-compatible endpoint (with --resume: replaces the run's; credentials in it are not stored).",
-        ),
-        decoding: str = typer.Option(
-            "auto", help="Agent actions: auto (grounded for local models, free for API models) | "
-            "grounded | grammar | free.",
-        ),
-        beam: int = typer.Option(8, help="JOSH max beam."),
-        branching: int = typer.Option(2, help="JOSH branching factor."),
-        max_turns: int = typer.Option(15, "--max-turns", help="Max agent turns per conversation."),
-        seed: int = typer.Option(0, help="Run seed."),
-        concurrency: int = typer.Option(1, help="Conversations played at the same time."),
+        josh: bool = run_flag("josh"),
+        env: str = run_flag("env"),
+        scoring: Optional[str] = run_flag("scoring"),
+        split: Optional[str] = run_flag("split"),
+        limit: Optional[int] = run_flag("limit"),
+        scenario_file: Optional[Path] = run_flag("scenario_file", exists=True, dir_okay=False),
+        agent: str = run_flag("agent"),
+        user: Optional[str] = run_flag("user"),
+        style: str = run_flag("style"),
+        temperature: Optional[float] = run_flag("temperature"),
+        max_actions: Optional[int] = run_flag("max_actions_per_turn"),
+        base_url: Optional[str] = run_flag("base_url", help=(
+            "OpenAI-compatible endpoint (with --resume: replaces the run's; credentials in it are not stored).")),
+        decoding: str = run_flag("decoding"),
+        beam: int = run_flag("beam"),
+        branching: int = run_flag("branching"),
+        max_turns: int = run_flag("max_turns"),
+        seed: int = run_flag("seed"),
+        concurrency: int = run_flag("concurrency"),
         db: Optional[Path] = typer.Option(None, help="DuckDB file (default JOSH_DB or ./josh.duckdb)."),
         resume: Optional[str] = typer.Option(None, "--resume", help="Continue the run with this id."),
-        ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]", help=RAY_HELP),
-        ray_workers: Optional[int] = typer.Option(None, "--ray-workers", help=RAY_WORKERS_HELP),
-        ray_endpoints: Optional[str] = typer.Option(None, "--ray-endpoints", help=RAY_ENDPOINTS_HELP),
+        ray: Optional[str] = run_flag("ray", metavar="[ADDRESS]"),
+        ray_workers: Optional[int] = run_flag("ray_workers"),
+        ray_endpoints: Optional[str] = run_flag("ray_endpoints"),
     ) -> None:
         """Run plain or JOSH rollouts and store every tree in DuckDB."""
         db_path = db or default_db_path()

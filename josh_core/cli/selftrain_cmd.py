@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 from typing import Optional
 
@@ -11,8 +12,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from josh_core.cli.output import fail, plain
+from josh_core.cli.output import error_console, fail, plain
+from josh_core.cli.run_flags import run_flag
 from josh_core.paths import default_db_path
+from josh_core.rollout.options import SELFTRAIN_DEFAULTS
 from josh_core.train.kinds import KINDS, setting_value
 
 METRIC_LABELS = {
@@ -72,11 +75,14 @@ def register(app: typer.Typer) -> None:
     @app.command("selftrain")
     def selftrain(
         experiment: str = typer.Option("selftrain", help="Name of the experiment (its stages are stored under it; "
-                                       "rerun the same command to resume it)."),
-        env: str = typer.Option("toolwoz", "--env", help="Environment (`josh envs`): toolwoz, tau2-retail, tau2-airline."),
-        base: str = typer.Option("embedded", help="The starting agent SPEC."),
-        user: Optional[str] = typer.Option(None, help="User simulator SPEC (default: the environment's; ToolWOZ "
-                                           "agenda, τ² llm:embedded)."),
+                                       "rerun the same command to resume it). One folder name: it names the "
+                                       "folder of its exports and adapters."),
+        env: str = run_flag("env"),
+        base: str = run_flag("agent", flag="--base", help="The starting agent SPEC."),
+        user: Optional[str] = run_flag("user"),
+        scoring: Optional[str] = run_flag("scoring"),
+        style: str = run_flag("style"),
+        decoding: str = run_flag("decoding"),
         rounds: int = typer.Option(1, min=1, help="Rounds of JOSH -> train -> eval (round k starts from round k-1)."),
         kind: list[str] = typer.Option(["sft"], "--kind", help=f"Training kind, {' | '.join(KINDS)}; repeat for "
                                        "several (each trained from the same round)."),
@@ -88,23 +94,25 @@ def register(app: typer.Typer) -> None:
                                     "only; needs --kind sft); see docs/training.md."),
         warm_start: int = typer.Option(0, min=0, help="Oracle conversations for a warm-start SFT before round 0 "
                                        "(0: none); see docs/experiments.md."),
-        train_split: str = typer.Option("train", help="Split the JOSH scenarios come from."),
+        train_split: Optional[str] = typer.Option(None, help="Split the JOSH scenarios come from (default: the "
+                                                  "environment's JOSH split)."),
         train_limit: int = typer.Option(100, min=1, help="JOSH conversations per round."),
         train_offset: int = typer.Option(0, min=0, help="Skip this many usable train scenarios first (after the "
                                          "warm start's): those an adapter given as --base already trained on, "
                                          "e.g. 80 for embedded@shipped:warmstart-oracle80."),
-        eval_split: Optional[str] = typer.Option(None, help="Held-out split to evaluate on (default: ToolWOZ val, "
-                                                 "τ² test)."),
+        eval_split: Optional[str] = typer.Option(None, help="Held-out split to evaluate on (default: the "
+                                                 "environment's held-out split; ToolWOZ val, τ² test)."),
         eval_limit: int = typer.Option(100, min=1, help="Held-out conversations per evaluation."),
         all_domains: bool = typer.Option(False, "--all-domains", help="Use multi-domain scenarios too "
                                          "(default: single-domain only)."),
-        beam: int = typer.Option(8, min=1, max=64),
-        branching: int = typer.Option(2, min=1, max=16),
-        max_turns: int = typer.Option(5, min=1, max=40, help="JOSH depth in agent turns."),
-        eval_max_turns: int = typer.Option(10, min=1, max=40, help="Agent turns per evaluation conversation."),
-        temperature: Optional[float] = typer.Option(None, help="Sampling temperature (default: the model's)."),
-        seed: int = typer.Option(0),
-        concurrency: int = typer.Option(4, min=1, max=64, help="Conversations played at once."),
+        beam: int = run_flag("beam"),
+        branching: int = run_flag("branching"),
+        max_turns: int = run_flag("max_turns", default=SELFTRAIN_DEFAULTS["max_turns"], help="JOSH depth in agent turns."),
+        eval_max_turns: int = run_flag("max_turns", flag="--eval-max-turns", default=SELFTRAIN_DEFAULTS["eval_max_turns"],
+                                       help="Agent turns per evaluation conversation."),
+        temperature: Optional[float] = run_flag("temperature"),
+        seed: int = run_flag("seed"),
+        concurrency: int = run_flag("concurrency", default=SELFTRAIN_DEFAULTS["concurrency"]),
         lr: Optional[float] = typer.Option(None, help="Learning rate for every training kind (default: its own)."),
         epochs: Optional[float] = typer.Option(None, help="Epochs for every training kind (default: its own)."),
         max_steps: Optional[int] = typer.Option(None, help="Cap on optimiser steps per training (smoke runs)."),
@@ -113,8 +121,8 @@ def register(app: typer.Typer) -> None:
         settings: list[str] = typer.Option([], "--set", help="A training setting of one kind, KIND.KEY=VALUE "
                                            "(e.g. kto.learning_rate=5e-5); repeatable; wins over --lr/--epochs."),
         db: Path = typer.Option(None, help="DuckDB file of the experiment (runs, trainings, stages)."),
-        ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]", help="Play the JOSH rollout stages on "
-                                          "Ray workers (bare --ray: start Ray here; docs/distributed.md)."),
+        ray: Optional[str] = run_flag("ray", metavar="[ADDRESS]", help="Play the JOSH rollout stages on Ray workers "
+                                      "(bare --ray: start Ray here; docs/distributed.md)."),
         workdir: Optional[Path] = typer.Option(None, help="Where exports and adapters go "
                                                "(default: DB_STEM-selftrain/EXPERIMENT beside the database)."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -127,6 +135,7 @@ def register(app: typer.Typer) -> None:
         from pydantic import ValidationError
 
         from josh_core.cli.rollout_cmd import ProgressObserver
+        from josh_core.rollout import RunInterrupted
         from josh_core.storage.db import DatabaseError
         from josh_core.storage.locks import RunBusy
         from josh_core.train import TrainingConfigError, TrainingDataError
@@ -137,7 +146,7 @@ def register(app: typer.Typer) -> None:
             is_disk_full,
             quiet_libraries,
         )
-        from josh_core.train.selftrain import Selftrain, SelftrainConfig, StageEvent, dumps
+        from josh_core.train.selftrain import Selftrain, SelftrainConfig, StageEvent, dumps, settings_problems
 
         quiet_libraries()  # one progress display: ours
 
@@ -170,10 +179,9 @@ def register(app: typer.Typer) -> None:
                 environment = get_env(env)
             except UnknownEnvironment as error:
                 fail(f"--env: {error}")
-            user = user or environment.default_user
-            eval_split = eval_split or ("val" if environment.name == "toolwoz" else environment.eval_split)
             config = SelftrainConfig(
-                experiment=experiment, env=environment.name, base=base, user=user, rounds=rounds, kinds=kind,
+                experiment=experiment, env=environment.name, base=base, user=user, scoring=scoring, style=style,
+                decoding=decoding, rounds=rounds, kinds=kind,
                 filter=filter_, control=control,
                 warm_start=warm_start, train_split=train_split, train_limit=train_limit,
                 train_offset=train_offset, eval_split=eval_split,
@@ -183,10 +191,7 @@ def register(app: typer.Typer) -> None:
                 warm_start_overrides=warm_overrides, ray_address=ray,
             )
         except ValidationError as error:
-            # A check across settings has no field to name: its message names the flags.
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" if e["loc"]
-                                 else str(e["msg"]).removeprefix("Value error, ") for e in error.errors())
-            fail(f"invalid settings: {problems}")
+            fail(f"invalid settings: {settings_problems(error)}")
         console = Console(stderr=as_json, highlight=False)
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                             console=console, transient=True)
@@ -215,6 +220,14 @@ def register(app: typer.Typer) -> None:
             else:
                 with progress:
                     result = loop.run()
+        except (KeyboardInterrupt, RunInterrupted) as interrupt:
+            # Ctrl-C, or SIGTERM while a stage plays conversations: the stage's finished work is
+            # stored, so the same command resumes; say so in one line instead of a traceback.
+            signum = getattr(interrupt, "signum", signal.SIGINT)
+            error_console().print(plain(
+                f"interrupted by {signal.Signals(signum).name}: experiment {experiment!r} keeps its finished "
+                f"stages and conversations; rerun the same command to resume it"))
+            raise typer.Exit(128 + signum)
         except (ValueError, KeyError, DatabaseError, TrainingDataError, TrainingConfigError, FileNotFoundError,
                 RunBusy, TrainingBusy, TrainingDiverged) as error:
             fail(error.args[0] if isinstance(error, KeyError) and error.args else error)

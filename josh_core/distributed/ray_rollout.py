@@ -59,7 +59,9 @@ from josh_core.rollout import (
     prepare_conversation,
     record_failure,
 )
+from josh_core.llm.specs import in_process_kinds, split_spec
 from josh_core.redact import redact, url_secrets
+from josh_core.rollout.options import run_option
 from josh_core.search.engine import JoshSearch, StepEvent
 from josh_core.search.tree import ConversationTree, Node
 from josh_core.storage import writes
@@ -70,7 +72,16 @@ log = logging.getLogger(__name__)
 
 LOCAL = "local"  # `--ray` alone: Ray's own default (RAY_ADDRESS if set, else a new local instance)
 FORWARDED_ENV_PREFIXES = ("JOSH_", "OPENAI_")  # the driver's settings the workers get too
-IN_PROCESS_MODELS = ("embedded", "hf", "vllm", "llamacpp")  # agent SPEC kinds that want a GPU
+
+
+def loads_a_model(spec: str) -> bool:
+    """Whether a SPEC's model runs in the process that builds it (its backend's registration,
+    llm/specs.py): a worker that plays it asks Ray for a GPU when the cluster has one."""
+    try:
+        kind, _ = split_spec(spec)
+    except ValueError:
+        return False
+    return kind in in_process_kinds()
 
 
 def ray_retries() -> int:
@@ -106,11 +117,17 @@ class RayOptions:
     num_gpus: float | None = None
 
     def __post_init__(self) -> None:
-        if self.workers is not None and self.workers < 1:
-            raise ValueError("--ray-workers: at least 1")
+        problem = run_option("ray_workers").problem(self.workers)  # its bounds: rollout/options.py
+        if problem:
+            raise ValueError(problem)
         if self.num_cpus < 0 or (self.num_gpus is not None and self.num_gpus < 0):
             raise ValueError("worker resources cannot be negative")
         self.endpoints = [e.strip() for e in self.endpoints if e and e.strip()]
+
+    def player(self, config: RolloutConfig, make_env: EnvFactory | None = None) -> RayPlayer:
+        """The run's Player (`josh_core.rollout.player`): `start_run(..., ray=options)` and
+        `resume_run` build it once the configuration is known, and close it."""
+        return RayPlayer(self, config, make_env)
 
 
 def _import_ray() -> Any:
@@ -288,7 +305,7 @@ class _Attempt:
 
 
 class RayPlayer:
-    """Plays a run's conversations on Ray workers (see the module docstring). Start it before
+    """A Player (`josh_core.rollout.player`) on Ray workers (see the module docstring). Start it before
     the run is recorded (`names` are the policies' names, from the first worker), `play_all`
     inside the run's lock, and `close` it afterwards."""
 
@@ -342,9 +359,8 @@ class RayPlayer:
         """How many workers, and what each reserves."""
         resources = self.ray.cluster_resources()
         cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
-        kind = self.config.agent.split(":", 1)[0].split("@", 1)[0]
-        user_kind = self.config.user.split(":", 2)[1] if self.config.user.startswith("llm:") else ""
-        wants_gpu = kind in IN_PROCESS_MODELS or user_kind.split("@", 1)[0] in IN_PROCESS_MODELS
+        wants_gpu = loads_a_model(self.config.agent) or (self.config.user.startswith("llm:")
+                                                           and loads_a_model(self.config.user[len("llm:"):]))
         num_gpus = self.options.num_gpus
         if num_gpus is None:
             num_gpus = 1.0 if wants_gpu and gpus >= 1 else 0.0
@@ -428,7 +444,8 @@ class RayPlayer:
         observer: RolloutObserver,
         todo: list[ConversationRecord],
     ) -> tuple[list[ConversationResult], str | None]:
-        """Play `todo` on the workers; the same contract as a local run's `_play_all`."""
+        """Play `todo` on the workers; the Player contract (`josh_core.rollout.player`), as a
+        local run's `LocalPlayer`."""
         self.db, self.observer = db, observer
         # One entry per free conversation slot of a live worker; None wakes the waiters once
         # the run stops. Waiters are served in order, so conversations start in run order.

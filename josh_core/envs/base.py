@@ -60,6 +60,9 @@ class Environment:
     splits: ClassVar[tuple[str, ...]] = ()
     josh_split: ClassVar[str] = "train"  # default split of JOSH rollouts (harvesting)
     eval_split: ClassVar[str] = "test"  # default split of plain rollouts and evaluations
+    # The split a self-training experiment evaluates its rounds on, held out from the JOSH split
+    # and, where there is one, from the final test (None: `eval_split`).
+    heldout_split: ClassVar[str | None] = None
     metrics: ClassVar[str] = "toolwoz"
     default_user: ClassVar[str] = "agenda"
     user_kinds: ClassVar[tuple[str, ...]] = ("agenda", "llm", "script")
@@ -142,6 +145,7 @@ class Environment:
         return {
             "name": self.name, "title": self.title, "description": self.description,
             "splits": list(self.splits), "josh_split": self.josh_split, "eval_split": self.eval_split,
+            "heldout_split": self.heldout_split or self.eval_split,
             "metrics": self.metrics, "default_user": self.default_user, "users": list(self.user_kinds),
             "scoring_modes": list(self.scoring_modes),
         }

@@ -7,9 +7,12 @@ that is waiting), so callers simply `asyncio.gather` their requests.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from josh_core.types import Message, ToolCall
 
@@ -79,3 +82,102 @@ class ChatBackend(Protocol):
     async def chat(self, request: ChatRequest) -> ChatResponse: ...
 
     async def aclose(self) -> None: ...
+
+
+class BackendOptions(BaseModel):
+    """A backend's own settings beside its SPEC (a device, a server dialect, a context size):
+    typed and checked (an unknown name is refused), and part of the key a shared in-process
+    backend is kept under, so asking again with other settings gets another backend."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def key(self) -> str:
+        return self.model_dump_json()
+
+
+def is_embedded_target(rest: str) -> bool:
+    """Whether a SPEC's part after `kind:` names the embedded model (`vllm:embedded`,
+    `llamacpp:embedded@DIR`)."""
+    return rest == "embedded" or rest.startswith("embedded@")
+
+
+def compact_for_embedded(rest: str) -> str:
+    """`default_style` of backends that also play the embedded model: compact for it (a short
+    prompt and no PLAN measured several times faster and no worse; bench/bench_player.py),
+    ReACT (appendix E) for every other model."""
+    return "compact" if is_embedded_target(rest) else "react"
+
+
+def split_adapter(rest: str) -> tuple[str, str | None]:
+    """`"path@adapter"` -> `("path", "adapter")`; `"path"` -> `("path", None)`."""
+    if "@" in rest:
+        base, adapter = rest.rsplit("@", 1)
+        return base, (adapter or None)
+    return rest, None
+
+
+def model_problems(base: str | None, adapter: str | None) -> list[str]:
+    """What can be seen wrong with a local model and its LoRA adapter before loading them: a
+    model path (not a hub id) that does not exist, an adapter folder that holds no finished
+    adapter."""
+    from josh_core.adapter_folder import adapter_problem
+
+    problems = []
+    if adapter:
+        problem = adapter_problem(adapter)
+        if problem:
+            problems.append(problem)
+    if base and base.startswith((".", "/", "~")) and not Path(base).expanduser().exists():
+        problems.append(f"no model at {base}")
+    return problems
+
+
+def adapter_folder(adapter: str | None) -> str | None:
+    """The folder of `adapter` (`shipped:NAME` resolved, adapter_folder.py), checked before the
+    model loads: an adapter folder an unfinished training left, or a shipped name with no
+    adapter, is refused (another missing folder is reported by the loader, which may also take
+    hub ids)."""
+    if not adapter:
+        return None
+    from josh_core.adapter_folder import SHIPPED_PREFIX, adapter_problem, resolve_adapter, unfinished_training
+
+    problem = adapter_problem(adapter) if adapter.startswith(SHIPPED_PREFIX) else unfinished_training(adapter)
+    if problem:
+        raise ValueError(problem)
+    return resolve_adapter(adapter)
+
+
+def _react(rest: str) -> str:
+    return "react"
+
+
+def _no_problems(rest: str, base_url: str | None) -> list[str]:
+    return []
+
+
+@dataclass(frozen=True)
+class BackendKind:
+    """A model backend's registration: everything the rest of the code asks about a backend
+    without loading it. Each backend module defines one (`BACKEND`); `llm/specs.py` lists them.
+
+    build(rest, options, base_url): the backend for SPEC `kind:rest` (`rest` keeps a bare
+      kind's `@ADAPTER`), with `options` an instance of `options` and the run's base URL.
+    in_process: the model runs in this process. Such backends are shared per SPEC and options
+      within a process, and a Ray run asks a GPU for each worker that loads one.
+    bare: the SPEC is `kind[@ADAPTER]`, without a colon (`embedded`).
+    grammar(options, base_url): whether it applies the action grammar (Lark or GBNF) when
+      decoding; decoding `grounded` and `grammar` need it.
+    default_style(rest): the agent style `auto` means for the SPEC.
+    check(rest, base_url): problems with the SPEC that can be seen without loading a model.
+    """
+
+    kind: str
+    usage: str  # how its SPEC is written (help texts, errors)
+    summary: str  # what it is, in a line
+    options: type[BackendOptions]
+    build: Callable[[str, Any, str | None], ChatBackend]
+    in_process: bool = True
+    bare: bool = False
+    grammar: Callable[[Any, str | None], bool] = lambda options, base_url: True
+    default_style: Callable[[str], str] = _react
+    check: Callable[[str, str | None], list[str]] = _no_problems

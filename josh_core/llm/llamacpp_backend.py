@@ -32,16 +32,21 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from josh_core.llm.base import (
     EMBEDDED_MODEL_SAMPLING,
     LOCAL_MODEL_SAMPLING,
+    BackendKind,
+    BackendOptions,
     ChatRequest,
     ChatResponse,
     Choice,
     ConstraintUnsupported,
     OutputConstraint,
+    compact_for_embedded,
 )
 from josh_core.llm.local_chat import cut_at_stop, parse_tool_calls, to_template_messages
 from josh_core.llm.structured import gbnf_for
@@ -320,15 +325,35 @@ def _choice(text: str, finish_reason: str | None, request: ChatRequest) -> Choic
     return Choice(text=text, finish_reason=finish_reason)
 
 
-_OPTION_NAMES = ("n_ctx", "n_threads", "seed", "grammar_engine", "prompt_cache_bytes", "verbose")
+# -- registration (josh_core/llm/specs.py) ---------------------------------------------------
 
 
-def build_llamacpp_backend(target: str, options: Any = None) -> LlamaCppBackend:
-    """The backend for SPEC `llamacpp:TARGET` (TARGET: a GGUF path or `embedded`).
+class LlamaCppOptions(BackendOptions):
+    """Settings of the llama.cpp backend (None: LlamaCppBackend's default)."""
 
-    `options`: an AgentOptions (its `extra` may set n_ctx, n_threads, seed, grammar_engine,
-    prompt_cache_bytes, verbose) or a plain dict of those.
-    """
-    extra = options if isinstance(options, dict) else (getattr(options, "extra", None) or {})
-    kwargs = {k: extra[k] for k in _OPTION_NAMES if extra.get(k) is not None}
-    return LlamaCppBackend(target or "embedded", **kwargs)
+    n_ctx: int | None = Field(None, ge=1)
+    n_threads: int | None = Field(None, ge=1)
+    seed: int | None = None
+    grammar_engine: Literal["gbnf", "llguidance"] | None = None
+    prompt_cache_bytes: int | None = Field(None, ge=0)
+    verbose: bool | None = None
+
+
+def gguf_problems(rest: str) -> list[str]:
+    """A GGUF path that is not a file (`embedded` is fetched on first use)."""
+    target = rest or "embedded"
+    if target != "embedded" and not Path(target).expanduser().is_file():
+        return [f"no GGUF file at {target}"]
+    return []
+
+
+def _build(rest: str, options: LlamaCppOptions, base_url: str | None) -> LlamaCppBackend:
+    return LlamaCppBackend(rest or "embedded", **{k: v for k, v in options.model_dump().items() if v is not None})
+
+
+BACKEND = BackendKind(
+    kind="llamacpp", usage="llamacpp:GGUF_PATH",
+    summary="llama.cpp in this process (llamacpp:embedded: the embedded GGUF)",
+    options=LlamaCppOptions, build=_build, default_style=compact_for_embedded,
+    check=lambda rest, base_url: gguf_problems(rest),
+)  # fmt: skip

@@ -33,15 +33,20 @@ import threading
 import time
 from typing import Any
 
+from pydantic import Field
+
 from josh_core.llm.base import (
     EMBEDDED_MODEL_SAMPLING,
     LOCAL_MODEL_SAMPLING,
+    BackendKind,
+    BackendOptions,
     ChatRequest,
     ChatResponse,
+    compact_for_embedded,
 )
 from josh_core.llm.batching import MicroBatcher
 from josh_core.llm.kv_store import common_prefix_len
-from josh_core.llm.llamacpp_backend import import_llama_cpp, resolve_model_path
+from josh_core.llm.llamacpp_backend import gguf_problems, import_llama_cpp, resolve_model_path
 from josh_core.llm.local_chat import decoded_choice, to_template_messages
 
 _ANCHOR = 0  # the KV sequence that holds the prefix shared by a batch's rows, kept between batches
@@ -366,15 +371,34 @@ def _responses(requests: list[ChatRequest], rows: list[Any], token_rows: list[li
     return responses
 
 
-_OPTION_NAMES = ("n_ctx", "n_threads", "max_batch_rows", "n_batch", "collect_s", "verbose")
+# -- registration (josh_core/llm/specs.py) ---------------------------------------------------
 
 
-def build_llamacpp_batched_backend(target: str, options: Any = None) -> LlamaCppBatchedBackend:
-    """The backend for SPEC `llamacpp-batched:TARGET` (TARGET: `embedded` or a GGUF path).
+class LlamaCppBatchedOptions(BackendOptions):
+    """Settings of the batched llama.cpp backend (None: LlamaCppBatchedBackend's default)."""
 
-    `options`: an AgentOptions (its `extra` may set n_ctx, n_threads, max_batch_rows, n_batch,
-    collect_s, verbose) or a plain dict of those.
-    """
-    extra = options if isinstance(options, dict) else (getattr(options, "extra", None) or {})
-    kwargs = {k: extra[k] for k in _OPTION_NAMES if extra.get(k) is not None}
-    return LlamaCppBatchedBackend(target or "embedded", **kwargs)
+    n_ctx: int | None = Field(None, ge=1)
+    n_threads: int | None = Field(None, ge=1)
+    max_batch_rows: int | None = Field(None, ge=1)
+    n_batch: int | None = Field(None, ge=1)
+    collect_s: float | None = Field(None, ge=0)
+    verbose: bool | None = None
+
+
+def _build(rest: str, options: LlamaCppBatchedOptions, base_url: str | None) -> LlamaCppBatchedBackend:
+    return LlamaCppBatchedBackend(rest or "embedded",
+                                  **{k: v for k, v in options.model_dump().items() if v is not None})
+
+
+def _check(rest: str, base_url: str | None) -> list[str]:
+    if "@" in rest:
+        return ["LoRA adapters are not supported by llamacpp-batched; use embedded@DIR"]
+    return gguf_problems(rest)
+
+
+BACKEND = BackendKind(
+    kind="llamacpp-batched", usage="llamacpp-batched:GGUF_PATH",
+    summary="llama.cpp, every row of a batch decoded together, our sampling and grammar masks "
+            "(llamacpp-batched:embedded; no LoRA adapters)",
+    options=LlamaCppBatchedOptions, build=_build, default_style=compact_for_embedded, check=_check,
+)  # fmt: skip

@@ -27,9 +27,21 @@ import logging
 import os
 import random
 import time
-from typing import Any
+from typing import Any, Literal
 
-from josh_core.llm.base import API_MODEL_SAMPLING, ChatRequest, ChatResponse, Choice, ConstraintUnsupported
+from pydantic import Field
+
+from josh_core.llm.base import (
+    API_MODEL_SAMPLING,
+    BackendKind,
+    BackendOptions,
+    ChatRequest,
+    ChatResponse,
+    Choice,
+    ConstraintUnsupported,
+    OutputConstraint,
+)
+from josh_core.llm.structured import GBNF_REACT_MAX_TOKENS, gbnf_for, plain_schema
 from josh_core.redact import redact, redact_url, url_secrets
 from josh_core.safe_text import valid_json, valid_text
 from josh_core.types import ToolCall
@@ -38,6 +50,7 @@ log = logging.getLogger(__name__)
 
 # Which dialect of the protocol the server speaks (constraints and extra sampling fields).
 SERVER_KINDS = ("openai", "vllm", "vllm-legacy", "llamacpp")
+ServerKind = Literal["openai", "vllm", "vllm-legacy", "llamacpp"]
 
 
 def guess_server_kind(base_url: str | None) -> str:
@@ -158,8 +171,6 @@ class OpenAIBackend:
             # the server's native tool calling already gives the structure we want.
             kwargs["tools"] = strict_tools(request.tools) if (request.constraint and self.server == "openai") else request.tools
         elif request.constraint is not None:
-            from josh_core.llm.structured import constraint_for_openai
-
             fields = constraint_for_openai(request.constraint, self.server)
             extra.update(fields.pop("extra_body", {}))
             kwargs.update(fields)
@@ -167,8 +178,6 @@ class OpenAIBackend:
                 # Sent as its GBNF twin, which caps lines in characters, not tokens: a line of
                 # digits (one token each) outgrows the agent's token budget and is cut, and a
                 # cut action never parses. Measured on vllm serve (CPU, embedded model).
-                from josh_core.llm.structured import GBNF_REACT_MAX_TOKENS
-
                 kwargs["max_tokens"] = max(s.max_tokens, GBNF_REACT_MAX_TOKENS)
         if extra:
             kwargs["extra_body"] = extra
@@ -307,3 +316,78 @@ class OpenAIBackend:
 
     async def aclose(self) -> None:
         await self.client.close()
+
+
+def constraint_for_openai(constraint: OutputConstraint, server: str = "openai") -> dict[str, Any]:
+    """Keyword arguments to add to `client.chat.completions.create(...)` for this constraint.
+
+    server "openai": response_format json_schema (OpenAI and any server that follows it; Lark
+    grammars are not supported there). "vllm": vLLM >= 0.10.2 `structured_outputs` (grammar
+    sent as GBNF, which both its xgrammar and guidance backends accept). "vllm-legacy": the
+    `guided_json` / `guided_grammar` fields of older vLLM. "llamacpp": llama-cpp-python's
+    server, which takes a GBNF `grammar`.
+    """
+    if server not in SERVER_KINDS:
+        raise ValueError(f"unknown server {server!r}: expected one of {SERVER_KINDS}")
+    if constraint.kind == "json_schema" and constraint.json_schema is not None:
+        schema = plain_schema(constraint.json_schema)
+        if server == "vllm":
+            return {"extra_body": {"structured_outputs": {"json": schema}}}
+        if server == "vllm-legacy":
+            return {"extra_body": {"guided_json": schema}}
+        if server == "llamacpp":
+            return {"extra_body": {"grammar": gbnf_for(constraint)}}
+        return {
+            "response_format": {
+                "type": "json_schema",
+                # Not strict: OpenAI's strict mode demands every key be required.
+                "json_schema": {"name": "action", "schema": schema, "strict": False},
+            }
+        }
+    if server == "openai":
+        raise ConstraintUnsupported("OpenAI-style servers take JSON schemas, not grammars")
+    grammar = gbnf_for(constraint)
+    if server == "vllm":
+        return {"extra_body": {"structured_outputs": {"grammar": grammar}}}
+    if server == "vllm-legacy":
+        return {"extra_body": {"guided_grammar": grammar}}
+    return {"extra_body": {"grammar": grammar}}
+
+
+# -- registration (josh_core/llm/specs.py) ---------------------------------------------------
+
+
+class OpenAIOptions(BackendOptions):
+    """`openai:MODEL`'s settings beside the run's base URL."""
+
+    api_key: str | None = None  # else OPENAI_API_KEY ("EMPTY" for a local server)
+    server: ServerKind | None = None  # the protocol's dialect; None: guessed from the base URL
+    timeout_s: float | None = Field(None, gt=0)  # per request; None: JOSH_LLM_TIMEOUT
+    max_retries: int | None = Field(None, ge=0)
+    concurrency: int | None = Field(None, ge=1)  # requests in flight at once
+
+
+def _build(rest: str, options: OpenAIOptions, base_url: str | None) -> OpenAIBackend:
+    if not rest:
+        raise ValueError("openai SPEC needs a model: openai:MODEL")
+    given = {k: v for k, v in options.model_dump().items() if v is not None}
+    return OpenAIBackend(rest, base_url=base_url, **given)
+
+
+def _grammar(options: OpenAIOptions, base_url: str | None) -> bool:
+    # OpenAI's own API takes JSON schemas only; vLLM and llama.cpp servers take grammars.
+    return (options.server or guess_server_kind(base_url or os.environ.get("OPENAI_BASE_URL"))) != "openai"
+
+
+def _check(rest: str, base_url: str | None) -> list[str]:
+    problems = [] if rest else ["needs a model, openai:MODEL"]
+    if not (base_url or os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_KEY")):
+        problems.append("give a base URL (e.g. a `vllm serve` endpoint) or set OPENAI_API_KEY")
+    return problems
+
+
+BACKEND = BackendKind(
+    kind="openai", usage="openai:MODEL",
+    summary="OpenAI-compatible HTTP (OPENAI_BASE_URL / --base-url, OPENAI_API_KEY)",
+    options=OpenAIOptions, build=_build, in_process=False, grammar=_grammar, check=_check,
+)  # fmt: skip

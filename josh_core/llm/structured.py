@@ -18,9 +18,9 @@ the same tool list:
   vLLM's xgrammar backend).
 - `logits_processor_for(tokenizer, constraints)`: a transformers logits processor that masks
   every row of a batch with its own llguidance matcher (rows may differ or be unconstrained).
-- `constraint_for_openai(constraint, server)` / `vllm_sampling_kwargs(constraint)`: request
-  fields for OpenAI-compatible servers and for vLLM's offline `SamplingParams` (there the Lark
-  grammar itself, for vLLM's llguidance backend).
+- `plain_schema(schema)`: a schema for servers that reject llguidance's own keys. The request
+  fields each backend sends live beside it: `openai_backend.constraint_for_openai`,
+  `vllm_backend.vllm_sampling_kwargs`.
 - `check_react` / `validate_react`: whether a text is a well-formed action for these tools.
 
 Why llguidance: its Lark grammars embed JSON schemas, it keeps per-row state cheaply (a
@@ -850,79 +850,7 @@ def logits_processor_for(
     return ConstrainedLogitsProcessor(tokenizer, rows, eos_token_ids=eos_token_ids)
 
 
-# --------------------------------------------------------------------------------------------
-# Servers: OpenAI-compatible request fields, vLLM offline sampling parameters
-# --------------------------------------------------------------------------------------------
-
-SERVERS = ("openai", "vllm", "vllm-legacy", "llamacpp")
-
-
-def _plain_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """A schema without llguidance's private options (other servers reject unknown keys)."""
+def plain_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A schema without llguidance's private options (servers other than llguidance reject
+    unknown keys)."""
     return {k: v for k, v in schema.items() if k != "x-guidance"}
-
-
-def constraint_for_openai(constraint: OutputConstraint, server: str = "openai") -> dict[str, Any]:
-    """Keyword arguments to add to `client.chat.completions.create(...)` for this constraint.
-
-    server "openai": response_format json_schema (OpenAI and any server that follows it; Lark
-    grammars are not supported there). "vllm": vLLM >= 0.10.2 `structured_outputs` (grammar
-    sent as GBNF, which both its xgrammar and guidance backends accept). "vllm-legacy": the
-    `guided_json` / `guided_grammar` fields of older vLLM. "llamacpp": llama-cpp-python's
-    server, which takes a GBNF `grammar`.
-    """
-    if server not in SERVERS:
-        raise ValueError(f"unknown server {server!r}: expected one of {SERVERS}")
-    if constraint.kind == "json_schema" and constraint.json_schema is not None:
-        schema = _plain_schema(constraint.json_schema)
-        if server == "vllm":
-            return {"extra_body": {"structured_outputs": {"json": schema}}}
-        if server == "vllm-legacy":
-            return {"extra_body": {"guided_json": schema}}
-        if server == "llamacpp":
-            return {"extra_body": {"grammar": gbnf_for(constraint)}}
-        return {
-            "response_format": {
-                "type": "json_schema",
-                # Not strict: OpenAI's strict mode demands every key be required.
-                "json_schema": {"name": "action", "schema": schema, "strict": False},
-            }
-        }
-    if server == "openai":
-        raise ConstraintUnsupported("OpenAI-style servers take JSON schemas, not grammars")
-    grammar = gbnf_for(constraint)
-    if server == "vllm":
-        return {"extra_body": {"structured_outputs": {"grammar": grammar}}}
-    if server == "vllm-legacy":
-        return {"extra_body": {"guided_grammar": grammar}}
-    return {"extra_body": {"grammar": grammar}}
-
-
-def vllm_sampling_kwargs(constraint: OutputConstraint, grammar_syntax: str = "lark") -> dict[str, Any]:
-    """Keyword arguments for `vllm.SamplingParams(...)` that apply this constraint offline.
-
-    grammar_syntax "lark": the Lark grammar as it is, for vLLM's llguidance ("guidance")
-    backend, which enforces the same token caps as the other local backends (VLLMBackend sets
-    that backend). "gbnf": the GBNF twin, for an engine left on xgrammar. Newer vLLM
-    (`StructuredOutputsParams`, field `structured_outputs`) and older vLLM
-    (`GuidedDecodingParams`, field `guided_decoding`) are both handled.
-    """
-    if grammar_syntax not in ("lark", "gbnf"):
-        raise ValueError(f"grammar_syntax must be 'lark' or 'gbnf', got {grammar_syntax!r}")
-    if constraint.kind == "json_schema" and constraint.json_schema is not None:
-        spec: dict[str, Any] = {"json": _plain_schema(constraint.json_schema)}
-    elif grammar_syntax == "lark" and constraint.kind == "lark" and constraint.grammar:
-        spec = {"grammar": constraint.grammar}
-    else:
-        spec = {"grammar": gbnf_for(constraint)}
-    try:
-        from vllm.sampling_params import StructuredOutputsParams  # type: ignore[import-not-found]
-
-        return {"structured_outputs": StructuredOutputsParams(**spec)}
-    except ImportError:
-        pass
-    try:
-        from vllm.sampling_params import GuidedDecodingParams  # type: ignore[import-not-found]
-    except ImportError as exc:
-        raise ConstraintUnsupported("vLLM is not installed (pip install 'josh-workbench[vllm]')") from exc
-    return {"guided_decoding": GuidedDecodingParams(**spec)}

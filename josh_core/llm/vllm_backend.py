@@ -27,9 +27,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-from josh_core.llm.base import EMBEDDED_MODEL_SAMPLING, LOCAL_MODEL_SAMPLING, ChatRequest, ChatResponse, Choice
+from josh_core.llm.base import (
+    EMBEDDED_MODEL_SAMPLING,
+    LOCAL_MODEL_SAMPLING,
+    BackendKind,
+    BackendOptions,
+    ChatRequest,
+    ChatResponse,
+    Choice,
+    ConstraintUnsupported,
+    OutputConstraint,
+    adapter_folder,
+    compact_for_embedded,
+    model_problems,
+    split_adapter,
+)
 from josh_core.llm.batching import MicroBatcher
 from josh_core.llm.local_chat import cut_at_stop, parse_tool_calls, to_template_messages
+from josh_core.llm.structured import gbnf_for, plain_schema
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +102,37 @@ def structured_kwargs(request: ChatRequest, grammar_syntax: str = "lark") -> dic
     """The structured-output fields of `SamplingParams` for the request's constraint."""
     if request.constraint is None:
         return {}
-    from josh_core.llm.structured import vllm_sampling_kwargs
-
     return vllm_sampling_kwargs(request.constraint, grammar_syntax)
+
+
+def vllm_sampling_kwargs(constraint: OutputConstraint, grammar_syntax: str = "lark") -> dict[str, Any]:
+    """Keyword arguments for `vllm.SamplingParams(...)` that apply this constraint offline.
+
+    grammar_syntax "lark": the Lark grammar as it is, for vLLM's llguidance ("guidance")
+    backend, which enforces the same token caps as the other local backends (VLLMBackend sets
+    that backend). "gbnf": the GBNF twin, for an engine left on xgrammar. Newer vLLM
+    (`StructuredOutputsParams`, field `structured_outputs`) and older vLLM
+    (`GuidedDecodingParams`, field `guided_decoding`) are both handled.
+    """
+    if grammar_syntax not in ("lark", "gbnf"):
+        raise ValueError(f"grammar_syntax must be 'lark' or 'gbnf', got {grammar_syntax!r}")
+    if constraint.kind == "json_schema" and constraint.json_schema is not None:
+        spec: dict[str, Any] = {"json": plain_schema(constraint.json_schema)}
+    elif grammar_syntax == "lark" and constraint.kind == "lark" and constraint.grammar:
+        spec = {"grammar": constraint.grammar}
+    else:
+        spec = {"grammar": gbnf_for(constraint)}
+    try:
+        from vllm.sampling_params import StructuredOutputsParams  # type: ignore[import-not-found]
+
+        return {"structured_outputs": StructuredOutputsParams(**spec)}
+    except ImportError:
+        pass
+    try:
+        from vllm.sampling_params import GuidedDecodingParams  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise ConstraintUnsupported("vLLM is not installed (pip install 'josh-workbench[vllm]')") from exc
+    return {"guided_decoding": GuidedDecodingParams(**spec)}
 
 
 def lora_request_for(adapter: str | None) -> Any:
@@ -201,3 +244,32 @@ class VLLMBackend:
 
     async def aclose(self) -> None:
         await self._batcher.aclose()
+
+
+# -- registration (josh_core/llm/specs.py) ---------------------------------------------------
+
+
+class VLLMOptions(BackendOptions):
+    """Settings of the vLLM offline engine."""
+
+    engine_kwargs: dict[str, Any] | None = None  # passed to `vllm.LLM(...)` over ours
+
+
+def _build(rest: str, options: VLLMOptions, base_url: str | None) -> VLLMBackend:
+    model, adapter = split_adapter(rest)
+    if not model:
+        raise ValueError("vllm SPEC needs a model: vllm:MODEL[@ADAPTER_DIR]")
+    return VLLMBackend(model, adapter_folder(adapter), engine_kwargs=options.engine_kwargs)
+
+
+def _check(rest: str, base_url: str | None) -> list[str]:
+    model, adapter = split_adapter(rest)
+    return model_problems(model, adapter) if model else ["needs a model path or id, vllm:PATH_OR_ID"]
+
+
+BACKEND = BackendKind(
+    kind="vllm", usage="vllm:MODEL[@ADAPTER_DIR]",
+    summary="vLLM offline engine (GPU: the vllm extra; CPU: scripts/setup-vllm.sh); vllm:embedded is the "
+            "embedded model's converted folder",
+    options=VLLMOptions, build=_build, default_style=compact_for_embedded, check=_check,
+)  # fmt: skip

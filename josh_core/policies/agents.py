@@ -23,22 +23,21 @@ def build_model_agent(backend: ChatBackend, options: Any = None) -> Agent:
     `options` is an AgentOptions: style (`auto` or None: resolve_style's choice for the
     backend's name), temperature (None: appendix B's default for the
     backend), max_actions_per_turn, constrained (None: on for local models),
-    grounded (None: with constrained); `extra` may set
-    max_tokens and, for ReACT, demonstrate=False to drop the demonstration conversation.
+    grounded (None: with constrained), max_tokens and, for ReACT, demonstrate (False drops the
+    demonstration conversation).
     """
     # The backend's name has its SPEC's shape (vllm:embedded, llamacpp:embedded, embedded@dir),
     # so `auto` means here what it means for the SPEC (policies/styles.py).
     style = resolve_style(getattr(options, "style", None), backend.name)
-    extra = dict(getattr(options, "extra", None) or {})
     common = {
         "temperature": getattr(options, "temperature", None),
         "max_actions_per_turn": getattr(options, "max_actions_per_turn", None) or default_max_actions(style),
         "constrained": getattr(options, "constrained", None),
         "grounded": getattr(options, "grounded", None),
-        "max_tokens": extra.get("max_tokens"),
+        "max_tokens": getattr(options, "max_tokens", None),
     }
     if style == "react":
-        return ReactAgent(backend, demonstrate=extra.get("demonstrate", True), **common)
+        return ReactAgent(backend, demonstrate=getattr(options, "demonstrate", True), **common)
     if style == "compact":
         return CompactAgent(backend, **common)
     if style == "fc":

@@ -69,12 +69,12 @@ class CompactAgent(ModelAgent):
                                                     actions=("speak",) if last else ("apicall", "speak")),
             )
             start = time.perf_counter()
-            response = await self.generate(request)
+            response, unconstrained = await self.generate(request)
             seconds = time.perf_counter() - start
             text = response.choices[0].text if response.choices else ""
             parsed = parse_react(text)
-            stats = {"prompt_tokens": response.prompt_tokens,
-                     "completion_tokens": response.completion_tokens, "seconds": seconds}
+            stats = {"prompt_tokens": response.prompt_tokens, "completion_tokens": response.completion_tokens,
+                     "seconds": seconds, "unconstrained": unconstrained}
             if parsed.kind == "format_error":
                 message = Message(role="assistant", content=text)
                 turn.generations.append(Generation(text=text, message=message, action="format_error",

@@ -1,8 +1,8 @@
 """Build agents and user simulators from the SPEC strings the CLI and the app accept.
 
-Agent SPEC: `embedded[@ADAPTER_DIR]` (default) | `openai:MODEL` | `hf:PATH_OR_ID[@ADAPTER_DIR]`
-| `vllm:MODEL` | `llamacpp:GGUF_PATH` | `script:FILE` | `oracle` (AGENT_KINDS).
-User SPEC: `agenda` (default) | `llm:<agent-style SPEC>` | `script:FILE` (USER_KINDS).
+Agent SPEC: a model SPEC of the backend registry (`llm/specs.py`: `embedded[@ADAPTER_DIR]`, the
+default, `openai:MODEL`, `hf:PATH_OR_ID[@ADAPTER_DIR]`, ...) | `script:FILE` | `oracle` (agent_kinds()).
+User SPEC: `agenda` (default) | `llm:<model SPEC>` | `script:FILE` (USER_KINDS).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from josh_core.llm.specs import MODEL_KINDS, build_backend, split_spec
+from josh_core.llm.specs import MODEL_KINDS, backend_kinds, build_backend, split_spec
 from josh_core.policies.agenda_user import AgendaUser
 from josh_core.policies.agents import build_model_agent
 from josh_core.policies.base import Agent, UserSimulator
@@ -23,16 +23,22 @@ from josh_core.policies.styles import AGENT_STYLES, default_style, resolve_style
 # style rule in policies/styles.py.
 __all__ = [
     "AGENT_KINDS", "AGENT_STYLES", "DECODING_MODES", "DEFAULT_AGENT_SPEC", "DEFAULT_USER_SPEC", "USER_KINDS",
-    "AgentOptions", "build_agent", "build_user", "decoding_flags", "decoding_mode", "default_style", "resolve_style",
-    "split_spec",
+    "AgentOptions", "agent_kinds", "build_agent", "build_user", "decoding_flags", "decoding_mode", "default_style",
+    "resolve_style", "split_spec",
 ]
 
 DEFAULT_AGENT_SPEC = "embedded"
 DEFAULT_USER_SPEC = "agenda"
 # The SPEC kinds build_agent and build_user take (the CLI builds through them, the app's Launch
 # page checks against them: josh_core/launch.py).
-AGENT_KINDS = (*MODEL_KINDS, "script", "oracle")
+POLICY_KINDS = ("script", "oracle")  # agents that are no model
+AGENT_KINDS = (*MODEL_KINDS, *POLICY_KINDS)
 USER_KINDS = ("agenda", "llm", "script")
+
+
+def agent_kinds() -> tuple[str, ...]:
+    """AGENT_KINDS with any backend registered at run time (llm/specs.register_backend)."""
+    return (*backend_kinds(), *POLICY_KINDS)
 
 
 @dataclass
@@ -45,7 +51,11 @@ class AgentOptions:
     constrained: bool | None = None  # structured action decoding; None: on for local models
     grounded: bool | None = None  # free-text values only from the conversation; None: = constrained
     base_url: str | None = None  # OpenAI-compatible endpoint (else OPENAI_BASE_URL)
-    extra: dict[str, Any] = field(default_factory=dict)
+    max_tokens: int | None = None  # per generation; None: the style's budget
+    demonstrate: bool = True  # ReACT: the demonstration conversation in the prompt
+    # Per backend kind, its own settings (llm/specs.py): {"hf": {"device": "cpu"}} or the typed
+    # options class ({"hf": HFOptions(device="cpu")}); checked when the backend is built.
+    backends: dict[str, Any] = field(default_factory=dict)
 
 
 # How agent actions are decoded (`--decoding`): (constrained, grounded) per mode.

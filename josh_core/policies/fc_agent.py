@@ -48,10 +48,10 @@ class FunctionCallingAgent(ModelAgent):
                 constraint=self._constraint_or_none(tools, conversation),
             )
             start = time.perf_counter()
-            response = await self.generate(request)
+            response, unconstrained = await self.generate(request)
             stats: dict[str, Any] = {"prompt_tokens": response.prompt_tokens,
                                      "completion_tokens": response.completion_tokens,
-                                     "seconds": time.perf_counter() - start}
+                                     "seconds": time.perf_counter() - start, "unconstrained": unconstrained}
             choice = response.choices[0] if response.choices else None
             text = (choice.text if choice else "").strip()
             calls = list(choice.tool_calls or []) if choice else []

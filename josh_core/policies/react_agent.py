@@ -18,6 +18,7 @@ from josh_core.llm.base import (
     LOCAL_MODEL_SAMPLING,
     ChatBackend,
     ChatRequest,
+    ChatResponse,
     ConstraintUnsupported,
     OutputConstraint,
     SamplingParams,
@@ -66,6 +67,7 @@ class ModelAgent:
         # Grounded values (policies/grounding.py) ride on the grammar: on with it by default.
         self.grounded = self.constrained if grounded is None else grounded
         self.max_tokens = max_tokens
+        self._warned: set[str] = set()
 
     # -- to override ------------------------------------------------------------------------
     def constraint(self, tools: list[dict[str, Any]]) -> OutputConstraint | None:
@@ -85,7 +87,9 @@ class ModelAgent:
     def _constraint_or_none(self, tools: list[dict[str, Any]],
                             conversation: list[Message] | None = None, **kwargs: Any) -> OutputConstraint | None:
         """The output constraint of one generation; `conversation` (the path's messages so far)
-        supplies the grounded values; `kwargs` go to the style's `constraint`."""
+        supplies the grounded values; `kwargs` go to the style's `constraint`. None when the
+        agent decodes freely, or when structured decoding is not installed (that generation
+        then runs unconstrained, and `generate` records it as such)."""
         if not self.constrained:
             return None
         if self.grounded and conversation is not None:
@@ -94,22 +98,31 @@ class ModelAgent:
             tools = grounded_tools(tools, conversation_values(conversation))
         try:
             return self.constraint(tools, **kwargs)
-        except ImportError as exc:  # structured decoding not installed: run unconstrained
-            log.warning("structured decoding unavailable (%s); generating unconstrained", exc)
-            self.constrained = False
+        except ImportError as exc:
+            self._warn_once(f"structured decoding unavailable ({exc}); generating unconstrained")
             return None
 
-    async def generate(self, request: ChatRequest):
-        """One backend call; a backend that cannot apply the constraint gets it dropped once."""
+    async def generate(self, request: ChatRequest) -> tuple[ChatResponse, bool]:
+        """One backend call, and whether it ran unconstrained although the agent constrains
+        its actions (the Generation records it: `unconstrained`).
+
+        A backend that cannot apply the constraint gets this request without it; the next
+        request asks again. The agent is shared by the conversations of a run, so one refusal
+        must not turn the constraint off for all of them while the run's configuration still
+        says constrained."""
         try:
-            return await self.backend.chat(request)
+            return await self.backend.chat(request), self.constrained and request.constraint is None
         except ConstraintUnsupported as exc:
             if request.constraint is None:
                 raise
-            log.warning("%s cannot apply the output constraint (%s); generating unconstrained",
-                        self.backend.name, exc)
-            self.constrained = False
-            return await self.backend.chat(request.model_copy(update={"constraint": None}))
+            self._warn_once(f"{self.backend.name} cannot apply the output constraint ({exc}); generating "
+                            "unconstrained where it cannot")
+            return await self.backend.chat(request.model_copy(update={"constraint": None})), True
+
+    def _warn_once(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            log.warning("%s", message)
 
 
 class ReactAgent(ModelAgent):
@@ -154,12 +167,12 @@ class ReactAgent(ModelAgent):
                 constraint=constraint,
             )
             start = time.perf_counter()
-            response = await self.generate(request)
+            response, unconstrained = await self.generate(request)
             seconds = time.perf_counter() - start
             text = response.choices[0].text if response.choices else ""
             parsed = parse_react(text)
             stats = {"prompt_tokens": response.prompt_tokens, "completion_tokens": response.completion_tokens,
-                     "seconds": seconds}
+                     "seconds": seconds, "unconstrained": unconstrained}
             if parsed.kind == "format_error":
                 message = Message(role="assistant", content=text)
                 turn.generations.append(Generation(text=text, message=message, action="format_error",

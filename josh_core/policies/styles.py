@@ -7,19 +7,24 @@ is built.
 
 from __future__ import annotations
 
+from josh_core.llm.specs import get_backend, split_spec
+
 AGENT_STYLES = ("auto", "react", "compact", "fc")
 
 
 def default_style(agent_spec: str) -> str:
     """The agent style `auto` means for a SPEC (or a backend's name, which has a SPEC's shape):
-    compact for the embedded model on any backend (a short prompt and no PLAN measured several
-    times faster and no worse for it; bench/bench_player.py), ReACT (appendix E) for every
-    other model."""
-    spec = agent_spec.strip()
-    embedded = ("embedded@", "llamacpp:embedded", "llamacpp-batched:embedded", "vllm:embedded")
-    if spec in ("embedded", "oracle") or spec.startswith(embedded):
-        return "compact"
-    return "react"
+    its backend's `default_style` (llm/specs.py): compact for the embedded model on any backend
+    (a short prompt and no PLAN measured several times faster and no worse for it;
+    bench/bench_player.py), ReACT (appendix E) for every other model. The oracle plays compact
+    actions; a name that is no model SPEC gets ReACT."""
+    try:
+        kind, rest = split_spec(agent_spec)
+        if kind == "oracle":
+            return "compact"
+        return get_backend(kind).default_style(rest)
+    except ValueError:  # not a model SPEC (script:, a backend's own name)
+        return "react"
 
 
 def resolve_style(style: str | None, agent_spec: str) -> str:

@@ -52,10 +52,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from josh_core.analysis.compare import Comparison, compare_runs
+from josh_core.envs import get_env
+from josh_core.policies.factory import decoding_flags
 from josh_core.rollout import RolloutConfig, RolloutObserver, resume_run, start_run
+from josh_core.rollout.options import SELFTRAIN_DEFAULTS
+from josh_core.rollout.options import run_option as _run
 from josh_core.storage import stages as stage_store
 from josh_core.storage.db import Database
 from josh_core.envs.base import Scenario
@@ -74,11 +78,16 @@ class SelftrainConfig(BaseModel):
     """Everything that decides an experiment (stored with its stages; a rerun must match)."""
 
     experiment: str = "selftrain"
-    env: str = "toolwoz"  # the environment (`josh envs`); experiments stored before it were ToolWOZ's
-    base: str = "embedded"  # the starting agent SPEC
-    user: str = "agenda"
+    # The settings shared with a run take their defaults, bounds and help from its run options
+    # (rollout/options.py), self-training's own defaults from SELFTRAIN_DEFAULTS there.
+    env: str = _run("env").field()  # experiments stored before it were ToolWOZ's
+    base: str = _run("agent").field()  # the starting agent SPEC
+    user: str | None = _run("user").field()  # None: the environment's (resolved on creation)
+    scoring: str | None = _run("scoring").field()
+    style: str = _run("style").field()
+    decoding: str = _run("decoding").field()
     rounds: int = Field(1, ge=1)
-    kinds: list[TrainKind] = Field(default_factory=lambda: ["sft"])
+    kinds: list[TrainKind] = Field(default_factory=lambda: ["sft"], min_length=1)
     # SFT (and the control): full keeps 100% conversations only (appendix B); partial keeps every
     # tree's ideal path up to its last goal. KTO and DPO always keep 100% trees only.
     filter: Literal["full", "partial"] = "full"
@@ -86,26 +95,37 @@ class SelftrainConfig(BaseModel):
     # (needs "sft" in kinds: it is trained with the same SFT settings).
     control: Control = "none"
     warm_start: int = Field(0, ge=0)  # oracle conversations for a warm-start SFT (0: none)
-    train_split: str = "train"
+    train_split: str | None = None  # None: the environment's JOSH split (resolved on creation)
     train_limit: int = Field(100, ge=1)  # JOSH conversations per round
     # Usable train scenarios skipped before the JOSH slices (after the warm start's): the ones a
     # starting adapter was already trained on, so that JOSH never plays its training data.
     train_offset: int = Field(0, ge=0)
-    eval_split: str = "val"
+    eval_split: str | None = None  # None: the environment's held-out split (ToolWOZ: val)
     eval_limit: int = Field(100, ge=1)
     single_domain: bool = True
-    beam: int = Field(8, ge=1)
-    branching: int = Field(2, ge=1)
-    max_turns: int = Field(5, ge=1)  # JOSH depth (agent turns)
-    eval_max_turns: int = Field(10, ge=1)
-    temperature: float | None = None
-    seed: int = 0
-    concurrency: int = Field(4, ge=1)  # conversations played at once (their leaves batch together)
+    beam: int = _run("beam").field()
+    branching: int = _run("branching").field()
+    max_turns: int = _run("max_turns").field(SELFTRAIN_DEFAULTS["max_turns"])  # JOSH depth (agent turns)
+    eval_max_turns: int = _run("max_turns").field(SELFTRAIN_DEFAULTS["eval_max_turns"])
+    temperature: float | None = _run("temperature").field()
+    seed: int = _run("seed").field()
+    # Conversations played at once (their leaves batch together).
+    concurrency: int = _run("concurrency").field(SELFTRAIN_DEFAULTS["concurrency"])
     train_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)  # kind -> settings
     warm_start_overrides: dict[str, Any] = Field(default_factory=dict)
     # The JOSH rollout stages on Ray workers (`--ray`; "local" starts Ray here). Where, not what:
     # a rerun may use another cluster, so it is not part of the settings a rerun must match.
-    ray_address: str | None = None
+    ray_address: str | None = _run("ray").field()
+
+    @field_validator("experiment")
+    @classmethod
+    def _one_folder_name(cls, name: str) -> str:
+        # The name is a folder below the experiment's working directory (adapters, exports):
+        # it must stay one plain path part, never climb out of it.
+        if not name.strip() or name != name.strip() or name.startswith(".") or any(c in name for c in "/\\\0"):
+            raise ValueError("give one folder name: not blank, no spaces around it, no '/' or '\\', not starting "
+                             "with '.'")
+        return name
 
     @field_validator("kinds")
     @classmethod
@@ -122,9 +142,21 @@ class SelftrainConfig(BaseModel):
                              "add --kind sft")
         return self
 
+    @model_validator(mode="after")
+    def _environment_defaults(self) -> "SelftrainConfig":
+        # Stored experiments record the user and splits they played, never None.
+        environment = get_env(self.env)
+        self.env = environment.name
+        self.user = self.user or environment.default_user
+        self.train_split = self.train_split or environment.josh_split
+        self.eval_split = self.eval_split or environment.heldout_split or environment.eval_split
+        decoding_flags(self.decoding)  # a ValueError naming the modes
+        return self
+
 
 # Settings added after experiments were stored: their value for an experiment stored before them.
-SETTINGS_BEFORE_THEM = {"env": "toolwoz", "control": "none", "train_offset": 0}
+SETTINGS_BEFORE_THEM = {"env": "toolwoz", "control": "none", "scoring": None, "style": "auto", "decoding": "auto",
+                        "train_offset": 0}
 
 
 class StageEvent(BaseModel):
@@ -161,6 +193,13 @@ class SelftrainResult(BaseModel):
 
 
 # -- scenarios ------------------------------------------------------------------------------
+
+
+def settings_problems(error: ValidationError) -> str:
+    """A refused configuration in words, for the command line and the app alike: each bad
+    setting with what is wrong (a check across settings names its flags itself)."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}" if e["loc"]
+                     else str(e["msg"]).removeprefix("Value error, ") for e in error.errors())  # fmt: skip
 
 
 def scenario_slices(config: SelftrainConfig) -> tuple[list[Scenario], list[list[Scenario]], list[Scenario]]:
@@ -248,8 +287,11 @@ class Selftrain:
     # -- stage bodies -------------------------------------------------------------------------
     def _rollout_config(self, agent: str, *, josh: bool) -> RolloutConfig:
         c = self.config
+        constrained, grounded = decoding_flags(c.decoding)
         return RolloutConfig(
-            env=c.env, josh=josh, agent=agent, user=c.user, temperature=c.temperature, seed=c.seed,
+            # The oracle (warm start) plays its own actions whatever style the agents have.
+            env=c.env, scoring=c.scoring, josh=josh, agent=agent, user=c.user, style="auto" if agent == "oracle" else c.style,
+            constrained=constrained, grounded=grounded, temperature=c.temperature, seed=c.seed,
             max_turns=c.max_turns if josh else c.eval_max_turns, beam=c.beam, branching=c.branching,
             concurrency=c.concurrency,
         )

@@ -30,6 +30,7 @@ class ToolWOZEnvironment(Environment):
     splits = ("train", "val", "test", "official-test")
     josh_split = "train"
     eval_split = "official-test"
+    heldout_split = "val"  # self-training's rounds are compared on val, the official test kept apart
     metrics = "toolwoz"
     default_user = "agenda"
     user_kinds = ("agenda", "llm", "script")
