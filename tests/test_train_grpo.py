@@ -40,6 +40,25 @@ def toy_environment():
     use_toy_environment("book_hotel")
 
 
+def test_the_episode_settings_are_the_run_options():
+    """How an episode is played is set with the run options' defaults, bounds and help
+    (rollout/options.py), as `josh rollout` and `josh selftrain` are."""
+    import dataclasses
+
+    from josh_core.rollout.options import RUN_OPTIONS, SELFTRAIN_DEFAULTS
+    from josh_core.train import GRPOTrainConfig, TrainingConfigError, build_config
+
+    fields = {f.name: f for f in dataclasses.fields(GRPOTrainConfig)}
+    for name in ("env", "user", "scoring", "style", "decoding", "temperature", "max_actions_per_turn"):
+        assert fields[name].default == RUN_OPTIONS[name].default, name
+        assert fields[name].metadata["help"].startswith(RUN_OPTIONS[name].help), name
+    assert fields["max_turns"].default == SELFTRAIN_DEFAULTS["max_turns"]
+    with pytest.raises(TrainingConfigError, match="max_turns"):
+        build_config("grpo", None, {"max_turns": RUN_OPTIONS["max_turns"].le + 1})
+    with pytest.raises(TrainingConfigError, match="temperature"):
+        build_config("grpo", None, {"temperature": 9.0})
+
+
 # -- advantages and rewards -------------------------------------------------------------------------
 
 

@@ -43,14 +43,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from josh_core.envs import DEFAULT_ENV, get_env
+from josh_core.envs import get_env
 from josh_core.policies.factory import DECODING_MODES, decoding_flags
-from josh_core.rollout import MAX_TURNS, RolloutConfig
+from josh_core.rollout import RolloutConfig
+from josh_core.rollout.options import SELFTRAIN_DEFAULTS, run_option
 from josh_core.train.config import TrainConfig, TrainerInputs, TrainingConfigError, check_positive
 from josh_core.train.data import TrainingData, TrainingDataError
 from josh_core.train.online import RewardWeights, rows_digest, scenario_rows
 
 SCALE_REWARDS = ("group", "batch", "none")
+_OWN: Any = object()
+
+
+def _run(name: str, default: Any = _OWN, help: str | None = None) -> Any:
+    """The dataclass field of a setting that is a run option: its default (or an override
+    declared here) and its help from the run options; bounds are checked by RolloutConfig."""
+    option = run_option(name)
+    return field(default=option.default if default is _OWN else default, metadata={"help": option.help_text(help)})
+
 
 
 @dataclass
@@ -66,22 +76,19 @@ class GRPOTrainConfig(TrainConfig):
     gradient_accumulation_steps: int = 1
     lora_r: int = 8  # as SFT and DPO
     lora_alpha: int = 16
-    # -- what it plays -------------------------------------------------------------------------
-    env: str = field(default=DEFAULT_ENV, metadata={"help": "Environment the episodes are played in (`josh envs`)."})
-    split: str | None = field(
-        default=None, metadata={"help": "Split of the scenarios (None: the environment's JOSH split, train)."})
+    # -- what it plays: run options (rollout/options.py), their defaults and help declared there --
+    env: str = _run("env")
+    split: str | None = _run("split", help="Scenario split of the environment (default: its JOSH split, train).")
     offset: int = field(default=0, metadata={"help": "Scenarios of the split skipped first."})
-    limit: int | None = field(default=100, metadata={"help": "Scenarios trained on (None: the whole split)."})
+    limit: int | None = _run("limit", 100, help="Scenarios trained on (None: the whole split).")
     single_domain: bool = field(default=True, metadata={"help": "Single-domain scenarios only (as selftrain)."})
-    user: str | None = field(default=None, metadata={"help": "User simulator SPEC (None: the environment's)."})
-    scoring: str | None = field(default=None, metadata={"help": "The environment's scoring (None: its default)."})
-    style: str = field(default="auto", metadata={"help": "Agent style: auto | react | compact | fc."})
-    decoding: str = field(default="auto", metadata={"help": "auto | grounded | grammar | free (as josh rollout)."})
-    temperature: float | None = field(
-        default=None, metadata={"help": "Sampling temperature (None: the model's default, as josh rollout)."})
-    max_turns: int = field(default=5, metadata={"help": "Agent turns per episode (selftrain's JOSH depth)."})
-    max_actions_per_turn: int | None = field(
-        default=None, metadata={"help": "Generations per agent turn (None: the style's cap)."})
+    user: str | None = _run("user")
+    scoring: str | None = _run("scoring")
+    style: str = _run("style")
+    decoding: str = _run("decoding")
+    temperature: float | None = _run("temperature")
+    max_turns: int = _run("max_turns", SELFTRAIN_DEFAULTS["max_turns"])  # selftrain's JOSH depth
+    max_actions_per_turn: int | None = _run("max_actions_per_turn")
     rollout_concurrency: int | None = field(
         default=None, metadata={"help": "Episodes played at once (None: a whole micro-batch's groups)."})
     # -- GRPO -----------------------------------------------------------------------------------
@@ -125,8 +132,6 @@ class GRPOTrainConfig(TrainConfig):
             raise TrainingConfigError(f"scale_rewards must be one of {', '.join(SCALE_REWARDS)}, got {self.scale_rewards!r}")
         if self.decoding not in DECODING_MODES:
             raise TrainingConfigError(f"decoding must be one of {', '.join(DECODING_MODES)}, got {self.decoding!r}")
-        if self.max_turns > MAX_TURNS:
-            raise TrainingConfigError(f"max_turns must be at most {MAX_TURNS}, got {self.max_turns!r}")
         try:
             environment = get_env(self.env)
             if self.split is not None:

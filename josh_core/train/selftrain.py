@@ -361,13 +361,14 @@ class Selftrain:
     # -- an online arm (GRPO): the round's scenarios played by the policy itself -------------------
     def _online_settings(self, kind: str, budget_turns: int | None) -> dict[str, Any]:
         """An online kind's settings in this experiment: the experiment's environment, user,
-        JOSH depth and temperature, and, with the round's JOSH budget, at most that many sampled
+        scoring, agent style, decoding, JOSH depth and temperature (its episodes are played as
+        the experiment's rollouts are), and, with the round's JOSH budget, at most that many sampled
         agent turns and as many steps as the budget can pay for (every episode takes a turn at
         least); `--set KIND.KEY=VALUE` (and --lr, --epochs, --max-steps) win over all of these."""
         c = self.config
         mine = c.train_overrides.get(kind, {})
-        settings: dict[str, Any] = {"env": c.env, "user": c.user, "max_turns": c.max_turns,
-                                    "temperature": c.temperature}
+        settings: dict[str, Any] = {"env": c.env, "user": c.user, "scoring": c.scoring, "style": c.style,
+                                    "decoding": c.decoding, "max_turns": c.max_turns, "temperature": c.temperature}
         if budget_turns is not None:
             settings["max_agent_turns"] = budget_turns
             if "max_steps" not in mine and "num_train_epochs" not in mine:
